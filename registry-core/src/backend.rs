@@ -1,0 +1,270 @@
+//! What a store backend implements: a small key-value contract with liveness and a change feed.
+//!
+//! Everything else (the set of nodes this process registered, heartbeat scheduling, re-registering
+//! lost nodes, the consumer cache, listeners, graceful shutdown) lives once in
+//! [`Registry`](crate::Registry) and works the same for every backend.
+//!
+//! The contract:
+//! - [`put`](Backend::put) writes a node *with liveness*: the key disappears on its own when this
+//!   client stops keeping it alive (an etcd lease, a ZooKeeper ephemeral node, a Redis expiry).
+//!   If the liveness handle was lost (lease expired, session expired), `put` creates a new one.
+//! - [`keep_alive`](Backend::keep_alive) renews the liveness of this client's keys and reports
+//!   whether it was lost, or which keys the store no longer holds; the core then puts them again.
+//! - [`list`](Backend::list) reads a prefix together with a [`Revision`] and
+//!   [`watch`](Backend::watch) streams the changes *after* that revision, so nothing changed
+//!   between the list and the watch is missed.
+//! - [`close`](Backend::close) removes this client's keys in as few requests as the store allows
+//!   (etcd revokes the lease) and releases the connection.
+//!
+//! A backend never retries on its own behalf beyond what one request needs; the core decides when
+//! to retry, with jittered backoff.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// A position in the store's change history (etcd revision, ZooKeeper zxid, a Redis stream
+/// sequence, the memory store's counter). Revisions increase with every change.
+pub type Revision = u64;
+
+/// A raw entry read from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    /// Full key (path), e.g. `/rpc/users:1.0/10.0.0.1:8080`.
+    pub key: String,
+    /// The stored value (JSON of a [`ServiceMetaInfo`](crate::ServiceMetaInfo) when well-formed).
+    pub value: Vec<u8>,
+}
+
+/// The result of [`Backend::list`]: every entry under a prefix as of `revision`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Entries under the prefix.
+    pub entries: Vec<KeyValue>,
+    /// The revision the listing reflects; watch from here.
+    pub revision: Revision,
+}
+
+/// One change seen by [`Backend::watch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A key was created or its value changed.
+    Put {
+        /// The entry as written.
+        kv: KeyValue,
+        /// Revision of the change.
+        revision: Revision,
+    },
+    /// A key was deleted or expired.
+    Delete {
+        /// Full key.
+        key: String,
+        /// Revision of the change.
+        revision: Revision,
+    },
+}
+
+impl WatchEvent {
+    /// The revision of the change.
+    pub fn revision(&self) -> Revision {
+        match self {
+            WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The key that changed.
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put { kv, .. } => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// The stream returned by [`Backend::watch`].
+///
+/// An `Err` item is not the end: [`BackendError::HistoryLost`] asks for a relist, any other
+/// error (and the end of the stream) asks for a new watch from the last revision seen.
+pub type WatchStream = BoxStream<'static, Result<WatchEvent, BackendError>>;
+
+/// The answer of [`Backend::keep_alive`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// The liveness handle is alive. `missing` lists the keys (among those passed in) the store
+    /// no longer holds, when the backend can tell cheaply; the core puts them again.
+    Alive {
+        /// Keys to put again.
+        missing: Vec<String>,
+    },
+    /// The liveness handle (lease, session) is gone: every key must be put again.
+    Lost,
+}
+
+/// How to reach a store: the backend-neutral part of the registry configuration.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Address(es): backend specific, several endpoints comma-separated. Empty means the
+    /// backend's default.
+    pub address: String,
+    /// User name, for stores with authentication.
+    pub username: Option<String>,
+    /// Password, for stores with authentication.
+    pub password: Option<String>,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Time to live of a node whose owner stopped heart-beating.
+    pub ttl: Duration,
+}
+
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// A boxed error from a store client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error from a backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The store could not be reached.
+    #[error("cannot connect to {backend} at `{address}`")]
+    Connect {
+        /// Backend name.
+        backend: &'static str,
+        /// Address tried.
+        address: String,
+        /// Cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The store refused the credentials.
+    #[error("authentication to {backend} failed (check rpc.registryConfig.username/password)")]
+    Auth {
+        /// Backend name.
+        backend: &'static str,
+        /// Cause.
+        #[source]
+        source: BoxError,
+    },
+    /// One request failed.
+    #[error("{operation} on {backend} failed")]
+    Request {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation, e.g. `put /rpc/a:1.0/h:1`.
+        operation: String,
+        /// Cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A request did not finish within the configured timeout.
+    #[error("{operation} on {backend} timed out after {timeout:?}")]
+    Timeout {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation.
+        operation: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The watch cannot continue from the requested revision (compacted history, canceled
+    /// watch, expired session): the caller must list again.
+    #[error("watch history lost: {reason}")]
+    HistoryLost {
+        /// What happened.
+        reason: String,
+    },
+    /// The address or options are not usable by this backend.
+    #[error("invalid configuration for {backend}: {reason}")]
+    Config {
+        /// Backend name.
+        backend: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client was closed.
+    #[error("{backend} client is closed")]
+    Closed {
+        /// Backend name.
+        backend: &'static str,
+    },
+}
+
+impl BackendError {
+    /// Whether trying again later may succeed (connection and request failures, timeouts).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Connect { .. }
+                | BackendError::Request { .. }
+                | BackendError::Timeout { .. }
+                | BackendError::HistoryLost { .. }
+        )
+    }
+
+    /// Shorthand for a [`BackendError::Request`].
+    pub fn request(
+        backend: &'static str,
+        operation: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        BackendError::Request {
+            backend,
+            operation: operation.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// A store backend. See the [module docs](self) for the contract.
+///
+/// Implementations are used as `Arc<dyn Backend>`, chosen at run time by name.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Short name, e.g. `etcd`.
+    fn name(&self) -> &'static str;
+
+    /// Writes `key` with liveness bound to this client, creating the liveness handle (lease,
+    /// session) when there is none or it was lost. `ttl` is the time the key outlives its owner.
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError>;
+
+    /// Deletes `key`. Deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BackendError>;
+
+    /// Lists every entry under `prefix`, with the revision the listing reflects.
+    async fn list(&self, prefix: &str) -> Result<Listing, BackendError>;
+
+    /// Streams the changes under `prefix` with a revision greater than `after`.
+    ///
+    /// The stream yields [`BackendError::HistoryLost`] when the changes after `after` are no
+    /// longer available; the caller lists again.
+    fn watch(&self, prefix: &str, after: Revision) -> WatchStream;
+
+    /// Renews the liveness of this client's `keys` (the ones it put and still wants).
+    async fn keep_alive(&self, keys: &[String], ttl: Duration) -> Result<Liveness, BackendError>;
+
+    /// Time left before `key` expires, where the store can tell.
+    async fn ttl_remaining(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Checks that the store answers.
+    async fn health(&self) -> Result<(), BackendError>;
+
+    /// Graceful shutdown: removes `keys` (this client's nodes) in as few requests as the store
+    /// allows, then releases the connection. Called once, by
+    /// [`Registry::shutdown`](crate::Registry::shutdown).
+    async fn close(&self, keys: &[String]) -> Result<(), BackendError>;
+}

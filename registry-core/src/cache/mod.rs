@@ -1,0 +1,295 @@
+//! The consumer-side cache: one entry per service key, each kept current by one watch.
+//!
+//! # Reads
+//! A cache hit is one lock-free load of the entry map and one `Arc` clone of the entry's current
+//! snapshot: no lock, no I/O, no allocation. Readers never wait for a writer and never see a
+//! partial list: every change builds a new list aside and swaps it in.
+//!
+//! # Writes
+//! The first discover of a service key lists the service prefix from the store (callers asking
+//! concurrently share that one list) and starts exactly one watch from the listing's revision.
+//! Each watch event is then applied to the entry (add, update or remove one node). When the
+//! watch breaks, the entry keeps serving its last nodes while the watcher re-creates the watch
+//! from the last revision seen; when the store has lost that history, it waits a jittered
+//! cooldown and lists again.
+//!
+//! # Memory
+//! An entry holds the service's nodes once (as `Arc<ServiceMetaInfo>`), shared by the store
+//! truth, the served list and every snapshot a reader still holds. Entries live as long as the
+//! registry: a process that discovers N services keeps N entries and N watches.
+
+pub(crate) mod state;
+mod watcher;
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Notify, OnceCell};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::backend::Backend;
+use crate::error::RegistryError;
+use crate::options::RegistryOptions;
+use crate::registrar::Registrar;
+pub use state::{Node, NodeDiff};
+use state::ServiceState;
+
+/// Where a discovered node list came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Read from the store by this call (first discover of the service).
+    Registry,
+    /// Served from the consumer cache.
+    Cache,
+}
+
+impl Origin {
+    /// `"registry"` or `"cache"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Registry => "registry",
+            Origin::Cache => "cache",
+        }
+    }
+}
+
+/// One published version of a service's node list.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) nodes: Arc<[Node]>,
+    pub(crate) stale: bool,
+    pub(crate) generation: u64,
+}
+
+/// The nodes of one service, as returned by [`Registry::discover`](crate::Registry::discover).
+///
+/// Derefs to `[Node]`; cheap to clone (one `Arc`).
+#[derive(Clone, Debug)]
+pub struct ServiceNodes {
+    snapshot: Arc<Snapshot>,
+    origin: Origin,
+}
+
+impl ServiceNodes {
+    /// The nodes.
+    pub fn nodes(&self) -> &[Node] {
+        &self.snapshot.nodes
+    }
+
+    /// The nodes as a shared slice (for keeping beyond this value).
+    pub fn shared(&self) -> Arc<[Node]> {
+        self.snapshot.nodes.clone()
+    }
+
+    /// Whether they came from the store or the cache.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// True when the store currently shows no node and these are the last known ones, kept by
+    /// the [`EmptyProtection`](crate::EmptyProtection) policy.
+    pub fn is_stale(&self) -> bool {
+        self.snapshot.stale
+    }
+}
+
+impl ServiceNodes {
+    pub(crate) fn from_registry(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            snapshot,
+            origin: Origin::Registry,
+        }
+    }
+}
+
+impl Deref for ServiceNodes {
+    type Target = [Node];
+    fn deref(&self) -> &[Node] {
+        &self.snapshot.nodes
+    }
+}
+
+/// Receives the changes a watcher applied to the store truth, so the registrar can confirm its
+/// own writes and repair the ones deleted behind its back.
+pub(crate) trait TruthObserver: Send + Sync + 'static {
+    /// `key` is in the store.
+    fn seen(&self, key: &str);
+    /// `key` left the store.
+    fn gone(&self, key: &str);
+    /// A full listing of `prefix` was applied; `present` tells which keys it holds.
+    fn listed(&self, prefix: &str, present: &dyn Fn(&str) -> bool);
+}
+
+/// The cache entry of one service key.
+pub(crate) struct ServiceEntry {
+    state: Mutex<ServiceState>,
+    current: ArcSwap<Snapshot>,
+    changes: tokio::sync::watch::Sender<Arc<Snapshot>>,
+    relist: Notify,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl ServiceEntry {
+    fn new(state: ServiceState) -> Self {
+        let snapshot = Arc::new(Snapshot {
+            nodes: state.served().nodes.clone(),
+            stale: state.served().stale,
+            generation: 1,
+        });
+        Self {
+            state: Mutex::new(state),
+            current: ArcSwap::new(snapshot.clone()),
+            changes: tokio::sync::watch::Sender::new(snapshot),
+            relist: Notify::new(),
+            generation: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ServiceState> {
+        // The state stays consistent across a panic (every mutation is one assignment), so a
+        // poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the served list of `state` to readers and listeners.
+    pub(crate) fn publish(&self, state: &ServiceState) {
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let snapshot = Arc::new(Snapshot {
+            nodes: state.served().nodes.clone(),
+            stale: state.served().stale,
+            generation,
+        });
+        self.current.store(snapshot.clone());
+        self.changes.send_replace(snapshot);
+    }
+
+    /// Asks the watcher to list the service again.
+    pub(crate) fn request_relist(&self) {
+        self.relist.notify_one();
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.changes.subscribe()
+    }
+}
+
+/// All cache entries of one registry.
+pub(crate) struct ServiceCache {
+    entries: ArcSwap<HashMap<String, Arc<ServiceEntry>>>,
+    loading: Mutex<HashMap<String, Arc<OnceCell<Arc<ServiceEntry>>>>>,
+    backend: Arc<dyn Backend>,
+    options: Arc<RegistryOptions>,
+    observer: Arc<Registrar>,
+    cancel: CancellationToken,
+}
+
+impl ServiceCache {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        options: Arc<RegistryOptions>,
+        observer: Arc<Registrar>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            entries: ArcSwap::default(),
+            loading: Mutex::default(),
+            backend,
+            options,
+            observer,
+            cancel,
+        }
+    }
+
+    /// The hot path: the cached nodes of `service_key`, if the service was discovered before.
+    #[inline]
+    pub(crate) fn get(&self, service_key: &str) -> Option<ServiceNodes> {
+        self.entries
+            .load()
+            .get(service_key)
+            .map(|entry| ServiceNodes {
+                snapshot: entry.current.load_full(),
+                origin: Origin::Cache,
+            })
+    }
+
+    pub(crate) fn entry(&self, service_key: &str) -> Option<Arc<ServiceEntry>> {
+        self.entries.load().get(service_key).cloned()
+    }
+
+    /// The service keys with an entry.
+    pub(crate) fn service_keys(&self) -> Vec<String> {
+        self.entries.load().keys().cloned().collect()
+    }
+
+    /// The entry of `service_key`, listing the store and starting its watch on first use.
+    /// Concurrent first callers share one listing.
+    pub(crate) async fn load(&self, service_key: &str) -> Result<Arc<ServiceEntry>, RegistryError> {
+        if let Some(entry) = self.entry(service_key) {
+            return Ok(entry);
+        }
+        let cell = {
+            let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+            loading.entry(service_key.to_owned()).or_default().clone()
+        };
+        let result = cell
+            .get_or_try_init(|| self.start_entry(service_key))
+            .await
+            .cloned();
+        self.loading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(service_key);
+        result
+    }
+
+    async fn start_entry(&self, service_key: &str) -> Result<Arc<ServiceEntry>, RegistryError> {
+        // Another caller may have finished between our map check and taking the cell.
+        if let Some(entry) = self.entry(service_key) {
+            return Ok(entry);
+        }
+        let mut state = ServiceState::new(
+            &self.options.keys,
+            service_key,
+            self.options.empty_protection,
+        );
+        let listing = watcher::list(&*self.backend, state.prefix(), self.options.timeout)
+            .await
+            .map_err(|source| RegistryError::Store {
+                operation: format!("discover {service_key}"),
+                source,
+            })?;
+        state.relist(&listing, Instant::now());
+        self.observer.listed(state.prefix(), &|key| state.holds(key));
+        debug!(
+            service = service_key,
+            nodes = state.served().nodes.len(),
+            revision = listing.revision,
+            "listed service, starting its watch"
+        );
+        let entry = Arc::new(ServiceEntry::new(state));
+        self.entries.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(service_key.to_owned(), entry.clone());
+            map
+        });
+        tokio::spawn(watcher::run(
+            entry.clone(),
+            self.backend.clone(),
+            self.options.clone(),
+            self.observer.clone(),
+            self.cancel.child_token(),
+        ));
+        Ok(entry)
+    }
+}

@@ -1,0 +1,461 @@
+//! The per-service state machine, pure: raw store entries and events in, served node lists out.
+//!
+//! It tracks the store's *truth* (every well-formed node under the service prefix) and derives
+//! the *served* list from it, applying the [`EmptyProtection`] policy and the local evictions of
+//! the RPC layer. No I/O happens here, so every rule is unit tested with plain values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use crate::backend::{KeyValue, Listing, Revision, WatchEvent};
+use crate::instance::{KeySpace, ServiceMetaInfo};
+use crate::options::EmptyProtection;
+
+/// A node as held by the cache: shared, never copied per read.
+pub type Node = Arc<ServiceMetaInfo>;
+
+/// What changed between two served lists, by node address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeDiff {
+    /// Nodes that appeared.
+    pub added: Vec<Node>,
+    /// Nodes whose registration changed (weight, metadata, ...).
+    pub updated: Vec<Node>,
+    /// Nodes that went away.
+    pub removed: Vec<Node>,
+}
+
+impl NodeDiff {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.updated.is_empty() && self.removed.is_empty()
+    }
+
+    /// The difference from `old` to `new`, nodes matched by address.
+    pub fn between(old: &[Node], new: &[Node]) -> Self {
+        let before: HashMap<(&str, u16), &Node> = old
+            .iter()
+            .map(|n| ((n.service_host.as_str(), n.service_port), n))
+            .collect();
+        let mut diff = NodeDiff::default();
+        let mut seen = std::collections::HashSet::with_capacity(new.len());
+        for n in new {
+            let id = (n.service_host.as_str(), n.service_port);
+            seen.insert(id);
+            match before.get(&id) {
+                None => diff.added.push(n.clone()),
+                Some(prev) if prev != &n => diff.updated.push(n.clone()),
+                Some(_) => {}
+            }
+        }
+        for n in old {
+            if !seen.contains(&(n.service_host.as_str(), n.service_port)) {
+                diff.removed.push(n.clone());
+            }
+        }
+        diff
+    }
+}
+
+/// Why the truth changed: decides how the empty protection applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// A full relist (first list, or after the watch history was lost).
+    Resync,
+    /// A change seen on a live watch.
+    Event,
+}
+
+/// The served list, as published to readers.
+#[derive(Clone, Debug)]
+pub(crate) struct Served {
+    pub(crate) nodes: Arc<[Node]>,
+    /// True when the list is kept by the empty protection while the store shows no node.
+    pub(crate) stale: bool,
+}
+
+/// The per-service state.
+#[derive(Debug)]
+pub(crate) struct ServiceState {
+    service_key: Arc<str>,
+    prefix: String,
+    keys: KeySpace,
+    policy: EmptyProtection,
+    /// Store truth: full key -> node.
+    truth: BTreeMap<String, Node>,
+    revision: Revision,
+    /// Addresses taken out locally (a call to them failed) until the store changes them or the
+    /// deadline passes.
+    evicted: HashMap<String, Instant>,
+    served: Served,
+}
+
+impl ServiceState {
+    pub(crate) fn new(keys: &KeySpace, service_key: &str, policy: EmptyProtection) -> Self {
+        Self {
+            service_key: Arc::from(service_key),
+            prefix: keys.service_prefix(service_key),
+            keys: keys.clone(),
+            policy,
+            truth: BTreeMap::new(),
+            revision: 0,
+            evicted: HashMap::new(),
+            served: Served {
+                nodes: Arc::from(Vec::new()),
+                stale: false,
+            },
+        }
+    }
+
+    pub(crate) fn service_key(&self) -> &Arc<str> {
+        &self.service_key
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub(crate) fn served(&self) -> &Served {
+        &self.served
+    }
+
+    /// Whether the store's truth holds `key` (a full key, junk excluded).
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        self.truth.contains_key(key)
+    }
+
+    /// Decodes one raw entry, or `None` (with a warning) when it is not a node of this service.
+    fn decode(&self, kv: &KeyValue) -> Option<Node> {
+        let Some((service, address)) = self.keys.split_node_path(&kv.key) else {
+            warn!(key = %kv.key, service = %self.service_key, "skipping entry: not a node path");
+            return None;
+        };
+        let node: ServiceMetaInfo = match serde_json::from_slice(&kv.value) {
+            Ok(node) => node,
+            Err(error) => {
+                warn!(key = %kv.key, %error, "skipping malformed node entry");
+                return None;
+            }
+        };
+        if service != &*self.service_key
+            || node.service_key() != service
+            || node.address() != address
+        {
+            warn!(
+                key = %kv.key,
+                value_service = %node.service_key(),
+                value_address = %node.address(),
+                "skipping node entry whose value does not match its key"
+            );
+            return None;
+        }
+        Some(Arc::new(node))
+    }
+
+    /// Replaces the truth with a full listing, built aside and swapped in at once.
+    /// Returns the diff of the served list.
+    pub(crate) fn relist(&mut self, listing: &Listing, now: Instant) -> Option<NodeDiff> {
+        let truth: BTreeMap<String, Node> = listing
+            .entries
+            .iter()
+            .filter(|kv| kv.key.starts_with(&self.prefix))
+            .filter_map(|kv| self.decode(kv).map(|n| (kv.key.clone(), n)))
+            .collect();
+        self.truth = truth;
+        self.revision = listing.revision;
+        self.republish(Cause::Resync, now)
+    }
+
+    /// Applies one watch event; events at or below the current revision are ignored.
+    /// Returns true when the truth changed (publish with [`Self::republish`]).
+    pub(crate) fn apply(&mut self, event: &WatchEvent) -> bool {
+        if event.revision() <= self.revision {
+            debug!(revision = event.revision(), current = self.revision, "ignoring old event");
+            return false;
+        }
+        self.revision = event.revision();
+        if !event.key().starts_with(&self.prefix) {
+            return false;
+        }
+        match event {
+            WatchEvent::Put { kv, .. } => match self.decode(kv) {
+                Some(node) => {
+                    // A new registration of an evicted address ends its eviction.
+                    self.evicted.remove(&node.address());
+                    let changed = self.truth.get(&kv.key) != Some(&node);
+                    self.truth.insert(kv.key.clone(), node);
+                    changed
+                }
+                // A key that turned into junk is no node any more.
+                None => self.truth.remove(&kv.key).is_some(),
+            },
+            WatchEvent::Delete { key, .. } => self.truth.remove(key).is_some(),
+        }
+    }
+
+    /// Takes `address` out of the served list until the store changes it or `until` passes.
+    pub(crate) fn evict(&mut self, address: &str, until: Instant, now: Instant) -> Option<NodeDiff> {
+        self.evicted.insert(address.to_owned(), until);
+        self.republish(Cause::Event, now)
+    }
+
+    /// The earliest eviction deadline, if any.
+    pub(crate) fn next_eviction_deadline(&self) -> Option<Instant> {
+        self.evicted.values().min().copied()
+    }
+
+    /// Recomputes the served list from the truth; returns its diff when it changed.
+    pub(crate) fn republish(&mut self, cause: Cause, now: Instant) -> Option<NodeDiff> {
+        self.evicted.retain(|_, until| *until > now);
+        let fresh: Vec<Node> = self
+            .truth
+            .values()
+            .filter(|n| !self.evicted.contains_key(&n.address()))
+            .cloned()
+            .collect();
+        let keep_last = fresh.is_empty()
+            && self.truth.is_empty()
+            && !self.served.nodes.is_empty()
+            && match self.policy {
+                EmptyProtection::Off => false,
+                EmptyProtection::OnResync => cause == Cause::Resync || self.served.stale,
+                EmptyProtection::Always => true,
+            };
+        if keep_last {
+            if !self.served.stale {
+                warn!(
+                    service = %self.service_key,
+                    nodes = self.served.nodes.len(),
+                    ?cause,
+                    "store shows no node: keeping the last known nodes (empty protection)"
+                );
+                self.served.stale = true;
+            }
+            return None;
+        }
+        let diff = NodeDiff::between(&self.served.nodes, &fresh);
+        let was_stale = std::mem::replace(&mut self.served.stale, false);
+        if diff.is_empty() && !was_stale {
+            return None;
+        }
+        self.served.nodes = Arc::from(fresh);
+        Some(diff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    const SVC: &str = "users:1.0";
+
+    fn node(port: u16) -> ServiceMetaInfo {
+        ServiceMetaInfo::new("users", "10.0.0.1", port)
+    }
+
+    fn kv(n: &ServiceMetaInfo) -> KeyValue {
+        KeyValue {
+            key: KeySpace::default().node_path(n),
+            value: serde_json::to_vec(n).unwrap(),
+        }
+    }
+
+    fn put(n: &ServiceMetaInfo, revision: Revision) -> WatchEvent {
+        WatchEvent::Put { kv: kv(n), revision }
+    }
+
+    fn del(n: &ServiceMetaInfo, revision: Revision) -> WatchEvent {
+        WatchEvent::Delete {
+            key: KeySpace::default().node_path(n),
+            revision,
+        }
+    }
+
+    fn state(policy: EmptyProtection) -> ServiceState {
+        ServiceState::new(&KeySpace::default(), SVC, policy)
+    }
+
+    fn ports(s: &ServiceState) -> Vec<u16> {
+        s.served().nodes.iter().map(|n| n.service_port).collect()
+    }
+
+    fn feed(s: &mut ServiceState, events: &[WatchEvent]) -> Option<NodeDiff> {
+        let mut changed = false;
+        for e in events {
+            changed |= s.apply(e);
+        }
+        if changed {
+            s.republish(Cause::Event, Instant::now())
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn events_add_update_and_remove_single_nodes() {
+        let mut s = state(EmptyProtection::Off);
+        let d = feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]).unwrap();
+        assert_eq!(d.added.len(), 2);
+        assert_eq!(ports(&s), vec![1, 2]);
+
+        let heavier = node(1).with_weight(9);
+        let d = feed(&mut s, &[put(&heavier, 4)]).unwrap();
+        assert_eq!(d.updated, vec![Arc::new(heavier)]);
+        assert!(d.added.is_empty() && d.removed.is_empty());
+
+        let d = feed(&mut s, &[del(&node(2), 5)]).unwrap();
+        assert_eq!(d.removed.len(), 1);
+        assert_eq!(d.removed[0].service_port, 2);
+        assert_eq!(ports(&s), vec![1]);
+        assert_eq!(s.revision(), 5);
+    }
+
+    #[test]
+    fn same_value_put_and_old_events_change_nothing() {
+        let mut s = state(EmptyProtection::Off);
+        feed(&mut s, &[put(&node(1), 2)]);
+        assert!(feed(&mut s, &[put(&node(1), 3)]).is_none());
+        // An event from before the current revision (replayed by a rewatch) is ignored.
+        assert!(feed(&mut s, &[del(&node(1), 3)]).is_none());
+        assert_eq!(ports(&s), vec![1]);
+    }
+
+    #[test]
+    fn junk_and_mismatched_entries_are_skipped_not_fatal() {
+        let mut s = state(EmptyProtection::Off);
+        let junk = KeyValue {
+            key: "/rpc/users:1.0/10.0.0.1:9".into(),
+            value: b"not json".to_vec(),
+        };
+        let wrong_shape = KeyValue {
+            key: "/rpc/users:1.0/10.0.0.1:8".into(),
+            value: br#"{"hello":1}"#.to_vec(),
+        };
+        let other_service = KeyValue {
+            key: "/rpc/users:1.0/10.0.0.1:7".into(),
+            value: serde_json::to_vec(&ServiceMetaInfo::new("orders", "10.0.0.1", 7)).unwrap(),
+        };
+        let listing = Listing {
+            entries: vec![junk, kv(&node(1)), wrong_shape, other_service],
+            revision: 10,
+        };
+        let d = s.relist(&listing, Instant::now()).unwrap();
+        assert_eq!(d.added.len(), 1);
+        assert_eq!(ports(&s), vec![1]);
+        // A node that turns into junk leaves the list.
+        let mut garbled = kv(&node(1));
+        garbled.value = b"{".to_vec();
+        let d = feed(&mut s, &[WatchEvent::Put { kv: garbled, revision: 11 }]).unwrap();
+        assert_eq!(d.removed.len(), 1);
+    }
+
+    #[test]
+    fn other_services_under_a_longer_prefix_are_not_seen() {
+        let mut s = state(EmptyProtection::Off);
+        let other = ServiceMetaInfo::new("users", "10.0.0.1", 1).with_group("canary");
+        assert!(feed(&mut s, &[put(&other, 2)]).is_none());
+        assert!(ports(&s).is_empty());
+    }
+
+    #[test]
+    fn relist_swaps_in_the_new_list_and_reports_the_diff() {
+        let mut s = state(EmptyProtection::Off);
+        feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
+        let before = s.served().nodes.clone();
+        let listing = Listing {
+            entries: vec![kv(&node(2)), kv(&node(3))],
+            revision: 20,
+        };
+        let d = s.relist(&listing, Instant::now()).unwrap();
+        // The old snapshot held by a reader is untouched.
+        assert_eq!(before.len(), 2);
+        assert_eq!(ports(&s), vec![2, 3]);
+        assert_eq!(d.added[0].service_port, 3);
+        assert_eq!(d.removed[0].service_port, 1);
+        assert_eq!(s.revision(), 20);
+    }
+
+    #[test]
+    fn empty_relist_keeps_last_known_nodes_on_resync_policy() {
+        let mut s = state(EmptyProtection::OnResync);
+        feed(&mut s, &[put(&node(1), 2)]);
+        let empty = Listing {
+            entries: vec![],
+            revision: 30,
+        };
+        assert!(s.relist(&empty, Instant::now()).is_none());
+        assert_eq!(ports(&s), vec![1]);
+        assert!(s.served().stale);
+        // The store shows a node again: served becomes exactly the truth.
+        let d = feed(&mut s, &[put(&node(5), 31)]).unwrap();
+        assert_eq!(ports(&s), vec![5]);
+        assert!(!s.served().stale);
+        assert_eq!(d.removed[0].service_port, 1);
+        // A graceful delete seen live does empty the list.
+        feed(&mut s, &[del(&node(5), 32)]).unwrap();
+        assert!(ports(&s).is_empty());
+    }
+
+    #[test]
+    fn off_policy_applies_empty_relist() {
+        let mut s = state(EmptyProtection::Off);
+        feed(&mut s, &[put(&node(1), 2)]);
+        let d = s
+            .relist(&Listing { entries: vec![], revision: 3 }, Instant::now())
+            .unwrap();
+        assert_eq!(d.removed.len(), 1);
+        assert!(ports(&s).is_empty());
+    }
+
+    #[test]
+    fn always_policy_keeps_the_last_node_on_events_too() {
+        let mut s = state(EmptyProtection::Always);
+        feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
+        feed(&mut s, &[del(&node(1), 4)]).unwrap();
+        assert!(feed(&mut s, &[del(&node(2), 5)]).is_none());
+        assert_eq!(ports(&s), vec![2]);
+        assert!(s.served().stale);
+    }
+
+    #[test]
+    fn eviction_hides_a_node_until_it_is_registered_again_or_the_deadline() {
+        let mut s = state(EmptyProtection::OnResync);
+        feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
+        let now = Instant::now();
+        let d = s.evict("10.0.0.1:1", now + Duration::from_secs(5), now).unwrap();
+        assert_eq!(d.removed[0].service_port, 1);
+        assert_eq!(ports(&s), vec![2]);
+        // A relist that still shows it (TTL not expired yet) does not bring it back.
+        let listing = Listing {
+            entries: vec![kv(&node(1)), kv(&node(2))],
+            revision: 4,
+        };
+        assert!(s.relist(&listing, now).is_none());
+        assert_eq!(ports(&s), vec![2]);
+        // After the deadline it is served again.
+        s.republish(Cause::Event, now + Duration::from_secs(6)).unwrap();
+        assert_eq!(ports(&s), vec![1, 2]);
+        // A fresh registration ends an eviction at once.
+        s.evict("10.0.0.1:1", now + Duration::from_secs(60), now);
+        feed(&mut s, &[put(&node(1).with_weight(2), 5)]).unwrap();
+        assert_eq!(ports(&s), vec![1, 2]);
+    }
+
+    #[test]
+    fn evicting_the_only_node_empties_the_list() {
+        let mut s = state(EmptyProtection::OnResync);
+        feed(&mut s, &[put(&node(1), 2)]);
+        let now = Instant::now();
+        s.evict("10.0.0.1:1", now + Duration::from_secs(5), now).unwrap();
+        assert!(ports(&s).is_empty());
+    }
+}

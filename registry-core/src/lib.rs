@@ -1,0 +1,77 @@
+//! Service registry and discovery for a Rust RPC framework.
+//!
+//! Providers [`register`](Registry::register) themselves and are kept alive by heartbeats;
+//! consumers [`discover`](Registry::discover) live providers through a per-service cache kept
+//! current by one watch per service, and may [`subscribe`](Registry::subscribe) listeners.
+//!
+//! The store is pluggable: a [`Backend`] implements a small contract (write with liveness,
+//! delete, list with a revision, watch from a revision, keep alive). Everything else lives here
+//! once, for every backend:
+//!
+//! - [`instance`]: the service model [`ServiceMetaInfo`] and the key layout [`KeySpace`].
+//! - [`backend`]: the [`Backend`] contract and its error type.
+//! - the registrar (internal): the nodes this process wants registered, heartbeats,
+//!   re-registration that never gives up, graceful shutdown.
+//! - the cache (internal): one entry per service key, lock-free reads, events applied one
+//!   by one, relists swapped in whole, [`EmptyProtection`].
+//! - [`listener`]: observers of one service's changes, with diffs.
+//! - [`memory`]: the embedded in-memory backend, the default.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo, Origin};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), registry_core::RegistryError> {
+//! let registry = Registry::new(
+//!     Arc::new(MemoryBackend::new(MemoryStore::new())),
+//!     RegistryOptions::default(),
+//! )?;
+//! registry.register(ServiceMetaInfo::new("users", "127.0.0.1", 8080)).await?;
+//! let nodes = registry.discover("users:1.0").await?;
+//! assert_eq!(nodes.len(), 1);
+//! // The second lookup is served by the cache.
+//! assert_eq!(registry.discover("users:1.0").await?.origin(), Origin::Cache);
+//! registry.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod backoff;
+mod cache;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod error;
+pub mod instance;
+pub mod listener;
+pub mod memory;
+pub mod options;
+mod registrar;
+mod registry;
+mod util;
+
+pub use backend::{
+    Backend, BackendError, BoxError, ConnectOptions, KeyValue, Listing, Liveness, Revision,
+    WatchEvent, WatchStream,
+};
+pub use backoff::Backoff;
+pub use cache::{Node, NodeDiff, Origin, ServiceNodes};
+pub use error::RegistryError;
+pub use instance::{service_key, InvalidService, KeySpace, ServiceMetaInfo};
+pub use listener::{ServiceChange, ServiceListener, Subscription};
+pub use memory::{MemoryBackend, MemoryStore};
+pub use options::{EmptyProtection, RegistryOptions};
+pub use registry::Registry;
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::RegistryError>();
+        assert_send_sync::<crate::BackendError>();
+        assert_send_sync::<crate::Registry>();
+        assert_send_sync::<crate::ServiceNodes>();
+    }
+}

@@ -1,0 +1,569 @@
+//! The embedded in-memory backend, the default.
+//!
+//! A [`MemoryStore`] is a small in-process store with the semantics the registry needs from a
+//! real one, modelled on etcd: every change gets a revision, keys are bound to *leases* that
+//! expire when not kept alive, a bounded history lets a watch resume from a revision (older
+//! history is compacted away, and a watch from before it gets
+//! [`HistoryLost`](crate::BackendError::HistoryLost)). Each [`MemoryBackend`] is one client with
+//! its own lease, so several registries on one store behave like several processes on one etcd.
+//!
+//! Named stores ([`MemoryStore::named`]) are shared process-wide: a provider and a consumer in
+//! one process that both use the `memory` registry meet in the same store.
+//!
+//! For tests it can also delete keys behind a client's back, write junk, compact its history and
+//! simulate an outage ([`MemoryStore::set_down`]).
+//!
+//! # Memory
+//! Every key and value once, plus the last [`DEFAULT_HISTORY`] events.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use tokio::sync::broadcast;
+
+use crate::backend::{
+    Backend, BackendError, KeyValue, Listing, Liveness, Revision, WatchEvent, WatchStream,
+};
+
+/// Events kept for watches that resume from an older revision.
+pub const DEFAULT_HISTORY: usize = 10_000;
+/// How often expired leases are reaped.
+const REAP_EVERY: Duration = Duration::from_millis(10);
+/// Events buffered per live watch before it is told to relist.
+const WATCH_BUFFER: usize = 16_384;
+const NAME: &str = "memory";
+
+/// A lease id.
+pub type LeaseId = u64;
+
+struct Stored {
+    value: Vec<u8>,
+    lease: Option<LeaseId>,
+}
+
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
+    keys: HashSet<String>,
+}
+
+#[derive(Default)]
+struct State {
+    revision: Revision,
+    kv: BTreeMap<String, Stored>,
+    leases: HashMap<LeaseId, Lease>,
+    next_lease: LeaseId,
+    history: VecDeque<WatchEvent>,
+    compacted: Revision,
+}
+
+/// An in-process store. See the [module docs](self).
+pub struct MemoryStore {
+    name: String,
+    state: Mutex<State>,
+    history_limit: usize,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// A new, empty, unnamed store.
+    pub fn new() -> Arc<Self> {
+        Self::with_history(DEFAULT_HISTORY)
+    }
+
+    /// A new store keeping the last `limit` events for resuming watches.
+    pub fn with_history(limit: usize) -> Arc<Self> {
+        Self::build(String::new(), limit)
+    }
+
+    fn build(name: String, history_limit: usize) -> Arc<Self> {
+        let store = Arc::new(Self {
+            name,
+            state: Mutex::default(),
+            history_limit: history_limit.max(1),
+            events: broadcast::channel(WATCH_BUFFER).0,
+            down: tokio::sync::watch::Sender::new(false),
+        });
+        spawn_reaper(Arc::downgrade(&store));
+        store
+    }
+
+    /// The process-wide store called `name` (created on first use). The `memory` registry
+    /// address selects it; an empty address is the store `default`.
+    pub fn named(name: &str) -> Arc<Self> {
+        static STORES: OnceLock<Mutex<HashMap<String, Arc<MemoryStore>>>> = OnceLock::new();
+        let name = if name.is_empty() { "default" } else { name };
+        let mut stores = STORES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        stores
+            .entry(name.to_owned())
+            .or_insert_with(|| Self::build(name.to_owned(), DEFAULT_HISTORY))
+            .clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> Revision {
+        self.lock().revision
+    }
+
+    /// Simulates an outage: while down every client request fails and live watches end with
+    /// an error. Leases keep running out meanwhile, as they would on a real server.
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+
+    /// Whether the store is down.
+    pub fn is_down(&self) -> bool {
+        *self.down.borrow()
+    }
+
+    fn check_up(&self) -> Result<(), BackendError> {
+        if self.is_down() {
+            Err(BackendError::Connect {
+                backend: NAME,
+                address: self.name.clone(),
+                source: "the memory store is down (simulated outage)".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Grants a lease that expires `ttl` from now unless kept alive.
+    pub fn grant(&self, ttl: Duration) -> LeaseId {
+        let mut state = self.lock();
+        state.next_lease += 1;
+        let id = state.next_lease;
+        state.leases.insert(
+            id,
+            Lease {
+                ttl,
+                deadline: Instant::now() + ttl,
+                keys: HashSet::new(),
+            },
+        );
+        id
+    }
+
+    /// Renews a lease for its TTL; false when it does not exist (expired or revoked).
+    pub fn keep_alive(&self, lease: LeaseId) -> bool {
+        let mut state = self.lock();
+        let now = Instant::now();
+        Self::expire_locked(&mut state, &self.events, self.history_limit, now);
+        match state.leases.get_mut(&lease) {
+            Some(l) => {
+                l.deadline = now + l.ttl;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Time left on a lease.
+    pub fn lease_remaining(&self, lease: LeaseId) -> Option<Duration> {
+        let state = self.lock();
+        state
+            .leases
+            .get(&lease)
+            .map(|l| l.deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Revokes a lease, deleting every key bound to it.
+    pub fn revoke(&self, lease: LeaseId) {
+        let mut state = self.lock();
+        Self::drop_lease(&mut state, &self.events, self.history_limit, lease);
+    }
+
+    /// Writes `key`, bound to `lease` when given. Fails when the lease does not exist.
+    pub fn put(&self, key: &str, value: &[u8], lease: Option<LeaseId>) -> Result<Revision, LeaseId> {
+        let mut state = self.lock();
+        Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        if let Some(id) = lease {
+            match state.leases.get_mut(&id) {
+                Some(l) => {
+                    l.keys.insert(key.to_owned());
+                }
+                None => return Err(id),
+            }
+        }
+        let previous = state.kv.insert(
+            key.to_owned(),
+            Stored {
+                value: value.to_vec(),
+                lease,
+            },
+        );
+        if let Some(old) = previous.and_then(|p| p.lease).filter(|old| Some(*old) != lease) {
+            if let Some(l) = state.leases.get_mut(&old) {
+                l.keys.remove(key);
+            }
+        }
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value: value.to_vec(),
+        };
+        Ok(Self::record(&mut state, &self.events, self.history_limit, |revision| {
+            WatchEvent::Put { kv, revision }
+        }))
+    }
+
+    /// Deletes `key`; returns the revision of the delete, or `None` when it did not exist.
+    pub fn delete(&self, key: &str) -> Option<Revision> {
+        let mut state = self.lock();
+        Self::delete_locked(&mut state, &self.events, self.history_limit, key)
+    }
+
+    /// Every entry under `prefix`, with the current revision.
+    pub fn list(&self, prefix: &str) -> Listing {
+        let mut state = self.lock();
+        Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        let entries = state
+            .kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| KeyValue {
+                key: k.clone(),
+                value: v.value.clone(),
+            })
+            .collect();
+        Listing {
+            entries,
+            revision: state.revision,
+        }
+    }
+
+    /// Forgets the history up to and including `revision`; watches from before it fail with
+    /// `HistoryLost`.
+    pub fn compact(&self, revision: Revision) {
+        let mut state = self.lock();
+        while state.history.front().is_some_and(|e| e.revision() <= revision) {
+            state.history.pop_front();
+        }
+        state.compacted = state.compacted.max(revision.min(state.revision));
+    }
+
+    /// Streams the changes under `prefix` after `after`.
+    pub fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
+        if let Err(e) = self.check_up() {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
+        let (backlog, rx) = {
+            let state = self.lock();
+            if after < state.compacted {
+                let reason = format!(
+                    "revision {after} is compacted (history starts after {})",
+                    state.compacted
+                );
+                return futures::stream::once(async move { Err(BackendError::HistoryLost { reason }) })
+                    .boxed();
+            }
+            let backlog: Vec<Result<WatchEvent, BackendError>> = state
+                .history
+                .iter()
+                .filter(|e| e.revision() > after && e.key().starts_with(prefix))
+                .cloned()
+                .map(Ok)
+                .collect();
+            // Subscribing under the lock: every later event reaches `rx`.
+            (backlog, self.events.subscribe())
+        };
+        let down = self.down.subscribe();
+        let prefix = prefix.to_owned();
+        let live = futures::stream::unfold(Some((rx, down)), move |channels| {
+            let prefix = prefix.clone();
+            async move {
+                let (mut rx, mut down) = channels?;
+                loop {
+                    let received = tokio::select! {
+                        biased;
+                        _ = down.wait_for(|d| *d) => None,
+                        received = rx.recv() => Some(received),
+                    };
+                    match received {
+                        None => {
+                            let e = BackendError::Connect {
+                                backend: NAME,
+                                address: String::new(),
+                                source: "the memory store went down (simulated outage)".into(),
+                            };
+                            return Some((Err(e), None));
+                        }
+                        Some(Ok(event)) => {
+                            if event.revision() > after && event.key().starts_with(&prefix) {
+                                let event = WatchEvent::clone(&event);
+                                return Some((Ok(event), Some((rx, down))));
+                            }
+                        }
+                        Some(Err(broadcast::error::RecvError::Lagged(n))) => {
+                            let reason = format!("watch fell {n} events behind");
+                            return Some((Err(BackendError::HistoryLost { reason }), None));
+                        }
+                        Some(Err(broadcast::error::RecvError::Closed)) => return None,
+                    }
+                }
+            }
+        });
+        futures::stream::iter(backlog).chain(live).boxed()
+    }
+
+    fn record(
+        state: &mut State,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+        history_limit: usize,
+        make: impl FnOnce(Revision) -> WatchEvent,
+    ) -> Revision {
+        state.revision += 1;
+        let event = make(state.revision);
+        state.history.push_back(event.clone());
+        while state.history.len() > history_limit {
+            if let Some(old) = state.history.pop_front() {
+                state.compacted = old.revision();
+            }
+        }
+        // No receiver is fine: nobody watches.
+        let _ = events.send(Arc::new(event));
+        state.revision
+    }
+
+    fn delete_locked(
+        state: &mut State,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+        history_limit: usize,
+        key: &str,
+    ) -> Option<Revision> {
+        let stored = state.kv.remove(key)?;
+        if let Some(l) = stored.lease.and_then(|id| state.leases.get_mut(&id)) {
+            l.keys.remove(key);
+        }
+        let key = key.to_owned();
+        Some(Self::record(state, events, history_limit, |revision| {
+            WatchEvent::Delete { key, revision }
+        }))
+    }
+
+    fn drop_lease(
+        state: &mut State,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+        history_limit: usize,
+        lease: LeaseId,
+    ) {
+        if let Some(l) = state.leases.remove(&lease) {
+            let mut keys: Vec<String> = l.keys.into_iter().collect();
+            keys.sort();
+            for key in keys {
+                Self::delete_locked(state, events, history_limit, &key);
+            }
+        }
+    }
+
+    fn expire_locked(
+        state: &mut State,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+        history_limit: usize,
+        now: Instant,
+    ) {
+        let expired: Vec<LeaseId> = state
+            .leases
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            Self::drop_lease(state, events, history_limit, id);
+        }
+    }
+
+    fn expire(&self, now: Instant) {
+        let mut state = self.lock();
+        Self::expire_locked(&mut state, &self.events, self.history_limit, now);
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.lock().kv.contains_key(key)
+    }
+}
+
+/// Reaps expired leases from a plain thread, so expiry does not depend on any runtime; the
+/// thread ends with the store.
+fn spawn_reaper(store: Weak<MemoryStore>) {
+    let spawned = std::thread::Builder::new()
+        .name("memory-store-reaper".into())
+        .spawn(move || loop {
+            std::thread::sleep(REAP_EVERY);
+            match store.upgrade() {
+                Some(store) => store.expire(Instant::now()),
+                None => return,
+            }
+        });
+    if let Err(error) = spawned {
+        // Expiry still happens on every request to the store.
+        tracing::warn!(%error, "cannot start the memory store reaper thread");
+    }
+}
+
+/// One client of a [`MemoryStore`], with its own lease: the `memory` [`Backend`].
+#[derive(Debug)]
+pub struct MemoryBackend {
+    store: Arc<MemoryStore>,
+    lease: Mutex<Option<LeaseId>>,
+}
+
+impl MemoryBackend {
+    /// A client of `store`.
+    pub fn new(store: Arc<MemoryStore>) -> Self {
+        Self {
+            store,
+            lease: Mutex::new(None),
+        }
+    }
+
+    /// The store this client talks to.
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.store
+    }
+
+    fn lease(&self) -> MutexGuard<'_, Option<LeaseId>> {
+        self.lease.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        self.store.check_up()?;
+        let mut lease = self.lease();
+        let id = match *lease {
+            Some(id) if self.store.lease_remaining(id).is_some() => id,
+            _ => {
+                let id = self.store.grant(ttl);
+                *lease = Some(id);
+                id
+            }
+        };
+        self.store
+            .put(key, value, Some(id))
+            .map(|_| ())
+            .map_err(|id| BackendError::request(NAME, format!("put {key}"), format!("lease {id} expired")))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.store.check_up()?;
+        self.store.delete(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
+        self.store.check_up()?;
+        Ok(self.store.list(prefix))
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
+        self.store.watch(prefix, after)
+    }
+
+    async fn keep_alive(&self, keys: &[String], _ttl: Duration) -> Result<Liveness, BackendError> {
+        self.store.check_up()?;
+        let lease = *self.lease();
+        match lease {
+            Some(id) if self.store.keep_alive(id) => Ok(Liveness::Alive {
+                missing: keys
+                    .iter()
+                    .filter(|k| !self.store.holds(k))
+                    .cloned()
+                    .collect(),
+            }),
+            _ => Ok(Liveness::Lost),
+        }
+    }
+
+    async fn ttl_remaining(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        self.store.check_up()?;
+        let lease = self.store.lock().kv.get(key).and_then(|s| s.lease);
+        Ok(lease.and_then(|id| self.store.lease_remaining(id)))
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        self.store.check_up()
+    }
+
+    async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
+        self.store.check_up()?;
+        if let Some(id) = self.lease().take() {
+            self.store.revoke(id);
+        }
+        for key in keys {
+            self.store.delete(key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn watch_resumes_from_a_revision_and_reports_compaction() {
+        let store = MemoryStore::with_history(3);
+        let r1 = store.put("/a/1", b"1", None).unwrap();
+        store.put("/a/2", b"2", None).unwrap();
+        store.put("/b/1", b"x", None).unwrap();
+        let mut w = store.watch("/a/", r1);
+        let e = w.next().await.unwrap().unwrap();
+        assert_eq!(e.key(), "/a/2");
+        store.delete("/a/1");
+        let e = w.next().await.unwrap().unwrap();
+        assert!(matches!(e, WatchEvent::Delete { ref key, .. } if key == "/a/1"));
+        // History holds 3 events: revision 1 is gone.
+        let mut old = store.watch("/a/", 0);
+        assert!(matches!(old.next().await, Some(Err(BackendError::HistoryLost { .. }))));
+    }
+
+    #[tokio::test]
+    async fn leases_expire_and_delete_their_keys() {
+        let store = MemoryStore::new();
+        let lease = store.grant(Duration::from_millis(50));
+        store.put("/k", b"v", Some(lease)).unwrap();
+        let mut w = store.watch("/", store.revision());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.list("/").entries.is_empty());
+        assert!(matches!(w.next().await, Some(Ok(WatchEvent::Delete { .. }))));
+        assert!(!store.keep_alive(lease));
+        assert!(store.put("/k", b"v", Some(lease)).is_err());
+    }
+
+    #[tokio::test]
+    async fn outage_fails_requests_and_ends_watches() {
+        let store = MemoryStore::new();
+        let backend = MemoryBackend::new(store.clone());
+        let mut w = backend.watch("/", 0);
+        store.set_down(true);
+        assert!(matches!(w.next().await, Some(Err(BackendError::Connect { .. }))));
+        assert!(backend.list("/").await.is_err());
+        store.set_down(false);
+        assert!(backend.list("/").await.is_ok());
+    }
+}

@@ -1,0 +1,152 @@
+//! Options of a [`Registry`](crate::Registry).
+
+use std::time::Duration;
+
+use crate::error::RegistryError;
+use crate::instance::KeySpace;
+
+/// Default time a node outlives its owner's last heartbeat.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default timeout of one store request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cooldown before relisting after the watch history was lost (jittered).
+pub const DEFAULT_RELIST_COOLDOWN: Duration = Duration::from_secs(1);
+/// Default first retry delay of a failed store operation (jittered, doubling).
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(200);
+/// Default largest retry delay of a failed store operation.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// What the consumer cache does when a service's node list would become empty.
+///
+/// A registry outage, a wiped store or a mass lease expiry can make the store report no nodes
+/// while the providers are in fact alive. Turning a non-empty list into an empty one makes every
+/// call fail at once, so the policy is explicit:
+///
+/// | policy | empty relist (after watch loss / outage) | last node removed by a watch event |
+/// |---|---|---|
+/// | [`Off`](Self::Off) | applied: the list becomes empty | applied |
+/// | [`OnResync`](Self::OnResync) (default) | **not applied**: the last known nodes keep being served, marked stale, until the store shows a node again | applied (a graceful shutdown empties the list) |
+/// | [`Always`](Self::Always) | not applied | **not applied**: the last node keeps being served, marked stale |
+///
+/// Either way the cache keeps tracking the store's truth underneath: as soon as the store holds a
+/// node again, the served list is exactly the store's. A stale node that is really gone is taken
+/// out by the RPC layer when a call to it fails (see `Registry::evict`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmptyProtection {
+    /// No protection: the served list always equals the store's.
+    Off,
+    /// Protect against empty relists only (the default).
+    #[default]
+    OnResync,
+    /// Never let a non-empty list become empty through the store.
+    Always,
+}
+
+/// Options of a [`Registry`](crate::Registry).
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Key layout (root, default `/rpc/`).
+    pub keys: KeySpace,
+    /// Time a node outlives its owner's last heartbeat.
+    pub ttl: Duration,
+    /// Heartbeat interval; less than half of `ttl`.
+    pub heartbeat_interval: Duration,
+    /// Timeout of one store request.
+    pub timeout: Duration,
+    /// Empty-list protection policy.
+    pub empty_protection: EmptyProtection,
+    /// Cooldown (jittered) before relisting after the watch history was lost.
+    pub relist_cooldown: Duration,
+    /// First retry delay of a failed store operation.
+    pub retry_initial: Duration,
+    /// Largest retry delay of a failed store operation.
+    pub retry_max: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            keys: KeySpace::default(),
+            ttl: DEFAULT_TTL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            empty_protection: EmptyProtection::default(),
+            relist_cooldown: DEFAULT_RELIST_COOLDOWN,
+            retry_initial: DEFAULT_RETRY_INITIAL,
+            retry_max: DEFAULT_RETRY_MAX,
+        }
+    }
+}
+
+impl RegistryOptions {
+    /// Sets the root of the key layout.
+    pub fn with_root(mut self, root: &str) -> Self {
+        self.keys = KeySpace::new(root);
+        self
+    }
+
+    /// Sets the TTL.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the heartbeat interval.
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the empty-list protection policy.
+    pub fn with_empty_protection(mut self, policy: EmptyProtection) -> Self {
+        self.empty_protection = policy;
+        self
+    }
+
+    /// Sets the relist cooldown.
+    pub fn with_relist_cooldown(mut self, cooldown: Duration) -> Self {
+        self.relist_cooldown = cooldown;
+        self
+    }
+
+    /// Sets the retry backoff bounds.
+    pub fn with_retry(mut self, initial: Duration, max: Duration) -> Self {
+        self.retry_initial = initial;
+        self.retry_max = max;
+        self
+    }
+
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidOptions`] naming the option: a zero TTL or timeout, or a heartbeat
+    /// interval that is not less than half of the TTL (a node must survive one missed beat).
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let invalid = |key: &'static str, reason: String| RegistryError::InvalidOptions { key, reason };
+        if self.ttl.is_zero() {
+            return Err(invalid("ttl", "must be greater than 0".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(invalid("timeout", "must be greater than 0".into()));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval * 2 >= self.ttl {
+            return Err(invalid(
+                "heartbeatInterval",
+                format!(
+                    "must be greater than 0 and less than half of ttl ({:?}), got {:?}",
+                    self.ttl, self.heartbeat_interval
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,312 @@
+//! The provider side: the nodes this process wants registered, and the one task that keeps them
+//! in the store.
+//!
+//! One desired-state map drives everything. `register` adds a node to it and writes it;
+//! `unregister` takes it out first and deletes it after, so a node unregistered on purpose is
+//! never written again. The heartbeat task renews liveness every `heartbeat_interval` and puts
+//! back every wanted node the store lost: when the backend reports the lease or session lost,
+//! when it reports keys missing, when a watch sees a confirmed node deleted behind our back, or
+//! when a write failed. It retries with jittered backoff for as long as the registry runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::StreamExt as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::backend::{Backend, BackendError, Liveness};
+use crate::backoff::Backoff;
+use crate::cache::TruthObserver;
+use crate::instance::ServiceMetaInfo;
+use crate::options::RegistryOptions;
+use crate::util::{error_chain, sleep_or_cancel};
+
+/// How many puts run at once when many nodes must be written again.
+const REPAIR_CONCURRENCY: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteState {
+    /// Must be written (never was, write failed, or the store lost it).
+    Pending,
+    /// Written by us; the watch has not shown it yet.
+    Written,
+    /// Written and seen in the store by a watch or a listing.
+    Confirmed,
+}
+
+struct Desired {
+    node: Arc<ServiceMetaInfo>,
+    value: Arc<[u8]>,
+    state: WriteState,
+}
+
+/// The desired-state map and the heartbeat machinery of one registry.
+pub(crate) struct Registrar {
+    backend: Arc<dyn Backend>,
+    options: Arc<RegistryOptions>,
+    desired: Mutex<HashMap<String, Desired>>,
+    wake: Notify,
+}
+
+impl Registrar {
+    pub(crate) fn new(backend: Arc<dyn Backend>, options: Arc<RegistryOptions>) -> Self {
+        Self {
+            backend,
+            options,
+            desired: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    fn desired(&self) -> MutexGuard<'_, HashMap<String, Desired>> {
+        self.desired.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: impl FnOnce() -> String,
+        fut: impl std::future::Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        match tokio::time::timeout(self.options.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout {
+                backend: self.backend.name(),
+                operation: operation(),
+                timeout: self.options.timeout,
+            }),
+        }
+    }
+
+    /// Adds `node` (stored at `path`) to the wanted set and writes it. On failure the node stays
+    /// wanted and the heartbeat task retries it in the background.
+    pub(crate) async fn register(
+        &self,
+        path: String,
+        node: Arc<ServiceMetaInfo>,
+    ) -> Result<(), BackendError> {
+        let value: Arc<[u8]> = serde_json::to_vec(&*node)
+            .map_err(|e| BackendError::request(self.backend.name(), format!("encode {path}"), e))?
+            .into();
+        self.desired().insert(
+            path.clone(),
+            Desired {
+                node,
+                value: value.clone(),
+                state: WriteState::Pending,
+            },
+        );
+        match self.write(&path, &value).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.wake.notify_one();
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes `path` out of the wanted set, then deletes it. Returns false when it was not wanted.
+    pub(crate) async fn unregister(&self, path: &str) -> Result<bool, BackendError> {
+        let was_wanted = self.desired().remove(path).is_some();
+        self.timed(|| format!("delete {path}"), self.backend.delete(path))
+            .await?;
+        Ok(was_wanted)
+    }
+
+    /// The nodes wanted now.
+    pub(crate) fn registered(&self) -> Vec<Arc<ServiceMetaInfo>> {
+        self.desired().values().map(|d| d.node.clone()).collect()
+    }
+
+    /// Empties the wanted set (graceful shutdown) and returns the paths it held.
+    pub(crate) fn drain(&self) -> Vec<String> {
+        self.desired().drain().map(|(path, _)| path).collect()
+    }
+
+    /// Puts one node; marks it written if it is still wanted with this value, deletes it again
+    /// if it was unregistered while the put was in flight.
+    async fn write(&self, path: &str, value: &Arc<[u8]>) -> Result<(), BackendError> {
+        self.timed(
+            || format!("put {path}"),
+            self.backend.put(path, value, self.options.ttl),
+        )
+        .await?;
+        let still_wanted = {
+            let mut desired = self.desired();
+            match desired.get_mut(path) {
+                Some(d) => {
+                    if Arc::ptr_eq(&d.value, value) && d.state == WriteState::Pending {
+                        d.state = WriteState::Written;
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if !still_wanted {
+            debug!(%path, "unregistered while being written, deleting again");
+            self.timed(|| format!("delete {path}"), self.backend.delete(path))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn mark_pending<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> usize {
+        let mut desired = self.desired();
+        let mut marked = 0;
+        for path in paths {
+            if let Some(d) = desired.get_mut(path) {
+                if d.state != WriteState::Pending {
+                    d.state = WriteState::Pending;
+                    marked += 1;
+                }
+            }
+        }
+        marked
+    }
+
+    /// One round: renew liveness (on a beat), then write every pending node.
+    async fn reconcile(&self, beat: bool) -> Result<(), BackendError> {
+        if beat {
+            let keys: Vec<String> = self.desired().keys().cloned().collect();
+            if !keys.is_empty() {
+                let liveness = self
+                    .timed(
+                        || "keep-alive".to_owned(),
+                        self.backend.keep_alive(&keys, self.options.ttl),
+                    )
+                    .await?;
+                match liveness {
+                    Liveness::Lost => {
+                        let n = self.mark_pending(keys.iter().map(String::as_str));
+                        warn!(nodes = n, "liveness lost, registering every node again");
+                    }
+                    Liveness::Alive { missing } if !missing.is_empty() => {
+                        let n = self.mark_pending(missing.iter().map(String::as_str));
+                        info!(nodes = n, "store lost some nodes, registering them again");
+                    }
+                    Liveness::Alive { .. } => {}
+                }
+            }
+        }
+        let pending: Vec<(String, Arc<[u8]>)> = self
+            .desired()
+            .iter()
+            .filter(|(_, d)| d.state == WriteState::Pending)
+            .map(|(path, d)| (path.clone(), d.value.clone()))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        debug!(nodes = pending.len(), "writing pending nodes");
+        let mut results = futures::stream::iter(pending)
+            .map(|(path, value)| async move { self.write(&path, &value).await })
+            .buffer_unordered(REPAIR_CONCURRENCY);
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The heartbeat task: beats every interval, repairs when woken, retries failures with
+    /// jittered backoff and never gives up while the registry runs.
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let interval = self.options.heartbeat_interval;
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Backoff::new(
+            self.options.retry_initial,
+            self.options.retry_max.min(interval),
+        );
+        let mut failures = 0u32;
+        loop {
+            let beat = tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticker.tick() => true,
+                () = self.wake.notified() => false,
+            };
+            let mut beat = beat;
+            loop {
+                let result = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    result = self.reconcile(beat) => result,
+                };
+                match result {
+                    Ok(()) => {
+                        if failures > 0 {
+                            info!(failures, "registrations restored");
+                        }
+                        failures = 0;
+                        backoff.reset();
+                        break;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        let delay = backoff.next_delay();
+                        let log = error_chain(&error);
+                        if failures == 1 {
+                            warn!(error = %log, retry_in = ?delay, "heartbeat or registration failed, retrying");
+                        } else {
+                            debug!(error = %log, failures, retry_in = ?delay, "still failing");
+                        }
+                        if !sleep_or_cancel(delay, &cancel).await {
+                            return;
+                        }
+                        // A failed round may have lost liveness meanwhile: beat again.
+                        beat = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl TruthObserver for Registrar {
+    fn seen(&self, key: &str) {
+        if let Some(d) = self.desired().get_mut(key) {
+            if d.state == WriteState::Written {
+                d.state = WriteState::Confirmed;
+            }
+        }
+    }
+
+    fn gone(&self, key: &str) {
+        let repair = match self.desired().get_mut(key) {
+            Some(d) if d.state == WriteState::Confirmed => {
+                d.state = WriteState::Pending;
+                true
+            }
+            _ => false,
+        };
+        if repair {
+            info!(%key, "own node deleted from the store, registering it again");
+            self.wake.notify_one();
+        }
+    }
+
+    fn listed(&self, prefix: &str, present: &dyn Fn(&str) -> bool) {
+        let mut repair = false;
+        for (path, d) in self.desired().iter_mut() {
+            if !path.starts_with(prefix) {
+                continue;
+            }
+            match (present(path), d.state) {
+                (true, WriteState::Written) => d.state = WriteState::Confirmed,
+                (false, WriteState::Confirmed) => {
+                    d.state = WriteState::Pending;
+                    repair = true;
+                }
+                _ => {}
+            }
+        }
+        if repair {
+            info!(%prefix, "own nodes missing from a listing, registering them again");
+            self.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The registry API: register, unregister, discover, subscribe, evict, shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::backend::{Backend, BackendError};
+use crate::cache::{ServiceCache, ServiceNodes};
+use crate::error::RegistryError;
+use crate::instance::ServiceMetaInfo;
+use crate::listener::{self, ServiceListener, Subscription};
+use crate::options::RegistryOptions;
+use crate::registrar::Registrar;
+
+/// A registry client: the provider side (register, heartbeat, unregister) and the consumer side
+/// (discover through the cache, subscribe) over one store [`Backend`] chosen at run time.
+///
+/// Cheap to clone: clones share one client. When the last clone is dropped without
+/// [`shutdown`](Self::shutdown), the background tasks stop and the nodes expire after their TTL
+/// (what a crash looks like to other processes). Must be created inside a Tokio runtime.
+///
+/// ```
+/// use std::sync::Arc;
+/// use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), registry_core::RegistryError> {
+/// let store = MemoryStore::new();
+/// let provider = Registry::new(Arc::new(MemoryBackend::new(store.clone())), RegistryOptions::default())?;
+/// let consumer = Registry::new(Arc::new(MemoryBackend::new(store)), RegistryOptions::default())?;
+///
+/// provider.register(ServiceMetaInfo::new("users", "127.0.0.1", 8080)).await?;
+/// let nodes = consumer.discover("users:1.0").await?;
+/// assert_eq!(nodes[0].address(), "127.0.0.1:8080");
+///
+/// provider.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    options: Arc<RegistryOptions>,
+    registrar: Arc<Registrar>,
+    cache: ServiceCache,
+    /// Stops the heartbeat task.
+    heartbeat: CancellationToken,
+    /// Stops every task of this client (watchers, listeners, heartbeat).
+    cancel: CancellationToken,
+    closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("backend", &self.inner.backend.name())
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A registry client over `backend`, which starts its heartbeat task.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidOptions`] when the options do not validate,
+    /// [`RegistryError::NoRuntime`] outside a Tokio runtime.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        options: RegistryOptions,
+    ) -> Result<Self, RegistryError> {
+        options.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
+        let options = Arc::new(options);
+        let cancel = CancellationToken::new();
+        let heartbeat = cancel.child_token();
+        let registrar = Arc::new(Registrar::new(backend.clone(), options.clone()));
+        let cache = ServiceCache::new(
+            backend.clone(),
+            options.clone(),
+            registrar.clone(),
+            cancel.clone(),
+        );
+        runtime.spawn(registrar.clone().run(heartbeat.clone()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                options,
+                registrar,
+                cache,
+                heartbeat,
+                cancel,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The backend's name, e.g. `etcd`.
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// The backend, for store-specific inspection (TTL left, health).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &RegistryOptions {
+        &self.inner.options
+    }
+
+    fn check_open(&self) -> Result<(), RegistryError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(RegistryError::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Registers `node` (stamping its registration time) and keeps it alive with heartbeats
+    /// until it is unregistered or the registry shuts down. Returns the node as stored.
+    ///
+    /// Registering the same address again replaces the stored node.
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidService`] when the node cannot be stored as described.
+    /// [`RegistryError::Store`] when the write failed: the node stays wanted and the heartbeat
+    /// task keeps writing it in the background (with jittered backoff) until it succeeds or
+    /// [`unregister`](Self::unregister) is called, so a provider may log the error and go on.
+    pub async fn register(&self, mut node: ServiceMetaInfo) -> Result<ServiceMetaInfo, RegistryError> {
+        self.check_open()?;
+        node.validate()?;
+        node.register_time = Some(SystemTime::now());
+        let path = self.inner.options.keys.node_path(&node);
+        let service_key = node.service_key();
+        let node = Arc::new(node);
+        let result = self.inner.registrar.register(path.clone(), node.clone()).await;
+        // Watch our own service so a node deleted behind our back is put back without waiting
+        // for a heartbeat (and so this process's cache holds it).
+        self.watch_own_service(service_key);
+        match result {
+            Ok(()) => {
+                info!(node = %path, "registered");
+                Ok(Arc::unwrap_or_clone(node))
+            }
+            Err(source) => {
+                warn!(node = %path, error = %crate::util::error_chain(&source), "registration failed, retrying in the background");
+                Err(RegistryError::Store {
+                    operation: format!("register {path}"),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn watch_own_service(&self, service_key: String) {
+        if self.inner.cache.entry(&service_key).is_some() {
+            return;
+        }
+        let registry = Arc::downgrade(&self.inner);
+        let cancel = self.inner.cancel.clone();
+        tokio::spawn(async move {
+            let mut backoff = crate::backoff::Backoff::new(
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+            );
+            loop {
+                let Some(inner) = registry.upgrade() else { return };
+                let result = inner.cache.load(&service_key).await;
+                drop(inner);
+                match result {
+                    Ok(_) => return,
+                    Err(error) => debug!(service = %service_key, %error, "cannot watch own service yet"),
+                }
+                if !crate::util::sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Unregisters `node` (matched by service key and address) and deletes it from the store.
+    /// Consumers see it removed through their watch.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the delete failed; the node is no longer kept alive and
+    /// expires after its TTL anyway.
+    pub async fn unregister(&self, node: &ServiceMetaInfo) -> Result<(), RegistryError> {
+        self.check_open()?;
+        let path = self.inner.options.keys.node_path(node);
+        match self.inner.registrar.unregister(&path).await {
+            Ok(_) => {
+                info!(node = %path, "unregistered");
+                Ok(())
+            }
+            Err(source) => Err(RegistryError::Store {
+                operation: format!("unregister {path}"),
+                source,
+            }),
+        }
+    }
+
+    /// The nodes this client keeps registered.
+    pub fn registered(&self) -> Vec<Arc<ServiceMetaInfo>> {
+        self.inner.registrar.registered()
+    }
+
+    /// The nodes of `service_key`, from the cache when the service was discovered before (no
+    /// I/O, no lock), else listed from the store, which also starts the service's one watch.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoProvider`] when the service has no node (the watch stays, so later
+    /// registrations are seen); [`RegistryError::Store`] when the first listing failed.
+    pub async fn discover(&self, service_key: &str) -> Result<ServiceNodes, RegistryError> {
+        self.check_open()?;
+        let nodes = match self.inner.cache.get(service_key) {
+            Some(nodes) => nodes,
+            None => {
+                let entry = self.inner.cache.load(service_key).await?;
+                ServiceNodes::from_registry(entry.snapshot())
+            }
+        };
+        if nodes.is_empty() {
+            return Err(self.no_provider(service_key));
+        }
+        Ok(nodes)
+    }
+
+    /// The cached nodes of `service_key`, or `None` when it was never discovered: the
+    /// allocation-free hot path behind [`discover`](Self::discover).
+    #[inline]
+    pub fn cached(&self, service_key: &str) -> Option<ServiceNodes> {
+        self.inner.cache.get(service_key)
+    }
+
+    /// The error for a service without nodes, naming this registry.
+    pub fn no_provider(&self, service_key: &str) -> RegistryError {
+        RegistryError::NoProvider {
+            service: service_key.to_owned(),
+            registry: self.inner.backend.name(),
+        }
+    }
+
+    /// The service keys this client caches.
+    pub fn cached_services(&self) -> Vec<String> {
+        self.inner.cache.service_keys()
+    }
+
+    /// Subscribes `listener` to the changes of `service_key`. It first receives the current
+    /// list (every node as added), then each change.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the service was not cached and listing it failed.
+    pub async fn subscribe(
+        &self,
+        service_key: &str,
+        listener: impl ServiceListener,
+    ) -> Result<Subscription, RegistryError> {
+        self.check_open()?;
+        let entry = self.inner.cache.load(service_key).await?;
+        Ok(listener::spawn(
+            Arc::from(service_key),
+            &entry,
+            Arc::new(listener),
+            self.inner.cancel.child_token(),
+        ))
+    }
+
+    /// Takes `address` (`host:port`) out of this client's cached list of `service_key` at once,
+    /// and asks for the service to be listed again. Used by the RPC layer when a node refuses
+    /// connections. The node stays out until the store shows it registered anew, or for one
+    /// TTL (by then the store has dropped it if its owner is dead).
+    pub fn evict(&self, service_key: &str, address: &str) {
+        let Some(entry) = self.inner.cache.entry(service_key) else {
+            return;
+        };
+        let now = Instant::now();
+        {
+            let mut state = entry.lock();
+            if state
+                .evict(address, now + self.inner.options.ttl, now)
+                .is_some()
+            {
+                entry.publish(&state);
+            }
+        }
+        info!(service = service_key, %address, "evicted node from the cache, relisting");
+        entry.request_relist();
+    }
+
+    /// Checks that the store answers.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] with the backend's error.
+    pub async fn health(&self) -> Result<(), RegistryError> {
+        let timeout = self.inner.options.timeout;
+        let backend = &self.inner.backend;
+        let result = match tokio::time::timeout(timeout, backend.health()).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout {
+                backend: backend.name(),
+                operation: "health".into(),
+                timeout,
+            }),
+        };
+        result.map_err(|source| RegistryError::Store {
+            operation: "health check".into(),
+            source,
+        })
+    }
+
+    /// Graceful shutdown: stops heart-beating, removes every node this client registered (in as
+    /// few requests as the store allows), stops the watches and listeners. Later calls to
+    /// the registry fail with [`RegistryError::Shutdown`]; a second `shutdown` does nothing.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when removing the nodes failed; they expire after their TTL.
+    pub async fn shutdown(&self) -> Result<(), RegistryError> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.heartbeat.cancel();
+        let keys = self.inner.registrar.drain();
+        let timeout = self.inner.options.timeout;
+        let backend = &self.inner.backend;
+        let result = match tokio::time::timeout(timeout, backend.close(&keys)).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout {
+                backend: backend.name(),
+                operation: "close".into(),
+                timeout,
+            }),
+        };
+        self.inner.cancel.cancel();
+        match result {
+            Ok(()) => {
+                info!(nodes = keys.len(), "registry shut down, nodes removed");
+                Ok(())
+            }
+            Err(source) => Err(RegistryError::Store {
+                operation: format!("shutdown (removing {} nodes)", keys.len()),
+                source,
+            }),
+        }
+    }
+}
