@@ -244,6 +244,17 @@ impl KeySpace {
     }
 }
 
+/// Now, truncated to whole milliseconds (the precision nodes are stored with).
+pub(crate) fn now_millis() -> SystemTime {
+    let now = SystemTime::now();
+    match now.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => {
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(since.as_millis() as u64)
+        }
+        Err(_) => now,
+    }
+}
+
 /// Serde helpers for an optional [`SystemTime`] as an RFC 3339 string with milliseconds.
 mod rfc3339_opt {
     use std::time::SystemTime;

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -143,7 +143,8 @@ impl Registry {
     pub async fn register(&self, mut node: ServiceMetaInfo) -> Result<ServiceMetaInfo, RegistryError> {
         self.check_open()?;
         node.validate()?;
-        node.register_time = Some(SystemTime::now());
+        // Millisecond precision, as stored: the returned node equals what consumers read.
+        node.register_time = Some(crate::instance::now_millis());
         let path = self.inner.options.keys.node_path(&node);
         let service_key = node.service_key();
         let node = Arc::new(node);

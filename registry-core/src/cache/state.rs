@@ -211,16 +211,18 @@ impl ServiceState {
         self.evicted.values().min().copied()
     }
 
-    /// Recomputes the served list from the truth; returns its diff when it changed.
+    /// Recomputes the served list from the truth. Returns `Some(diff)` when the served list
+    /// must be published again (the diff is empty when only the stale mark changed).
     pub(crate) fn republish(&mut self, cause: Cause, now: Instant) -> Option<NodeDiff> {
         self.evicted.retain(|_, until| *until > now);
+        let evicted = &self.evicted;
         let fresh: Vec<Node> = self
             .truth
             .values()
-            .filter(|n| !self.evicted.contains_key(&n.address()))
+            .filter(|n| !evicted.contains_key(&n.address()))
             .cloned()
             .collect();
-        let keep_last = fresh.is_empty()
+        let protect = fresh.is_empty()
             && self.truth.is_empty()
             && !self.served.nodes.is_empty()
             && match self.policy {
@@ -228,24 +230,36 @@ impl ServiceState {
                 EmptyProtection::OnResync => cause == Cause::Resync || self.served.stale,
                 EmptyProtection::Always => true,
             };
-        if keep_last {
-            if !self.served.stale {
+        let (next, stale) = if protect {
+            // Keep the last known nodes, minus the ones the RPC layer found dead.
+            let kept: Vec<Node> = self
+                .served
+                .nodes
+                .iter()
+                .filter(|n| !evicted.contains_key(&n.address()))
+                .cloned()
+                .collect();
+            if !self.served.stale && !kept.is_empty() {
                 warn!(
                     service = %self.service_key,
-                    nodes = self.served.nodes.len(),
+                    nodes = kept.len(),
                     ?cause,
                     "store shows no node: keeping the last known nodes (empty protection)"
                 );
-                self.served.stale = true;
             }
+            let stale = !kept.is_empty();
+            (kept, stale)
+        } else {
+            (fresh, false)
+        };
+        let diff = NodeDiff::between(&self.served.nodes, &next);
+        if diff.is_empty() && stale == self.served.stale {
             return None;
         }
-        let diff = NodeDiff::between(&self.served.nodes, &fresh);
-        let was_stale = std::mem::replace(&mut self.served.stale, false);
-        if diff.is_empty() && !was_stale {
-            return None;
-        }
-        self.served.nodes = Arc::from(fresh);
+        self.served = Served {
+            nodes: Arc::from(next),
+            stale,
+        };
         Some(diff)
     }
 }
@@ -392,7 +406,8 @@ mod tests {
             entries: vec![],
             revision: 30,
         };
-        assert!(s.relist(&empty, Instant::now()).is_none());
+        // Only the stale mark changes: publish, with an empty diff.
+        assert!(s.relist(&empty, Instant::now()).unwrap().is_empty());
         assert_eq!(ports(&s), vec![1]);
         assert!(s.served().stale);
         // The store shows a node again: served becomes exactly the truth.
@@ -421,7 +436,7 @@ mod tests {
         let mut s = state(EmptyProtection::Always);
         feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
         feed(&mut s, &[del(&node(1), 4)]).unwrap();
-        assert!(feed(&mut s, &[del(&node(2), 5)]).is_none());
+        assert!(feed(&mut s, &[del(&node(2), 5)]).unwrap().is_empty());
         assert_eq!(ports(&s), vec![2]);
         assert!(s.served().stale);
     }
@@ -448,6 +463,23 @@ mod tests {
         s.evict("10.0.0.1:1", now + Duration::from_secs(60), now);
         feed(&mut s, &[put(&node(1).with_weight(2), 5)]).unwrap();
         assert_eq!(ports(&s), vec![1, 2]);
+    }
+
+    #[test]
+    fn stale_nodes_can_still_be_evicted() {
+        let mut s = state(EmptyProtection::OnResync);
+        feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
+        let now = Instant::now();
+        s.relist(&Listing { entries: vec![], revision: 9 }, now);
+        assert!(s.served().stale);
+        let until = now + Duration::from_secs(5);
+        let d = s.evict("10.0.0.1:1", until, now).unwrap();
+        assert_eq!(d.removed[0].service_port, 1);
+        assert_eq!(ports(&s), vec![2]);
+        assert!(s.served().stale);
+        s.evict("10.0.0.1:2", until, now).unwrap();
+        assert!(ports(&s).is_empty());
+        assert!(!s.served().stale);
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub(crate) async fn run(
         (state.service_key().clone(), state.prefix().to_owned())
     };
     let mut backoff = Backoff::new(options.retry_initial, options.retry_max);
+    // The first batch after a broken watch carries what happened during the outage: it is
+    // applied as a resync, so the empty protection covers a mass expiry seen on reconnect.
+    let mut resumed = false;
     loop {
         let revision = entry.lock().revision();
         let mut stream = backend.watch(&prefix, revision);
@@ -88,7 +91,8 @@ pub(crate) async fn run(
                                 _ => break,
                             }
                         }
-                        apply(&entry, &batch, &*observer);
+                        let cause = if std::mem::take(&mut resumed) { Cause::Resync } else { Cause::Event };
+                        apply(&entry, &batch, &*observer, cause);
                     }
                     Some(Err(BackendError::HistoryLost { reason })) => {
                         warn!(%service, %reason, "watch history lost, relisting");
@@ -107,7 +111,10 @@ pub(crate) async fn run(
         };
         drop(stream);
         let pause = match next {
-            Next::Rewatch => backoff.next_delay(),
+            Next::Rewatch => {
+                resumed = true;
+                backoff.next_delay()
+            }
             Next::Relist { cooldown } => {
                 if cooldown && !sleep_or_cancel(jitter(options.relist_cooldown), &cancel).await {
                     return;
@@ -124,7 +131,7 @@ pub(crate) async fn run(
     }
 }
 
-fn apply(entry: &ServiceEntry, batch: &[WatchEvent], observer: &dyn TruthObserver) {
+fn apply(entry: &ServiceEntry, batch: &[WatchEvent], observer: &dyn TruthObserver, cause: Cause) {
     let mut state = entry.lock();
     let mut changed = false;
     for event in batch {
@@ -134,7 +141,7 @@ fn apply(entry: &ServiceEntry, batch: &[WatchEvent], observer: &dyn TruthObserve
             WatchEvent::Delete { key, .. } => observer.gone(key),
         }
     }
-    if changed && state.republish(Cause::Event, Instant::now()).is_some() {
+    if changed && state.republish(cause, Instant::now()).is_some() {
         entry.publish(&state);
     }
 }
@@ -158,7 +165,7 @@ async fn relist(
         match result {
             Ok(listing) => {
                 let mut state = entry.lock();
-                if state.relist(&listing, Instant::now()).is_some() || state.served().stale {
+                if state.relist(&listing, Instant::now()).is_some() {
                     entry.publish(&state);
                 }
                 observer.listed(prefix, &|key| state.holds(key));

@@ -1,0 +1,319 @@
+//! The shared machinery under faults, on the memory store (which can fail on demand): outages,
+//! lost history, failed registrations, slow listeners, empty protection, eviction.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use registry_core::conformance::{addresses, eventually, Recorder};
+use registry_core::{
+    EmptyProtection, KeySpace, MemoryBackend, MemoryStore, Registry, RegistryError,
+    RegistryOptions, ServiceChange, ServiceMetaInfo,
+};
+
+const TTL: Duration = Duration::from_millis(600);
+const BEAT: Duration = Duration::from_millis(150);
+
+fn options() -> RegistryOptions {
+    RegistryOptions::default()
+        .with_ttl(TTL)
+        .with_heartbeat_interval(BEAT)
+        .with_timeout(Duration::from_secs(2))
+        .with_retry(Duration::from_millis(20), Duration::from_millis(200))
+        .with_relist_cooldown(Duration::from_millis(50))
+}
+
+fn client(store: &Arc<MemoryStore>, options: RegistryOptions) -> Registry {
+    Registry::new(Arc::new(MemoryBackend::new(store.clone())), options).unwrap()
+}
+
+fn node(port: u16) -> ServiceMetaInfo {
+    ServiceMetaInfo::new("svc", "127.0.0.1", port)
+}
+
+fn raw_put(store: &MemoryStore, n: &ServiceMetaInfo) {
+    let path = KeySpace::default().node_path(n);
+    store.put(&path, &serde_json::to_vec(n).unwrap(), None).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_come_back_after_an_outage_longer_than_the_ttl() {
+    let store = MemoryStore::new();
+    let provider = client(&store, options());
+    let consumer = client(&store, options().with_empty_protection(EmptyProtection::Off));
+    provider.register(node(1)).await.unwrap();
+    let b = provider.register(node(2)).await.unwrap();
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
+
+    store.set_down(true);
+    // Unregistering during the outage fails to delete, but the node is no longer wanted.
+    assert!(provider.unregister(&b).await.is_err());
+    // The leases run out while the provider cannot reach the store (many failed retries).
+    tokio::time::sleep(TTL * 4).await;
+    assert!(store.list("/rpc/").entries.is_empty(), "leases expired during the outage");
+    store.set_down(false);
+
+    eventually(BEAT * 4 + Duration::from_secs(2), "wanted node registered again", || async {
+        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:1".to_owned()]
+    })
+    .await;
+    // The node unregistered on purpose never comes back.
+    tokio::time::sleep(BEAT * 4).await;
+    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:1".to_owned()]);
+    let fresh = client(&store, options());
+    assert_eq!(addresses(&fresh, "svc:1.0").await, vec!["127.0.0.1:1".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_register_is_retried_in_the_background() {
+    let store = MemoryStore::new();
+    let provider = client(&store, options());
+    store.set_down(true);
+    let err = provider.register(node(3)).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Store { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(provider.registered().len(), 1, "still wanted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.set_down(false);
+    let consumer = client(&store, options());
+    eventually(Duration::from_secs(3), "failed registration lands", || async {
+        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:3".to_owned()]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_the_watch_was_down_are_not_lost() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    raw_put(&store, &node(1));
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 1);
+    store.set_down(true);
+    // Changes the consumer cannot see yet.
+    raw_put(&store, &node(2));
+    raw_put(&store, &node(3));
+    store.delete(&KeySpace::default().node_path(&node(1)));
+    // The cache keeps serving its last nodes meanwhile.
+    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:1".to_owned()]);
+    store.set_down(false);
+    eventually(Duration::from_secs(3), "resumed watch applies every change", || async {
+        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:2".to_owned(), "127.0.0.1:3".to_owned()]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_history_leads_to_a_relist_that_misses_nothing() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    raw_put(&store, &node(1));
+    let rec = Recorder::default();
+    let _sub = consumer.subscribe("svc:1.0", rec.listener()).await.unwrap();
+    store.set_down(true);
+    raw_put(&store, &node(2));
+    store.delete(&KeySpace::default().node_path(&node(1)));
+    store.compact(store.revision());
+    store.set_down(false);
+    eventually(Duration::from_secs(3), "relist swaps in the truth", || async {
+        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:2".to_owned()]
+    })
+    .await;
+    // Readers and listeners never saw an empty list on the way.
+    assert!(rec.changes().iter().all(|c| !c.nodes.is_empty()), "{:?}", rec.changes());
+    // And the rewatch after the relist works: a later change arrives.
+    raw_put(&store, &node(4));
+    eventually(Duration::from_secs(3), "later change arrives", || async {
+        addresses(&consumer, "svc:1.0").await.len() == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_protection_keeps_nodes_through_a_wiped_store() {
+    let store = MemoryStore::new();
+    let protected = client(&store, options());
+    let unprotected = client(&store, options().with_empty_protection(EmptyProtection::Off));
+    raw_put(&store, &node(1));
+    assert_eq!(addresses(&protected, "svc:1.0").await.len(), 1);
+    assert_eq!(addresses(&unprotected, "svc:1.0").await.len(), 1);
+    // The store loses everything while clients are cut off (a restart with a wiped data dir).
+    store.set_down(true);
+    store.delete(&KeySpace::default().node_path(&node(1)));
+    store.compact(store.revision());
+    store.set_down(false);
+    eventually(Duration::from_secs(3), "unprotected cache empties", || async {
+        addresses(&unprotected, "svc:1.0").await.is_empty()
+    })
+    .await;
+    eventually(Duration::from_secs(3), "protected cache relisted", || async {
+        protected.cached("svc:1.0").is_some_and(|n| n.is_stale())
+    })
+    .await;
+    let nodes = protected.discover("svc:1.0").await.unwrap();
+    assert_eq!(nodes.len(), 1, "kept the last known node");
+    // The RPC layer finds the node dead: eviction still takes it out.
+    protected.evict("svc:1.0", "127.0.0.1:1");
+    let err = protected.discover("svc:1.0").await.unwrap_err();
+    assert!(err.to_string().contains("no provider for service svc:1.0"), "{err}");
+    // A provider registering again ends the protection with the store's truth.
+    raw_put(&store, &node(9));
+    eventually(Duration::from_secs(3), "fresh node served", || async {
+        match protected.discover("svc:1.0").await {
+            Ok(n) => !n.is_stale() && n.len() == 1 && n[0].service_port == 9,
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_expiry_seen_on_reconnect_is_protected() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    raw_put(&store, &node(1));
+    raw_put(&store, &node(2));
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
+    store.set_down(true);
+    store.delete(&KeySpace::default().node_path(&node(1)));
+    store.delete(&KeySpace::default().node_path(&node(2)));
+    store.set_down(false);
+    // The resumed watch replays both deletes; they are applied as a resync, so the list is kept.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let nodes = consumer.discover("svc:1.0").await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.is_stale());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_removal_of_the_last_node_empties_the_list() {
+    let store = MemoryStore::new();
+    let provider = client(&store, options());
+    let consumer = client(&store, options());
+    let n = provider.register(node(1)).await.unwrap();
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 1);
+    provider.unregister(&n).await.unwrap();
+    eventually(Duration::from_secs(3), "default policy applies a live delete", || async {
+        matches!(consumer.discover("svc:1.0").await, Err(RegistryError::NoProvider { .. }))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_listener_never_delays_the_cache_and_gets_a_resync() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    raw_put(&store, &node(1000));
+    let seen: Arc<Mutex<Vec<ServiceChange>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (s, c) = (seen.clone(), calls.clone());
+    let _sub = consumer
+        .subscribe("svc:1.0", move |change: &ServiceChange| {
+            c.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            s.lock().unwrap().push(change.clone());
+        })
+        .await
+        .unwrap();
+    for port in 1..=30 {
+        raw_put(&store, &node(port));
+        // The cache follows each change at once, whatever the listener is doing.
+        eventually(Duration::from_secs(2), "cache follows", || async {
+            consumer.cached("svc:1.0").is_some_and(|n| n.len() == 1 + port as usize)
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(10), "listener catches up with the truth", || async {
+        seen.lock().unwrap().last().is_some_and(|c| c.nodes.len() == 31)
+    })
+    .await;
+    let changes = seen.lock().unwrap().clone();
+    assert!(changes.len() < 31, "changes were folded, not queued: {}", changes.len());
+    assert!(changes.iter().skip(1).any(|c| c.resync), "a folded change is marked resync");
+    // Folded or not, the diffs add up to every node: nothing was silently dropped.
+    let added: usize = changes.iter().map(|c| c.diff.added.len()).sum();
+    assert_eq!(added, 31);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_listener_stays_subscribed() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let _sub = consumer
+        .subscribe("svc:1.0", move |_: &ServiceChange| {
+            c.fetch_add(1, Ordering::SeqCst);
+            panic!("listener bug");
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(3), "first delivery", || async {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    raw_put(&store, &node(1));
+    eventually(Duration::from_secs(3), "listener called again after panicking", || async {
+        calls.load(Ordering::SeqCst) == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_listing_and_one_watch_per_service() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    raw_put(&store, &node(1));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let c = consumer.clone();
+        tasks.push(tokio::spawn(async move { c.discover("svc:1.0").await.map(|n| n.len()) }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(consumer.cached_services(), vec!["svc:1.0".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_node_stays_out_until_registered_again() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    raw_put(&store, &node(1));
+    raw_put(&store, &node(2));
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
+    consumer.evict("svc:1.0", "127.0.0.1:1");
+    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:2".to_owned()]);
+    // The relist it triggers still shows the node (its TTL has not run out): it stays out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:2".to_owned()]);
+    // Registered anew (a restarted provider): back at once.
+    raw_put(&store, &node(1).with_weight(3));
+    eventually(Duration::from_secs(3), "re-registered node served", || async {
+        addresses(&consumer, "svc:1.0").await.len() == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_options_are_rejected_naming_the_option() {
+    let err = Registry::new(
+        Arc::new(MemoryBackend::new(MemoryStore::new())),
+        RegistryOptions::default()
+            .with_ttl(Duration::from_secs(10))
+            .with_heartbeat_interval(Duration::from_secs(5)),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("heartbeatInterval"), "{err}");
+}
+
+#[test]
+fn creating_a_registry_outside_a_runtime_is_an_error() {
+    let err = Registry::new(
+        Arc::new(MemoryBackend::new(MemoryStore::new())),
+        RegistryOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::NoRuntime));
+}
