@@ -66,7 +66,10 @@ where
         if check().await {
             return start.elapsed();
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -143,7 +146,10 @@ pub async fn register_then_discover(h: &dyn Harness) {
     assert_eq!(found.metadata.get("zone").map(String::as_str), Some("eu-1"));
     let at = found.register_time.expect("registration time is set");
     // Stored with millisecond precision.
-    assert!(at + Duration::from_millis(1) >= before && at <= after, "{at:?} not in [{before:?}, {after:?}]");
+    assert!(
+        at + Duration::from_millis(1) >= before && at <= after,
+        "{at:?} not in [{before:?}, {after:?}]"
+    );
     let second = consumer.discover("users:1.0").await.unwrap();
     assert_eq!(second.origin(), Origin::Cache);
     assert_eq!(second.len(), 1);
@@ -157,22 +163,31 @@ pub async fn unregister_is_seen_by_watchers(h: &dyn Harness) {
     let provider = h.client(opts.clone()).await;
     let consumer = h.client(opts).await;
     let rec = Recorder::default();
-    let _sub = consumer.subscribe("orders:1.0", rec.listener()).await.unwrap();
+    let _sub = consumer
+        .subscribe("orders:1.0", rec.listener())
+        .await
+        .unwrap();
     let a = provider.register(node("orders", 7101)).await.unwrap();
     provider.register(node("orders", 7102)).await.unwrap();
-    eventually(Duration::from_secs(5), "listener sees both nodes", || async {
-        rec.current().len() == 2
-    })
+    eventually(
+        Duration::from_secs(5),
+        "listener sees both nodes",
+        || async { rec.current().len() == 2 },
+    )
     .await;
     provider.unregister(&a).await.unwrap();
-    eventually(Duration::from_secs(5), "listener sees the removal", || async {
-        rec.removed() == vec!["127.0.0.1:7101".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(5),
+        "listener sees the removal",
+        || async { rec.removed() == vec!["127.0.0.1:7101".to_owned()] },
+    )
     .await;
     assert_eq!(rec.current(), vec!["127.0.0.1:7102".to_owned()]);
-    eventually(Duration::from_secs(5), "consumer cache drops the node", || async {
-        addresses(&consumer, "orders:1.0").await == vec!["127.0.0.1:7102".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(5),
+        "consumer cache drops the node",
+        || async { addresses(&consumer, "orders:1.0").await == vec!["127.0.0.1:7102".to_owned()] },
+    )
     .await;
     provider.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
@@ -214,13 +229,26 @@ pub async fn heartbeats_keep_nodes_alive(h: &dyn Harness) {
     let consumer = h.client(opts.clone()).await;
     provider.register(node("steady", 7301)).await.unwrap();
     let rec = Recorder::default();
-    let _sub = consumer.subscribe("steady:1.0", rec.listener()).await.unwrap();
-    eventually(Duration::from_secs(5), "node visible", || async { rec.current().len() == 1 }).await;
+    let _sub = consumer
+        .subscribe("steady:1.0", rec.listener())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "node visible", || async {
+        rec.current().len() == 1
+    })
+    .await;
     tokio::time::sleep(ttl * 3 + ttl / 2).await;
-    assert!(rec.removed().is_empty(), "node left during heartbeats: {:?}", rec.changes());
+    assert!(
+        rec.removed().is_empty(),
+        "node left during heartbeats: {:?}",
+        rec.changes()
+    );
     // A brand-new client reads it from the store, not from any cache.
     let fresh = h.client(opts).await;
-    assert_eq!(addresses(&fresh, "steady:1.0").await, vec!["127.0.0.1:7301".to_owned()]);
+    assert_eq!(
+        addresses(&fresh, "steady:1.0").await,
+        vec!["127.0.0.1:7301".to_owned()]
+    );
     for r in [provider, consumer, fresh] {
         r.shutdown().await.unwrap();
     }
@@ -235,18 +263,28 @@ pub async fn deleted_node_is_registered_again(h: &dyn Harness) {
     let path = opts.keys.node_path(&stored);
     let consumer = h.client(opts.clone()).await;
     let rec = Recorder::default();
-    let _sub = consumer.subscribe("phoenix:1.0", rec.listener()).await.unwrap();
-    eventually(Duration::from_secs(5), "node visible", || async { rec.current().len() == 1 }).await;
+    let _sub = consumer
+        .subscribe("phoenix:1.0", rec.listener())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "node visible", || async {
+        rec.current().len() == 1
+    })
+    .await;
     // Give the provider's own watch time to confirm its write.
     tokio::time::sleep(heartbeat).await;
     h.delete_raw(&path).await;
-    eventually(Duration::from_secs(5), "consumer sees the deletion", || async {
-        !rec.removed().is_empty()
-    })
+    eventually(
+        Duration::from_secs(5),
+        "consumer sees the deletion",
+        || async { !rec.removed().is_empty() },
+    )
     .await;
-    eventually(heartbeat * 2 + Duration::from_secs(3), "node is back", || async {
-        rec.current() == vec!["127.0.0.1:7401".to_owned()]
-    })
+    eventually(
+        heartbeat * 2 + Duration::from_secs(3),
+        "node is back",
+        || async { rec.current() == vec!["127.0.0.1:7401".to_owned()] },
+    )
     .await;
     let fresh = h.client(opts).await;
     assert_eq!(addresses(&fresh, "phoenix:1.0").await.len(), 1);
@@ -261,13 +299,31 @@ pub async fn services_are_isolated(h: &dyn Harness) {
     let provider = h.client(opts.clone()).await;
     let consumer = h.client(opts).await;
     provider.register(node("a", 7501)).await.unwrap();
-    provider.register(node("a", 7502).with_group("canary")).await.unwrap();
-    provider.register(node("a", 7503).with_version("1.01")).await.unwrap();
+    provider
+        .register(node("a", 7502).with_group("canary"))
+        .await
+        .unwrap();
+    provider
+        .register(node("a", 7503).with_version("1.01"))
+        .await
+        .unwrap();
     provider.register(node("ab", 7504)).await.unwrap();
-    assert_eq!(addresses(&consumer, "a:1.0").await, vec!["127.0.0.1:7501".to_owned()]);
-    assert_eq!(addresses(&consumer, "a:1.0:canary").await, vec!["127.0.0.1:7502".to_owned()]);
-    assert_eq!(addresses(&consumer, "a:1.01").await, vec!["127.0.0.1:7503".to_owned()]);
-    assert_eq!(addresses(&consumer, "ab:1.0").await, vec!["127.0.0.1:7504".to_owned()]);
+    assert_eq!(
+        addresses(&consumer, "a:1.0").await,
+        vec!["127.0.0.1:7501".to_owned()]
+    );
+    assert_eq!(
+        addresses(&consumer, "a:1.0:canary").await,
+        vec!["127.0.0.1:7502".to_owned()]
+    );
+    assert_eq!(
+        addresses(&consumer, "a:1.01").await,
+        vec!["127.0.0.1:7503".to_owned()]
+    );
+    assert_eq!(
+        addresses(&consumer, "ab:1.0").await,
+        vec!["127.0.0.1:7504".to_owned()]
+    );
     assert!(addresses(&consumer, "b:1.0").await.is_empty());
     // Later changes stay apart too.
     provider.register(node("ab", 7505)).await.unwrap();
@@ -275,7 +331,10 @@ pub async fn services_are_isolated(h: &dyn Harness) {
         addresses(&consumer, "ab:1.0").await.len() == 2
     })
     .await;
-    assert_eq!(addresses(&consumer, "a:1.0").await, vec!["127.0.0.1:7501".to_owned()]);
+    assert_eq!(
+        addresses(&consumer, "a:1.0").await,
+        vec!["127.0.0.1:7501".to_owned()]
+    );
     provider.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
 }
@@ -302,9 +361,11 @@ pub async fn concurrent_register_and_discover(h: &dyn Harness) {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    eventually(Duration::from_secs(10), "consumer sees all 100 nodes", || async {
-        addresses(&consumer, "busy:1.0").await.len() == 100
-    })
+    eventually(
+        Duration::from_secs(10),
+        "consumer sees all 100 nodes",
+        || async { addresses(&consumer, "busy:1.0").await.len() == 100 },
+    )
     .await;
     let distinct: HashSet<String> = addresses(&consumer, "busy:1.0").await.into_iter().collect();
     assert_eq!(distinct.len(), 100);
@@ -317,20 +378,34 @@ pub async fn concurrent_register_and_discover(h: &dyn Harness) {
 pub async fn junk_is_skipped(h: &dyn Harness) {
     let opts = options(h);
     let root = opts.keys.root().to_owned();
-    h.put_raw(&format!("{root}junk:1.0/127.0.0.1:1"), b"not json at all").await;
-    h.put_raw(&format!("{root}junk:1.0/127.0.0.1:2"), br#"{"unexpected":"shape"}"#).await;
-    h.put_raw(&format!("{root}junk:1.0/not-an-address"), br#"[1,2,3]"#).await;
+    h.put_raw(&format!("{root}junk:1.0/127.0.0.1:1"), b"not json at all")
+        .await;
+    h.put_raw(
+        &format!("{root}junk:1.0/127.0.0.1:2"),
+        br#"{"unexpected":"shape"}"#,
+    )
+    .await;
+    h.put_raw(&format!("{root}junk:1.0/not-an-address"), br#"[1,2,3]"#)
+        .await;
     let provider = h.client(opts.clone()).await;
     let consumer = h.client(opts).await;
     provider.register(node("junk", 7601)).await.unwrap();
-    assert_eq!(addresses(&consumer, "junk:1.0").await, vec!["127.0.0.1:7601".to_owned()]);
+    assert_eq!(
+        addresses(&consumer, "junk:1.0").await,
+        vec!["127.0.0.1:7601".to_owned()]
+    );
     // Junk arriving through the watch is skipped as well.
-    h.put_raw(&format!("{root}junk:1.0/127.0.0.1:3"), b"\xff\xfe").await;
+    h.put_raw(&format!("{root}junk:1.0/127.0.0.1:3"), b"\xff\xfe")
+        .await;
     provider.register(node("junk", 7602)).await.unwrap();
-    eventually(Duration::from_secs(5), "the second real node arrives", || async {
-        addresses(&consumer, "junk:1.0").await
-            == vec!["127.0.0.1:7601".to_owned(), "127.0.0.1:7602".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the second real node arrives",
+        || async {
+            addresses(&consumer, "junk:1.0").await
+                == vec!["127.0.0.1:7601".to_owned(), "127.0.0.1:7602".to_owned()]
+        },
+    )
     .await;
     provider.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();

@@ -167,7 +167,10 @@ impl ServiceMetaInfo {
             if value.is_empty() {
                 return Err(InvalidService::Empty(field));
             }
-            if let Some(ch) = value.chars().find(|c| forbidden.contains(c) || c.is_whitespace()) {
+            if let Some(ch) = value
+                .chars()
+                .find(|c| forbidden.contains(c) || c.is_whitespace())
+            {
                 return Err(InvalidService::ForbiddenChar {
                     field,
                     ch,
@@ -266,9 +269,7 @@ mod rfc3339_opt {
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         match value {
-            Some(t) => {
-                serializer.collect_str(&humantime::format_rfc3339_millis(*t))
-            }
+            Some(t) => serializer.collect_str(&humantime::format_rfc3339_millis(*t)),
             None => serializer.serialize_none(),
         }
     }
@@ -311,7 +312,10 @@ mod tests {
         node.register_time = Some(t);
         let json = serde_json::to_string(&node).unwrap();
         assert!(json.contains("\"serviceName\":\"users\""), "{json}");
-        assert!(json.contains("\"registerTime\":\"2023-11-14T22:13:20.123Z\""), "{json}");
+        assert!(
+            json.contains("\"registerTime\":\"2023-11-14T22:13:20.123Z\""),
+            "{json}"
+        );
         let back: ServiceMetaInfo = serde_json::from_str(&json).unwrap();
         assert_eq!(back, node);
     }

@@ -193,7 +193,12 @@ impl MemoryStore {
     }
 
     /// Writes `key`, bound to `lease` when given. Fails when the lease does not exist.
-    pub fn put(&self, key: &str, value: &[u8], lease: Option<LeaseId>) -> Result<Revision, LeaseId> {
+    pub fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, LeaseId> {
         let mut state = self.lock();
         Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
         if let Some(id) = lease {
@@ -211,7 +216,10 @@ impl MemoryStore {
                 lease,
             },
         );
-        if let Some(old) = previous.and_then(|p| p.lease).filter(|old| Some(*old) != lease) {
+        if let Some(old) = previous
+            .and_then(|p| p.lease)
+            .filter(|old| Some(*old) != lease)
+        {
             if let Some(l) = state.leases.get_mut(&old) {
                 l.keys.remove(key);
             }
@@ -220,9 +228,12 @@ impl MemoryStore {
             key: key.to_owned(),
             value: value.to_vec(),
         };
-        Ok(Self::record(&mut state, &self.events, self.history_limit, |revision| {
-            WatchEvent::Put { kv, revision }
-        }))
+        Ok(Self::record(
+            &mut state,
+            &self.events,
+            self.history_limit,
+            |revision| WatchEvent::Put { kv, revision },
+        ))
     }
 
     /// Deletes `key`; returns the revision of the delete, or `None` when it did not exist.
@@ -254,7 +265,11 @@ impl MemoryStore {
     /// `HistoryLost`.
     pub fn compact(&self, revision: Revision) {
         let mut state = self.lock();
-        while state.history.front().is_some_and(|e| e.revision() <= revision) {
+        while state
+            .history
+            .front()
+            .is_some_and(|e| e.revision() <= revision)
+        {
             state.history.pop_front();
         }
         state.compacted = state.compacted.max(revision.min(state.revision));
@@ -272,8 +287,10 @@ impl MemoryStore {
                     "revision {after} is compacted (history starts after {})",
                     state.compacted
                 );
-                return futures::stream::once(async move { Err(BackendError::HistoryLost { reason }) })
-                    .boxed();
+                return futures::stream::once(
+                    async move { Err(BackendError::HistoryLost { reason }) },
+                )
+                .boxed();
             }
             let backlog: Vec<Result<WatchEvent, BackendError>> = state
                 .history
@@ -465,7 +482,9 @@ impl Backend for MemoryBackend {
         self.store
             .put(key, value, Some(id))
             .map(|_| ())
-            .map_err(|id| BackendError::request(NAME, format!("put {key}"), format!("lease {id} expired")))
+            .map_err(|id| {
+                BackendError::request(NAME, format!("put {key}"), format!("lease {id} expired"))
+            })
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
@@ -539,7 +558,10 @@ mod tests {
         assert!(matches!(e, WatchEvent::Delete { ref key, .. } if key == "/a/1"));
         // History holds 3 events: revision 1 is gone.
         let mut old = store.watch("/a/", 0);
-        assert!(matches!(old.next().await, Some(Err(BackendError::HistoryLost { .. }))));
+        assert!(matches!(
+            old.next().await,
+            Some(Err(BackendError::HistoryLost { .. }))
+        ));
     }
 
     #[tokio::test]
@@ -550,7 +572,10 @@ mod tests {
         let mut w = store.watch("/", store.revision());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(store.list("/").entries.is_empty());
-        assert!(matches!(w.next().await, Some(Ok(WatchEvent::Delete { .. }))));
+        assert!(matches!(
+            w.next().await,
+            Some(Ok(WatchEvent::Delete { .. }))
+        ));
         assert!(!store.keep_alive(lease));
         assert!(store.put("/k", b"v", Some(lease)).is_err());
     }
@@ -561,7 +586,10 @@ mod tests {
         let backend = MemoryBackend::new(store.clone());
         let mut w = backend.watch("/", 0);
         store.set_down(true);
-        assert!(matches!(w.next().await, Some(Err(BackendError::Connect { .. }))));
+        assert!(matches!(
+            w.next().await,
+            Some(Err(BackendError::Connect { .. }))
+        ));
         assert!(backend.list("/").await.is_err());
         store.set_down(false);
         assert!(backend.list("/").await.is_ok());

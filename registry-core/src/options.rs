@@ -131,7 +131,8 @@ impl RegistryOptions {
     /// [`RegistryError::InvalidOptions`] naming the option: a zero TTL or timeout, or a heartbeat
     /// interval that is not less than half of the TTL (a node must survive one missed beat).
     pub fn validate(&self) -> Result<(), RegistryError> {
-        let invalid = |key: &'static str, reason: String| RegistryError::InvalidOptions { key, reason };
+        let invalid =
+            |key: &'static str, reason: String| RegistryError::InvalidOptions { key, reason };
         if self.ttl.is_zero() {
             return Err(invalid("ttl", "must be greater than 0".into()));
         }

@@ -216,8 +216,7 @@ impl Registrar {
     /// jittered backoff and never gives up while the registry runs.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let interval = self.options.heartbeat_interval;
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Backoff::new(
             self.options.retry_initial,

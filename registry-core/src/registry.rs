@@ -1,5 +1,6 @@
 //! The registry API: register, unregister, discover, subscribe, evict, shutdown.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,12 +78,10 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::InvalidOptions`] when the options do not validate,
     /// [`RegistryError::NoRuntime`] outside a Tokio runtime.
-    pub fn new(
-        backend: Arc<dyn Backend>,
-        options: RegistryOptions,
-    ) -> Result<Self, RegistryError> {
+    pub fn new(backend: Arc<dyn Backend>, options: RegistryOptions) -> Result<Self, RegistryError> {
         options.validate()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
         let options = Arc::new(options);
         let cancel = CancellationToken::new();
         let heartbeat = cancel.child_token();
@@ -140,7 +139,10 @@ impl Registry {
     /// [`RegistryError::Store`] when the write failed: the node stays wanted and the heartbeat
     /// task keeps writing it in the background (with jittered backoff) until it succeeds or
     /// [`unregister`](Self::unregister) is called, so a provider may log the error and go on.
-    pub async fn register(&self, mut node: ServiceMetaInfo) -> Result<ServiceMetaInfo, RegistryError> {
+    pub async fn register(
+        &self,
+        mut node: ServiceMetaInfo,
+    ) -> Result<ServiceMetaInfo, RegistryError> {
         self.check_open()?;
         node.validate()?;
         // Millisecond precision, as stored: the returned node equals what consumers read.
@@ -148,7 +150,11 @@ impl Registry {
         let path = self.inner.options.keys.node_path(&node);
         let service_key = node.service_key();
         let node = Arc::new(node);
-        let result = self.inner.registrar.register(path.clone(), node.clone()).await;
+        let result = self
+            .inner
+            .registrar
+            .register(path.clone(), node.clone())
+            .await;
         // Watch our own service so a node deleted behind our back is put back without waiting
         // for a heartbeat (and so this process's cache holds it).
         self.watch_own_service(service_key);
@@ -174,17 +180,19 @@ impl Registry {
         let registry = Arc::downgrade(&self.inner);
         let cancel = self.inner.cancel.clone();
         tokio::spawn(async move {
-            let mut backoff = crate::backoff::Backoff::new(
-                Duration::from_millis(200),
-                Duration::from_secs(10),
-            );
+            let mut backoff =
+                crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
             loop {
-                let Some(inner) = registry.upgrade() else { return };
+                let Some(inner) = registry.upgrade() else {
+                    return;
+                };
                 let result = inner.cache.load(&service_key).await;
                 drop(inner);
                 match result {
                     Ok(_) => return,
-                    Err(error) => debug!(service = %service_key, %error, "cannot watch own service yet"),
+                    Err(error) => {
+                        debug!(service = %service_key, %error, "cannot watch own service yet")
+                    }
                 }
                 if !crate::util::sleep_or_cancel(backoff.next_delay(), &cancel).await {
                     return;
@@ -225,19 +233,43 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::NoProvider`] when the service has no node (the watch stays, so later
     /// registrations are seen); [`RegistryError::Store`] when the first listing failed.
-    pub async fn discover(&self, service_key: &str) -> Result<ServiceNodes, RegistryError> {
-        self.check_open()?;
-        let nodes = match self.inner.cache.get(service_key) {
-            Some(nodes) => nodes,
-            None => {
-                let entry = self.inner.cache.load(service_key).await?;
-                ServiceNodes::from_registry(entry.snapshot())
-            }
+    pub fn discover<'a>(
+        &'a self,
+        service_key: &'a str,
+    ) -> impl Future<Output = Result<ServiceNodes, RegistryError>> + Send + 'a {
+        // The hit is answered before any future state exists; only a miss builds (and boxes)
+        // the listing future, so a hit stays a few loads and one `Arc` clone.
+        let hit = match self.check_open() {
+            Err(e) => Some(Err(e)),
+            Ok(()) => self
+                .inner
+                .cache
+                .get(service_key)
+                .map(|nodes| self.non_empty(service_key, nodes)),
         };
-        if nodes.is_empty() {
-            return Err(self.no_provider(service_key));
+        async move {
+            match hit {
+                Some(result) => result,
+                None => Box::pin(self.discover_from_store(service_key)).await,
+            }
         }
-        Ok(nodes)
+    }
+
+    async fn discover_from_store(&self, service_key: &str) -> Result<ServiceNodes, RegistryError> {
+        let entry = self.inner.cache.load(service_key).await?;
+        self.non_empty(service_key, ServiceNodes::from_registry(entry.snapshot()))
+    }
+
+    fn non_empty(
+        &self,
+        service_key: &str,
+        nodes: ServiceNodes,
+    ) -> Result<ServiceNodes, RegistryError> {
+        if nodes.is_empty() {
+            Err(self.no_provider(service_key))
+        } else {
+            Ok(nodes)
+        }
     }
 
     /// The cached nodes of `service_key`, or `None` when it was never discovered: the

@@ -35,14 +35,19 @@ fn node(port: u16) -> ServiceMetaInfo {
 
 fn raw_put(store: &MemoryStore, n: &ServiceMetaInfo) {
     let path = KeySpace::default().node_path(n);
-    store.put(&path, &serde_json::to_vec(n).unwrap(), None).unwrap();
+    store
+        .put(&path, &serde_json::to_vec(n).unwrap(), None)
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_come_back_after_an_outage_longer_than_the_ttl() {
     let store = MemoryStore::new();
     let provider = client(&store, options());
-    let consumer = client(&store, options().with_empty_protection(EmptyProtection::Off));
+    let consumer = client(
+        &store,
+        options().with_empty_protection(EmptyProtection::Off),
+    );
     provider.register(node(1)).await.unwrap();
     let b = provider.register(node(2)).await.unwrap();
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
@@ -52,18 +57,29 @@ async fn nodes_come_back_after_an_outage_longer_than_the_ttl() {
     assert!(provider.unregister(&b).await.is_err());
     // The leases run out while the provider cannot reach the store (many failed retries).
     tokio::time::sleep(TTL * 4).await;
-    assert!(store.list("/rpc/").entries.is_empty(), "leases expired during the outage");
+    assert!(
+        store.list("/rpc/").entries.is_empty(),
+        "leases expired during the outage"
+    );
     store.set_down(false);
 
-    eventually(BEAT * 4 + Duration::from_secs(2), "wanted node registered again", || async {
-        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:1".to_owned()]
-    })
+    eventually(
+        BEAT * 4 + Duration::from_secs(2),
+        "wanted node registered again",
+        || async { addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:1".to_owned()] },
+    )
     .await;
     // The node unregistered on purpose never comes back.
     tokio::time::sleep(BEAT * 4).await;
-    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:1".to_owned()]);
+    assert_eq!(
+        addresses(&consumer, "svc:1.0").await,
+        vec!["127.0.0.1:1".to_owned()]
+    );
     let fresh = client(&store, options());
-    assert_eq!(addresses(&fresh, "svc:1.0").await, vec!["127.0.0.1:1".to_owned()]);
+    assert_eq!(
+        addresses(&fresh, "svc:1.0").await,
+        vec!["127.0.0.1:1".to_owned()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,9 +94,11 @@ async fn a_failed_register_is_retried_in_the_background() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.set_down(false);
     let consumer = client(&store, options());
-    eventually(Duration::from_secs(3), "failed registration lands", || async {
-        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:3".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(3),
+        "failed registration lands",
+        || async { addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:3".to_owned()] },
+    )
     .await;
 }
 
@@ -96,11 +114,19 @@ async fn changes_made_while_the_watch_was_down_are_not_lost() {
     raw_put(&store, &node(3));
     store.delete(&KeySpace::default().node_path(&node(1)));
     // The cache keeps serving its last nodes meanwhile.
-    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:1".to_owned()]);
+    assert_eq!(
+        addresses(&consumer, "svc:1.0").await,
+        vec!["127.0.0.1:1".to_owned()]
+    );
     store.set_down(false);
-    eventually(Duration::from_secs(3), "resumed watch applies every change", || async {
-        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:2".to_owned(), "127.0.0.1:3".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(3),
+        "resumed watch applies every change",
+        || async {
+            addresses(&consumer, "svc:1.0").await
+                == vec!["127.0.0.1:2".to_owned(), "127.0.0.1:3".to_owned()]
+        },
+    )
     .await;
 }
 
@@ -116,12 +142,18 @@ async fn compacted_history_leads_to_a_relist_that_misses_nothing() {
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.compact(store.revision());
     store.set_down(false);
-    eventually(Duration::from_secs(3), "relist swaps in the truth", || async {
-        addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:2".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(3),
+        "relist swaps in the truth",
+        || async { addresses(&consumer, "svc:1.0").await == vec!["127.0.0.1:2".to_owned()] },
+    )
     .await;
     // Readers and listeners never saw an empty list on the way.
-    assert!(rec.changes().iter().all(|c| !c.nodes.is_empty()), "{:?}", rec.changes());
+    assert!(
+        rec.changes().iter().all(|c| !c.nodes.is_empty()),
+        "{:?}",
+        rec.changes()
+    );
     // And the rewatch after the relist works: a later change arrives.
     raw_put(&store, &node(4));
     eventually(Duration::from_secs(3), "later change arrives", || async {
@@ -134,7 +166,10 @@ async fn compacted_history_leads_to_a_relist_that_misses_nothing() {
 async fn empty_protection_keeps_nodes_through_a_wiped_store() {
     let store = MemoryStore::new();
     let protected = client(&store, options());
-    let unprotected = client(&store, options().with_empty_protection(EmptyProtection::Off));
+    let unprotected = client(
+        &store,
+        options().with_empty_protection(EmptyProtection::Off),
+    );
     raw_put(&store, &node(1));
     assert_eq!(addresses(&protected, "svc:1.0").await.len(), 1);
     assert_eq!(addresses(&unprotected, "svc:1.0").await.len(), 1);
@@ -143,20 +178,27 @@ async fn empty_protection_keeps_nodes_through_a_wiped_store() {
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.compact(store.revision());
     store.set_down(false);
-    eventually(Duration::from_secs(3), "unprotected cache empties", || async {
-        addresses(&unprotected, "svc:1.0").await.is_empty()
-    })
+    eventually(
+        Duration::from_secs(3),
+        "unprotected cache empties",
+        || async { addresses(&unprotected, "svc:1.0").await.is_empty() },
+    )
     .await;
-    eventually(Duration::from_secs(3), "protected cache relisted", || async {
-        protected.cached("svc:1.0").is_some_and(|n| n.is_stale())
-    })
+    eventually(
+        Duration::from_secs(3),
+        "protected cache relisted",
+        || async { protected.cached("svc:1.0").is_some_and(|n| n.is_stale()) },
+    )
     .await;
     let nodes = protected.discover("svc:1.0").await.unwrap();
     assert_eq!(nodes.len(), 1, "kept the last known node");
     // The RPC layer finds the node dead: eviction still takes it out.
     protected.evict("svc:1.0", "127.0.0.1:1");
     let err = protected.discover("svc:1.0").await.unwrap_err();
-    assert!(err.to_string().contains("no provider for service svc:1.0"), "{err}");
+    assert!(
+        err.to_string().contains("no provider for service svc:1.0"),
+        "{err}"
+    );
     // A provider registering again ends the protection with the store's truth.
     raw_put(&store, &node(9));
     eventually(Duration::from_secs(3), "fresh node served", || async {
@@ -194,9 +236,16 @@ async fn graceful_removal_of_the_last_node_empties_the_list() {
     let n = provider.register(node(1)).await.unwrap();
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 1);
     provider.unregister(&n).await.unwrap();
-    eventually(Duration::from_secs(3), "default policy applies a live delete", || async {
-        matches!(consumer.discover("svc:1.0").await, Err(RegistryError::NoProvider { .. }))
-    })
+    eventually(
+        Duration::from_secs(3),
+        "default policy applies a live delete",
+        || async {
+            matches!(
+                consumer.discover("svc:1.0").await,
+                Err(RegistryError::NoProvider { .. })
+            )
+        },
+    )
     .await;
 }
 
@@ -220,17 +269,33 @@ async fn a_slow_listener_never_delays_the_cache_and_gets_a_resync() {
         raw_put(&store, &node(port));
         // The cache follows each change at once, whatever the listener is doing.
         eventually(Duration::from_secs(2), "cache follows", || async {
-            consumer.cached("svc:1.0").is_some_and(|n| n.len() == 1 + port as usize)
+            consumer
+                .cached("svc:1.0")
+                .is_some_and(|n| n.len() == 1 + port as usize)
         })
         .await;
     }
-    eventually(Duration::from_secs(10), "listener catches up with the truth", || async {
-        seen.lock().unwrap().last().is_some_and(|c| c.nodes.len() == 31)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "listener catches up with the truth",
+        || async {
+            seen.lock()
+                .unwrap()
+                .last()
+                .is_some_and(|c| c.nodes.len() == 31)
+        },
+    )
     .await;
     let changes = seen.lock().unwrap().clone();
-    assert!(changes.len() < 31, "changes were folded, not queued: {}", changes.len());
-    assert!(changes.iter().skip(1).any(|c| c.resync), "a folded change is marked resync");
+    assert!(
+        changes.len() < 31,
+        "changes were folded, not queued: {}",
+        changes.len()
+    );
+    assert!(
+        changes.iter().skip(1).any(|c| c.resync),
+        "a folded change is marked resync"
+    );
     // Folded or not, the diffs add up to every node: nothing was silently dropped.
     let added: usize = changes.iter().map(|c| c.diff.added.len()).sum();
     assert_eq!(added, 31);
@@ -254,9 +319,11 @@ async fn a_panicking_listener_stays_subscribed() {
     })
     .await;
     raw_put(&store, &node(1));
-    eventually(Duration::from_secs(3), "listener called again after panicking", || async {
-        calls.load(Ordering::SeqCst) == 2
-    })
+    eventually(
+        Duration::from_secs(3),
+        "listener called again after panicking",
+        || async { calls.load(Ordering::SeqCst) == 2 },
+    )
     .await;
 }
 
@@ -268,7 +335,9 @@ async fn one_listing_and_one_watch_per_service() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let c = consumer.clone();
-        tasks.push(tokio::spawn(async move { c.discover("svc:1.0").await.map(|n| n.len()) }));
+        tasks.push(tokio::spawn(async move {
+            c.discover("svc:1.0").await.map(|n| n.len())
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 1);
@@ -284,15 +353,23 @@ async fn evicted_node_stays_out_until_registered_again() {
     raw_put(&store, &node(2));
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
     consumer.evict("svc:1.0", "127.0.0.1:1");
-    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:2".to_owned()]);
+    assert_eq!(
+        addresses(&consumer, "svc:1.0").await,
+        vec!["127.0.0.1:2".to_owned()]
+    );
     // The relist it triggers still shows the node (its TTL has not run out): it stays out.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(addresses(&consumer, "svc:1.0").await, vec!["127.0.0.1:2".to_owned()]);
+    assert_eq!(
+        addresses(&consumer, "svc:1.0").await,
+        vec!["127.0.0.1:2".to_owned()]
+    );
     // Registered anew (a restarted provider): back at once.
     raw_put(&store, &node(1).with_weight(3));
-    eventually(Duration::from_secs(3), "re-registered node served", || async {
-        addresses(&consumer, "svc:1.0").await.len() == 2
-    })
+    eventually(
+        Duration::from_secs(3),
+        "re-registered node served",
+        || async { addresses(&consumer, "svc:1.0").await.len() == 2 },
+    )
     .await;
 }
 

@@ -35,8 +35,8 @@ use crate::backend::Backend;
 use crate::error::RegistryError;
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
-pub use state::{Node, NodeDiff};
 use state::ServiceState;
+pub use state::{Node, NodeDiff};
 
 /// Where a discovered node list came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,9 +184,13 @@ impl ServiceEntry {
     }
 }
 
+/// The entry map: a fast hasher (keys are service keys this process asks for, hashed on every
+/// cache hit), randomly seeded.
+type EntryMap = HashMap<String, Arc<ServiceEntry>, foldhash::fast::RandomState>;
+
 /// All cache entries of one registry.
 pub(crate) struct ServiceCache {
-    entries: ArcSwap<HashMap<String, Arc<ServiceEntry>>>,
+    entries: ArcSwap<EntryMap>,
     loading: Mutex<HashMap<String, Arc<OnceCell<Arc<ServiceEntry>>>>>,
     backend: Arc<dyn Backend>,
     options: Arc<RegistryOptions>,
@@ -270,7 +274,8 @@ impl ServiceCache {
                 source,
             })?;
         state.relist(&listing, Instant::now());
-        self.observer.listed(state.prefix(), &|key| state.holds(key));
+        self.observer
+            .listed(state.prefix(), &|key| state.holds(key));
         debug!(
             service = service_key,
             nodes = state.served().nodes.len(),
@@ -279,7 +284,7 @@ impl ServiceCache {
         );
         let entry = Arc::new(ServiceEntry::new(state));
         self.entries.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = EntryMap::clone(map);
             map.insert(service_key.to_owned(), entry.clone());
             map
         });

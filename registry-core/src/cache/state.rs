@@ -177,7 +177,11 @@ impl ServiceState {
     /// Returns true when the truth changed (publish with [`Self::republish`]).
     pub(crate) fn apply(&mut self, event: &WatchEvent) -> bool {
         if event.revision() <= self.revision {
-            debug!(revision = event.revision(), current = self.revision, "ignoring old event");
+            debug!(
+                revision = event.revision(),
+                current = self.revision,
+                "ignoring old event"
+            );
             return false;
         }
         self.revision = event.revision();
@@ -201,7 +205,12 @@ impl ServiceState {
     }
 
     /// Takes `address` out of the served list until the store changes it or `until` passes.
-    pub(crate) fn evict(&mut self, address: &str, until: Instant, now: Instant) -> Option<NodeDiff> {
+    pub(crate) fn evict(
+        &mut self,
+        address: &str,
+        until: Instant,
+        now: Instant,
+    ) -> Option<NodeDiff> {
         self.evicted.insert(address.to_owned(), until);
         self.republish(Cause::Event, now)
     }
@@ -284,7 +293,10 @@ mod tests {
     }
 
     fn put(n: &ServiceMetaInfo, revision: Revision) -> WatchEvent {
-        WatchEvent::Put { kv: kv(n), revision }
+        WatchEvent::Put {
+            kv: kv(n),
+            revision,
+        }
     }
 
     fn del(n: &ServiceMetaInfo, revision: Revision) -> WatchEvent {
@@ -368,7 +380,14 @@ mod tests {
         // A node that turns into junk leaves the list.
         let mut garbled = kv(&node(1));
         garbled.value = b"{".to_vec();
-        let d = feed(&mut s, &[WatchEvent::Put { kv: garbled, revision: 11 }]).unwrap();
+        let d = feed(
+            &mut s,
+            &[WatchEvent::Put {
+                kv: garbled,
+                revision: 11,
+            }],
+        )
+        .unwrap();
         assert_eq!(d.removed.len(), 1);
     }
 
@@ -425,7 +444,13 @@ mod tests {
         let mut s = state(EmptyProtection::Off);
         feed(&mut s, &[put(&node(1), 2)]);
         let d = s
-            .relist(&Listing { entries: vec![], revision: 3 }, Instant::now())
+            .relist(
+                &Listing {
+                    entries: vec![],
+                    revision: 3,
+                },
+                Instant::now(),
+            )
             .unwrap();
         assert_eq!(d.removed.len(), 1);
         assert!(ports(&s).is_empty());
@@ -446,7 +471,9 @@ mod tests {
         let mut s = state(EmptyProtection::OnResync);
         feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
         let now = Instant::now();
-        let d = s.evict("10.0.0.1:1", now + Duration::from_secs(5), now).unwrap();
+        let d = s
+            .evict("10.0.0.1:1", now + Duration::from_secs(5), now)
+            .unwrap();
         assert_eq!(d.removed[0].service_port, 1);
         assert_eq!(ports(&s), vec![2]);
         // A relist that still shows it (TTL not expired yet) does not bring it back.
@@ -457,7 +484,8 @@ mod tests {
         assert!(s.relist(&listing, now).is_none());
         assert_eq!(ports(&s), vec![2]);
         // After the deadline it is served again.
-        s.republish(Cause::Event, now + Duration::from_secs(6)).unwrap();
+        s.republish(Cause::Event, now + Duration::from_secs(6))
+            .unwrap();
         assert_eq!(ports(&s), vec![1, 2]);
         // A fresh registration ends an eviction at once.
         s.evict("10.0.0.1:1", now + Duration::from_secs(60), now);
@@ -470,7 +498,13 @@ mod tests {
         let mut s = state(EmptyProtection::OnResync);
         feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
         let now = Instant::now();
-        s.relist(&Listing { entries: vec![], revision: 9 }, now);
+        s.relist(
+            &Listing {
+                entries: vec![],
+                revision: 9,
+            },
+            now,
+        );
         assert!(s.served().stale);
         let until = now + Duration::from_secs(5);
         let d = s.evict("10.0.0.1:1", until, now).unwrap();
@@ -487,7 +521,8 @@ mod tests {
         let mut s = state(EmptyProtection::OnResync);
         feed(&mut s, &[put(&node(1), 2)]);
         let now = Instant::now();
-        s.evict("10.0.0.1:1", now + Duration::from_secs(5), now).unwrap();
+        s.evict("10.0.0.1:1", now + Duration::from_secs(5), now)
+            .unwrap();
         assert!(ports(&s).is_empty());
     }
 }

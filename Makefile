@@ -1,0 +1,19 @@
+# Two commands do all set-up on a fresh Debian/Ubuntu machine with Rust installed:
+#   make demo   the quickstart on the embedded in-memory registry (no server needed)
+#   make test   every test; installs the server packages it needs through apt first
+.PHONY: demo test lint bench deps
+
+demo:
+	cargo run --quiet -p examples --bin quickstart
+
+test:
+	scripts/test.sh
+
+lint:
+	scripts/lint.sh
+
+bench:
+	cargo bench -p registry-core --bench cache_hit
+
+deps:
+	scripts/install-deps.sh

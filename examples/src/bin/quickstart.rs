@@ -1,0 +1,196 @@
+//! The quickstart: a provider and a consumer in one process on the embedded `memory` registry.
+//!
+//! `make demo` (or `cargo run -p examples --bin quickstart`) prints the whole story: register,
+//! discover (from the registry, then from the cache), heartbeats renewing the node's TTL, a
+//! graceful shutdown, the watch updating the consumer's cache, and the "no provider" error.
+
+use std::time::{Duration, Instant};
+
+use registry_core::{
+    ConnectOptions, Registry, RegistryError, RegistryOptions, ServiceChange, ServiceMetaInfo,
+};
+use rpc_runtime::factory::BackendFactory;
+
+const SERVICE: &str = "user-service";
+const TTL: Duration = Duration::from_secs(3);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+fn step(start: Instant, text: impl AsRef<str>) {
+    println!(
+        "[{:>6.2}s] {}",
+        start.elapsed().as_secs_f64(),
+        text.as_ref()
+    );
+}
+
+async fn client(
+    factory: &BackendFactory,
+    options: &RegistryOptions,
+) -> Result<Registry, Box<dyn std::error::Error>> {
+    // Both clients name the same in-process store, as two processes would name one etcd.
+    let backend = factory
+        .connect(
+            "memory",
+            ConnectOptions {
+                address: "quickstart".into(),
+                ttl: options.ttl,
+                timeout: options.timeout,
+                ..ConnectOptions::default()
+            },
+        )
+        .await?;
+    Ok(Registry::new(backend, options.clone())?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let start = Instant::now();
+    let options = RegistryOptions::default()
+        .with_ttl(TTL)
+        .with_heartbeat_interval(HEARTBEAT);
+    let factory = BackendFactory::global();
+    println!(
+        "== Quickstart on the embedded `memory` registry (known registries: {})",
+        factory.names().join(", ")
+    );
+    println!(
+        "   ttl {TTL:?}, heartbeat every {HEARTBEAT:?}, root {}",
+        options.keys.root()
+    );
+
+    // 1. The provider registers itself.
+    let provider = client(factory, &options).await?;
+    let node = provider
+        .register(
+            ServiceMetaInfo::new(SERVICE, "127.0.0.1", 8081)
+                .with_weight(10)
+                .with_metadata("zone", "local"),
+        )
+        .await?;
+    let registered_at = node.register_time.map(humantime::format_rfc3339_millis);
+    step(
+        start,
+        format!(
+            "provider registered {} at {} (key {}), registered at {}",
+            node.service_key(),
+            node.address(),
+            options.keys.node_path(&node),
+            registered_at.map(|t| t.to_string()).unwrap_or_default()
+        ),
+    );
+
+    // 2. The consumer discovers it: first from the registry, then from its cache.
+    let consumer = client(factory, &options).await?;
+    let key = node.service_key();
+    for round in 1..=2 {
+        let nodes = consumer.discover(&key).await?;
+        step(
+            start,
+            format!(
+                "consumer lookup #{round}: {} node(s) [{}] from the {}",
+                nodes.len(),
+                nodes
+                    .iter()
+                    .map(|n| n.address())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                nodes.origin().as_str()
+            ),
+        );
+    }
+
+    // The consumer also listens to changes (observer pattern).
+    let _subscription = consumer
+        .subscribe(&key, {
+            let start = start;
+            move |change: &ServiceChange| {
+                for n in &change.diff.added {
+                    step(
+                        start,
+                        format!("  watch: {} added {}", change.service_key, n.address()),
+                    );
+                }
+                for n in &change.diff.removed {
+                    step(
+                        start,
+                        format!(
+                            "  watch: {} removed {} -> consumer cache now has {} node(s)",
+                            change.service_key,
+                            n.address(),
+                            change.nodes.len()
+                        ),
+                    );
+                }
+            }
+        })
+        .await?;
+
+    // 3. Heartbeats renew the node's TTL: watch it for longer than one TTL.
+    let path = options.keys.node_path(&node);
+    let mut last = provider
+        .backend()
+        .ttl_remaining(&path)
+        .await?
+        .unwrap_or_default();
+    let mut renewals = 0;
+    let watch_until = Instant::now() + TTL + HEARTBEAT;
+    while Instant::now() < watch_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(left) = provider.backend().ttl_remaining(&path).await? else {
+            return Err("node expired despite heartbeats".into());
+        };
+        if left > last + Duration::from_millis(200) {
+            renewals += 1;
+            step(
+                start,
+                format!(
+                    "heartbeat renewed the lease: ttl left {:.1}s -> {:.1}s",
+                    last.as_secs_f64(),
+                    left.as_secs_f64()
+                ),
+            );
+        }
+        last = left;
+    }
+    step(start, format!("node still registered after {:?} (> ttl {TTL:?}) thanks to {renewals} heartbeat renewal(s)", TTL + HEARTBEAT));
+    if renewals == 0 {
+        return Err("no heartbeat renewal observed".into());
+    }
+
+    // 4. The provider goes offline gracefully; the watch updates the consumer's cache.
+    step(
+        start,
+        "provider shutting down gracefully (deregisters its nodes)",
+    );
+    provider.shutdown().await?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while consumer.cached(&key).is_some_and(|n| !n.is_empty()) {
+        if Instant::now() > deadline {
+            return Err("consumer cache was not updated by the watch".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    step(
+        start,
+        "consumer cache updated by the watch: 0 nodes (no store read needed)",
+    );
+
+    // 5. The next lookup fails with a clear error.
+    match consumer.discover(&key).await {
+        Err(error @ RegistryError::NoProvider { .. }) => {
+            step(start, format!("next lookup failed as expected: {error}"))
+        }
+        Ok(nodes) => {
+            return Err(format!("expected no provider, found {} node(s)", nodes.len()).into())
+        }
+        Err(other) => return Err(other.into()),
+    }
+    consumer.shutdown().await?;
+    println!("== Done");
+    Ok(())
+}

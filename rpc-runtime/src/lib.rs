@@ -1,0 +1,8 @@
+//! RPC runtime on top of the service registry.
+//!
+//! - [`config`]: `RpcConfig`, loaded from `rpc.toml` / `rpc.yaml` / `rpc.json` / `application.properties`
+//!   plus environment overrides.
+//! - [`factory`]: registry backends by name (`memory`, `etcd`, ...), open to third-party backends.
+
+pub mod config;
+pub mod factory;

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Formatting and clippy, as CI checks them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings

@@ -1,0 +1,1 @@
+//! Test support (never published): real servers as child processes.
