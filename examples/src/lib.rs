@@ -1,1 +1,3 @@
-//! Shared pieces of the example programs.
+//! Runnable examples. The crate docs are the project README, so its code blocks are compiled by
+//! `cargo test --doc`.
+#![doc = include_str!("../../README.md")]

@@ -11,7 +11,10 @@ fn quickstart_tells_the_whole_story() {
         .expect("run quickstart");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "quickstart failed\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "quickstart failed\n{stdout}\n{stderr}"
+    );
     let steps = [
         "provider registered user-service:1.0 at 127.0.0.1:8081",
         "consumer lookup #1: 1 node(s) [127.0.0.1:8081] from the registry",

@@ -1,5 +1,7 @@
 //! The conformance suite on the embedded memory backend.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -107,7 +107,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The consumer also listens to changes (observer pattern).
     let _subscription = consumer
         .subscribe(&key, {
-            let start = start;
             move |change: &ServiceChange| {
                 for n in &change.diff.added {
                     step(
