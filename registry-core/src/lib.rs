@@ -61,7 +61,7 @@ pub use instance::{service_key, InvalidService, KeySpace, ServiceMetaInfo};
 pub use listener::{ServiceChange, ServiceListener, Subscription};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{EmptyProtection, RegistryOptions};
-pub use registry::Registry;
+pub use registry::{NodeStatus, Registry};
 
 #[cfg(test)]
 mod tests {

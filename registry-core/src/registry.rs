@@ -16,6 +16,18 @@ use crate::listener::{self, ServiceListener, Subscription};
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
 
+/// The cache key of the whole-root entry used by [`Registry::subscribe_all`].
+const ALL_SERVICES: &str = "";
+
+/// A node as read from the store by [`Registry::inspect`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: ServiceMetaInfo,
+    /// Time left before it expires, where the store can tell.
+    pub ttl_remaining: Option<Duration>,
+}
+
 /// A registry client: the provider side (register, heartbeat, unregister) and the consumer side
 /// (discover through the cache, subscribe) over one store [`Backend`] chosen at run time.
 ///
@@ -289,7 +301,10 @@ impl Registry {
 
     /// The service keys this client caches.
     pub fn cached_services(&self) -> Vec<String> {
-        self.inner.cache.service_keys()
+        let mut keys = self.inner.cache.service_keys();
+        keys.retain(|k| k != ALL_SERVICES);
+        keys.sort();
+        keys
     }
 
     /// Subscribes `listener` to the changes of `service_key`. It first receives the current
@@ -312,6 +327,18 @@ impl Registry {
         ))
     }
 
+    /// Subscribes `listener` to the changes of every service under the root (for tools such as
+    /// `registryctl watch`). One watch on the whole root, shared by every such listener.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when listing the root failed.
+    pub async fn subscribe_all(
+        &self,
+        listener: impl ServiceListener,
+    ) -> Result<Subscription, RegistryError> {
+        self.subscribe(ALL_SERVICES, listener).await
+    }
+
     /// Takes `address` (`host:port`) out of this client's cached list of `service_key` at once,
     /// and asks for the service to be listed again. Used by the RPC layer when a node refuses
     /// connections. The node stays out until the store shows it registered anew, or for one
@@ -332,6 +359,47 @@ impl Registry {
         }
         info!(service = service_key, %address, "evicted node from the cache, relisting");
         entry.request_relist();
+    }
+
+    /// Reads the nodes of `service_key` (every service under the root when `None`) straight from
+    /// the store, with the time each has left where the store can tell. Junk entries are skipped
+    /// with a warning. For tools (`registryctl list`); RPC calls use [`discover`](Self::discover).
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the listing failed.
+    pub async fn inspect(
+        &self,
+        service_key: Option<&str>,
+    ) -> Result<Vec<NodeStatus>, RegistryError> {
+        let keys = &self.inner.options.keys;
+        let prefix = match service_key {
+            Some(key) => keys.service_prefix(key),
+            None => keys.root().to_owned(),
+        };
+        let store_error = |source| RegistryError::Store {
+            operation: format!("list {prefix}"),
+            source,
+        };
+        let listing = crate::cache::list(&*self.inner.backend, &prefix, self.inner.options.timeout)
+            .await
+            .map_err(store_error)?;
+        let mut nodes = Vec::with_capacity(listing.entries.len());
+        for kv in &listing.entries {
+            let Some(node) = crate::cache::decode_node(keys, kv, service_key) else {
+                continue;
+            };
+            let ttl_remaining = self
+                .inner
+                .backend
+                .ttl_remaining(&kv.key)
+                .await
+                .map_err(store_error)?;
+            nodes.push(NodeStatus {
+                node,
+                ttl_remaining,
+            });
+        }
+        Ok(nodes)
     }
 
     /// Checks that the store answers.

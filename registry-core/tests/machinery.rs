@@ -53,6 +53,8 @@ async fn nodes_come_back_after_an_outage_longer_than_the_ttl() {
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
 
     store.set_down(true);
+    // Let the clients notice the outage (their watches break) before the store changes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // Unregistering during the outage fails to delete, but the node is no longer wanted.
     assert!(provider.unregister(&b).await.is_err());
     // The leases run out while the provider cannot reach the store (many failed retries).
@@ -87,6 +89,8 @@ async fn a_failed_register_is_retried_in_the_background() {
     let store = MemoryStore::new();
     let provider = client(&store, options());
     store.set_down(true);
+    // Let the clients notice the outage (their watches break) before the store changes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let err = provider.register(node(3)).await.unwrap_err();
     assert!(matches!(err, RegistryError::Store { .. }), "{err}");
     assert!(err.is_retryable());
@@ -109,6 +113,8 @@ async fn changes_made_while_the_watch_was_down_are_not_lost() {
     raw_put(&store, &node(1));
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 1);
     store.set_down(true);
+    // Let the clients notice the outage (their watches break) before the store changes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // Changes the consumer cannot see yet.
     raw_put(&store, &node(2));
     raw_put(&store, &node(3));
@@ -138,6 +144,8 @@ async fn compacted_history_leads_to_a_relist_that_misses_nothing() {
     let rec = Recorder::default();
     let _sub = consumer.subscribe("svc:1.0", rec.listener()).await.unwrap();
     store.set_down(true);
+    // Let the clients notice the outage (their watches break) before the store changes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     raw_put(&store, &node(2));
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.compact(store.revision());
@@ -175,6 +183,8 @@ async fn empty_protection_keeps_nodes_through_a_wiped_store() {
     assert_eq!(addresses(&unprotected, "svc:1.0").await.len(), 1);
     // The store loses everything while clients are cut off (a restart with a wiped data dir).
     store.set_down(true);
+    // Let the clients notice the outage (their watches break) before the store changes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.compact(store.revision());
     store.set_down(false);
@@ -218,6 +228,8 @@ async fn mass_expiry_seen_on_reconnect_is_protected() {
     raw_put(&store, &node(2));
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
     store.set_down(true);
+    // Let the clients notice the outage (their watches break) before the store changes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.delete(&KeySpace::default().node_path(&node(2)));
     store.set_down(false);
@@ -393,4 +405,50 @@ fn creating_a_registry_outside_a_runtime_is_an_error() {
     )
     .unwrap_err();
     assert!(matches!(err, RegistryError::NoRuntime));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_and_subscribe_all_see_every_service_and_skip_junk() {
+    let store = MemoryStore::new();
+    let provider = client(&store, options());
+    let tool = client(&store, options());
+    provider.register(node(1)).await.unwrap();
+    provider
+        .register(ServiceMetaInfo::new("other", "127.0.0.1", 1))
+        .await
+        .unwrap();
+    store.put("/rpc/svc:1.0/junk", b"junk", None).unwrap();
+    let all = tool.inspect(None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all
+        .iter()
+        .all(|s| s.ttl_remaining.is_some_and(|t| t <= TTL)));
+    let one = tool.inspect(Some("other:1.0")).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].node.service_name, "other");
+
+    let rec = Recorder::default();
+    let _sub = tool.subscribe_all(rec.listener()).await.unwrap();
+    eventually(Duration::from_secs(3), "both services listed", || async {
+        rec.current().len() == 2
+    })
+    .await;
+    // Same address, two services: distinct nodes in the diff.
+    provider
+        .register(ServiceMetaInfo::new("third", "127.0.0.1", 1))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(3), "third service seen", || async {
+        rec.current().len() == 3
+    })
+    .await;
+    provider.shutdown().await.unwrap();
+    eventually(Duration::from_secs(3), "all removed", || async {
+        rec.removed().len() == 3
+    })
+    .await;
+    assert!(
+        tool.cached_services().is_empty(),
+        "the root watch is not a service"
+    );
 }

@@ -35,8 +35,10 @@ use crate::backend::Backend;
 use crate::error::RegistryError;
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
+pub(crate) use state::decode_node;
 use state::ServiceState;
 pub use state::{Node, NodeDiff};
+pub(crate) use watcher::list;
 
 /// Where a discovered node list came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,16 +34,22 @@ impl NodeDiff {
         self.added.is_empty() && self.updated.is_empty() && self.removed.is_empty()
     }
 
-    /// The difference from `old` to `new`, nodes matched by address.
+    /// The difference from `old` to `new`, nodes matched by service and address.
     pub fn between(old: &[Node], new: &[Node]) -> Self {
-        let before: HashMap<(&str, u16), &Node> = old
-            .iter()
-            .map(|n| ((n.service_host.as_str(), n.service_port), n))
-            .collect();
+        fn id(n: &ServiceMetaInfo) -> (&str, &str, &str, &str, u16) {
+            (
+                &n.service_name,
+                &n.service_version,
+                &n.service_group,
+                &n.service_host,
+                n.service_port,
+            )
+        }
+        let before: HashMap<_, &Node> = old.iter().map(|n| (id(n), n)).collect();
         let mut diff = NodeDiff::default();
         let mut seen = std::collections::HashSet::with_capacity(new.len());
         for n in new {
-            let id = (n.service_host.as_str(), n.service_port);
+            let id = id(n);
             seen.insert(id);
             match before.get(&id) {
                 None => diff.added.push(n.clone()),
@@ -52,12 +58,46 @@ impl NodeDiff {
             }
         }
         for n in old {
-            if !seen.contains(&(n.service_host.as_str(), n.service_port)) {
+            if !seen.contains(&id(n)) {
                 diff.removed.push(n.clone());
             }
         }
         diff
     }
+}
+
+/// Decodes a raw store entry into a node, or `None` with a warning when it is junk: not a node
+/// path under the root, not JSON of a node, a value that does not match its key, or (when
+/// `service` is given) a node of another service.
+pub(crate) fn decode_node(
+    keys: &KeySpace,
+    kv: &KeyValue,
+    service: Option<&str>,
+) -> Option<ServiceMetaInfo> {
+    let Some((path_service, address)) = keys.split_node_path(&kv.key) else {
+        warn!(key = %kv.key, "skipping entry: not a node path");
+        return None;
+    };
+    let node: ServiceMetaInfo = match serde_json::from_slice(&kv.value) {
+        Ok(node) => node,
+        Err(error) => {
+            warn!(key = %kv.key, %error, "skipping malformed node entry");
+            return None;
+        }
+    };
+    if service.is_some_and(|s| s != path_service)
+        || node.service_key() != path_service
+        || node.address() != address
+    {
+        warn!(
+            key = %kv.key,
+            value_service = %node.service_key(),
+            value_address = %node.address(),
+            "skipping node entry whose value does not match its key"
+        );
+        return None;
+    }
+    Some(node)
 }
 
 /// Why the truth changed: decides how the empty protection applies.
@@ -94,10 +134,16 @@ pub(crate) struct ServiceState {
 }
 
 impl ServiceState {
+    /// The state of `service_key`; an empty key means every service under the root.
     pub(crate) fn new(keys: &KeySpace, service_key: &str, policy: EmptyProtection) -> Self {
+        let prefix = if service_key.is_empty() {
+            keys.root().to_owned()
+        } else {
+            keys.service_prefix(service_key)
+        };
         Self {
             service_key: Arc::from(service_key),
-            prefix: keys.service_prefix(service_key),
+            prefix,
             keys: keys.clone(),
             policy,
             truth: BTreeMap::new(),
@@ -133,30 +179,8 @@ impl ServiceState {
 
     /// Decodes one raw entry, or `None` (with a warning) when it is not a node of this service.
     fn decode(&self, kv: &KeyValue) -> Option<Node> {
-        let Some((service, address)) = self.keys.split_node_path(&kv.key) else {
-            warn!(key = %kv.key, service = %self.service_key, "skipping entry: not a node path");
-            return None;
-        };
-        let node: ServiceMetaInfo = match serde_json::from_slice(&kv.value) {
-            Ok(node) => node,
-            Err(error) => {
-                warn!(key = %kv.key, %error, "skipping malformed node entry");
-                return None;
-            }
-        };
-        if service != &*self.service_key
-            || node.service_key() != service
-            || node.address() != address
-        {
-            warn!(
-                key = %kv.key,
-                value_service = %node.service_key(),
-                value_address = %node.address(),
-                "skipping node entry whose value does not match its key"
-            );
-            return None;
-        }
-        Some(Arc::new(node))
+        let service = Some(&*self.service_key).filter(|s| !s.is_empty());
+        decode_node(&self.keys, kv, service).map(Arc::new)
     }
 
     /// Replaces the truth with a full listing, built aside and swapped in at once.
