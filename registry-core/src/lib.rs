@@ -62,6 +62,7 @@ pub use listener::{ServiceChange, ServiceListener, Subscription};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{EmptyProtection, RegistryOptions};
 pub use registry::{NodeStatus, Registry};
+pub use util::error_chain;
 
 #[cfg(test)]
 mod tests {

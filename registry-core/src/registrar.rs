@@ -21,7 +21,7 @@ use crate::backoff::Backoff;
 use crate::cache::TruthObserver;
 use crate::instance::ServiceMetaInfo;
 use crate::options::RegistryOptions;
-use crate::util::{error_chain, sleep_or_cancel};
+use crate::util::{error_chain, sleep_or_cancel, timed};
 
 /// How many puts run at once when many nodes must be written again.
 const REPAIR_CONCURRENCY: usize = 32;
@@ -64,19 +64,12 @@ impl Registrar {
         self.desired.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn timed<T>(
+    async fn timed_request<T>(
         &self,
         operation: impl FnOnce() -> String,
         fut: impl std::future::Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        match tokio::time::timeout(self.options.timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(BackendError::Timeout {
-                backend: self.backend.name(),
-                operation: operation(),
-                timeout: self.options.timeout,
-            }),
-        }
+        timed(&*self.backend, self.options.timeout, operation, fut).await
     }
 
     /// Adds `node` (stored at `path`) to the wanted set and writes it. On failure the node stays
@@ -109,7 +102,7 @@ impl Registrar {
     /// Takes `path` out of the wanted set, then deletes it. Returns false when it was not wanted.
     pub(crate) async fn unregister(&self, path: &str) -> Result<bool, BackendError> {
         let was_wanted = self.desired().remove(path).is_some();
-        self.timed(|| format!("delete {path}"), self.backend.delete(path))
+        self.timed_request(|| format!("delete {path}"), self.backend.delete(path))
             .await?;
         Ok(was_wanted)
     }
@@ -127,7 +120,7 @@ impl Registrar {
     /// Puts one node; marks it written if it is still wanted with this value, deletes it again
     /// if it was unregistered while the put was in flight.
     async fn write(&self, path: &str, value: &Arc<[u8]>) -> Result<(), BackendError> {
-        self.timed(
+        self.timed_request(
             || format!("put {path}"),
             self.backend.put(path, value, self.options.ttl),
         )
@@ -146,7 +139,7 @@ impl Registrar {
         };
         if !still_wanted {
             debug!(%path, "unregistered while being written, deleting again");
-            self.timed(|| format!("delete {path}"), self.backend.delete(path))
+            self.timed_request(|| format!("delete {path}"), self.backend.delete(path))
                 .await?;
         }
         Ok(())
@@ -172,7 +165,7 @@ impl Registrar {
             let keys: Vec<String> = self.desired().keys().cloned().collect();
             if !keys.is_empty() {
                 let liveness = self
-                    .timed(
+                    .timed_request(
                         || "keep-alive".to_owned(),
                         self.backend.keep_alive(&keys, self.options.ttl),
                     )

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::Backend;
 use crate::cache::{ServiceCache, ServiceNodes};
 use crate::error::RegistryError;
 use crate::instance::ServiceMetaInfo;
 use crate::listener::{self, ServiceListener, Subscription};
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
+use crate::util::timed;
 
 /// The cache key of the whole-root entry used by [`Registry::subscribe_all`].
 const ALL_SERVICES: &str = "";
@@ -409,14 +410,7 @@ impl Registry {
     pub async fn health(&self) -> Result<(), RegistryError> {
         let timeout = self.inner.options.timeout;
         let backend = &self.inner.backend;
-        let result = match tokio::time::timeout(timeout, backend.health()).await {
-            Ok(result) => result,
-            Err(_) => Err(BackendError::Timeout {
-                backend: backend.name(),
-                operation: "health".into(),
-                timeout,
-            }),
-        };
+        let result = timed(&**backend, timeout, || "health".into(), backend.health()).await;
         result.map_err(|source| RegistryError::Store {
             operation: "health check".into(),
             source,
@@ -437,14 +431,7 @@ impl Registry {
         let keys = self.inner.registrar.drain();
         let timeout = self.inner.options.timeout;
         let backend = &self.inner.backend;
-        let result = match tokio::time::timeout(timeout, backend.close(&keys)).await {
-            Ok(result) => result,
-            Err(_) => Err(BackendError::Timeout {
-                backend: backend.name(),
-                operation: "close".into(),
-                timeout,
-            }),
-        };
+        let result = timed(&**backend, timeout, || "close".into(), backend.close(&keys)).await;
         self.inner.cancel.cancel();
         match result {
             Ok(()) => {

@@ -1,6 +1,9 @@
 //! Small helpers shared by the background tasks.
 
+use std::future::Future;
 use std::time::Duration;
+
+use crate::backend::{Backend, BackendError};
 
 use tokio_util::sync::CancellationToken;
 
@@ -12,8 +15,26 @@ pub(crate) async fn sleep_or_cancel(duration: Duration, cancel: &CancellationTok
     }
 }
 
-/// `error: cause: cause` on one line, for logs.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// Runs one backend request under `timeout`, turning a timeout into
+/// [`BackendError::Timeout`] naming `operation`.
+pub(crate) async fn timed<T>(
+    backend: &dyn Backend,
+    timeout: Duration,
+    operation: impl FnOnce() -> String,
+    request: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(result) => result,
+        Err(_) => Err(BackendError::Timeout {
+            backend: backend.name(),
+            operation: operation(),
+            timeout,
+        }),
+    }
+}
+
+/// `error: cause: cause` on one line, for logs and command-line tools.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -16,7 +16,7 @@ use super::{ServiceEntry, TruthObserver};
 use crate::backend::{Backend, BackendError, Listing, WatchEvent};
 use crate::backoff::{jitter, Backoff};
 use crate::options::RegistryOptions;
-use crate::util::{error_chain, sleep_or_cancel};
+use crate::util::{error_chain, sleep_or_cancel, timed};
 
 /// Most events applied before one publish, when a burst is already waiting in the stream.
 const MAX_BATCH: usize = 1024;
@@ -27,14 +27,13 @@ pub(crate) async fn list(
     prefix: &str,
     timeout: Duration,
 ) -> Result<Listing, BackendError> {
-    match tokio::time::timeout(timeout, backend.list(prefix)).await {
-        Ok(result) => result,
-        Err(_) => Err(BackendError::Timeout {
-            backend: backend.name(),
-            operation: format!("list {prefix}"),
-            timeout,
-        }),
-    }
+    timed(
+        backend,
+        timeout,
+        || format!("list {prefix}"),
+        backend.list(prefix),
+    )
+    .await
 }
 
 enum Next {
