@@ -1,8 +1,7 @@
 //! The backend conformance suite: the behaviour every backend must show, written once.
 //!
 //! A backend's test file implements [`Harness`] (how to make a registry client on a store, and
-//! how to touch the store behind the registry's back) and expands [`conformance_tests!`]
-//! (crate::conformance_tests) with an async function that builds the harness:
+//! how to touch the store behind the registry's back) and expands [`conformance_tests!`](crate::conformance_tests!) with an async function that builds the harness:
 //!
 //! ```ignore
 //! async fn harness() -> MyHarness { ... }
