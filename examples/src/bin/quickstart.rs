@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use registry_core::{
-    ConnectOptions, Registry, RegistryError, RegistryOptions, ServiceChange, ServiceMetaInfo,
-};
+use registry_core::{Registry, RegistryError, ServiceChange, ServiceMetaInfo};
+use rpc_runtime::config::RpcConfig;
+use rpc_runtime::connect::{connect_registry, registry_options};
 use rpc_runtime::factory::BackendFactory;
 
 const SERVICE: &str = "user-service";
@@ -23,23 +23,10 @@ fn step(start: Instant, text: impl AsRef<str>) {
     );
 }
 
-async fn client(
-    factory: &BackendFactory,
-    options: &RegistryOptions,
-) -> Result<Registry, Box<dyn std::error::Error>> {
-    // Both clients name the same in-process store, as two processes would name one etcd.
-    let backend = factory
-        .connect(
-            "memory",
-            ConnectOptions {
-                address: "quickstart".into(),
-                ttl: options.ttl,
-                timeout: options.timeout,
-                ..ConnectOptions::default()
-            },
-        )
-        .await?;
-    Ok(Registry::new(backend, options.clone())?)
+async fn client(config: &RpcConfig) -> Result<Registry, Box<dyn std::error::Error>> {
+    // Both clients name the same in-process store (the address), as two processes would name
+    // one etcd: the registry is picked by name through the backend factory.
+    Ok(connect_registry(&config.registry_config).await?)
 }
 
 #[tokio::main]
@@ -50,13 +37,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let start = Instant::now();
-    let options = RegistryOptions::default()
-        .with_ttl(TTL)
-        .with_heartbeat_interval(HEARTBEAT);
-    let factory = BackendFactory::global();
+    // The runtime's configuration, with the defaults of the original framework (registry
+    // `memory`), a store name for the address and a short TTL so the demo is quick.
+    let mut config = RpcConfig::default().with_address("quickstart");
+    config.registry_config.ttl = TTL;
+    config.registry_config.heartbeat_interval = HEARTBEAT;
+    let options = registry_options(&config.registry_config);
     println!(
-        "== Quickstart on the embedded `memory` registry (known registries: {})",
-        factory.names().join(", ")
+        "== Quickstart on the embedded `{}` registry (known registries: {})",
+        config.registry_config.registry,
+        BackendFactory::global().names().join(", ")
     );
     println!(
         "   ttl {TTL:?}, heartbeat every {HEARTBEAT:?}, root {}",
@@ -64,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 1. The provider registers itself.
-    let provider = client(factory, &options).await?;
+    let provider = client(&config).await?;
     let node = provider
         .register(
             ServiceMetaInfo::new(SERVICE, "127.0.0.1", 8081)
@@ -85,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 2. The consumer discovers it: first from the registry, then from its cache.
-    let consumer = client(factory, &options).await?;
+    let consumer = client(&config).await?;
     let key = node.service_key();
     for round in 1..=2 {
         let nodes = consumer.discover(&key).await?;

@@ -1,0 +1,253 @@
+//! Loading `RpcConfig` from every supported file format, environment overrides, and errors that
+//! name the key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rpc_runtime::config::{ConfigError, Format, RpcConfig};
+
+const TOML: &str = r#"
+[rpc]
+name = "user-provider"
+serverHost = "10.0.0.7"
+serverPort = 8081
+serializer = "bincode"
+loadBalancer = "consistentHash"
+retryStrategy = "fixedInterval"
+tolerantStrategy = "failOver"
+
+[rpc.registryConfig]
+registry = "etcd"
+address = "http://127.0.0.1:2379,http://127.0.0.1:22379"
+username = "root"
+password = "secret"
+timeout = 1500
+ttl = 20
+heartbeatInterval = "5s"
+root = "/services/"
+"#;
+
+const YAML: &str = r#"
+rpc:
+  name: user-provider
+  serverHost: 10.0.0.7
+  serverPort: 8081
+  serializer: bincode
+  loadBalancer: consistentHash
+  retryStrategy: fixedInterval
+  tolerantStrategy: failOver
+  registryConfig:
+    registry: etcd
+    address: http://127.0.0.1:2379,http://127.0.0.1:22379
+    username: root
+    password: secret
+    timeout: 1500ms
+    ttl: 20s
+    heartbeatInterval: 5
+    root: /services/
+"#;
+
+const JSON: &str = r#"{"rpc": {
+  "name": "user-provider", "serverHost": "10.0.0.7", "serverPort": 8081,
+  "serializer": "bincode", "loadBalancer": "consistentHash",
+  "retryStrategy": "fixedInterval", "tolerantStrategy": "failOver",
+  "registryConfig": {"registry": "etcd",
+    "address": "http://127.0.0.1:2379,http://127.0.0.1:22379",
+    "username": "root", "password": "secret",
+    "timeout": "1.5s", "ttl": 20, "heartbeatInterval": 5, "root": "/services/"}}}"#;
+
+const PROPERTIES: &str = "\
+# The original framework's application.properties
+rpc.name=user-provider
+rpc.serverHost=10.0.0.7
+rpc.serverPort=8081
+rpc.serializer=bincode
+rpc.loadBalancer=consistentHash
+rpc.retryStrategy=fixedInterval
+rpc.tolerantStrategy=failOver
+rpc.registryConfig.registry=etcd
+rpc.registryConfig.address=http://127.0.0.1:2379,http://127.0.0.1:22379
+rpc.registryConfig.username=root
+rpc.registryConfig.password=secret
+rpc.registryConfig.timeout=1500
+rpc.registryConfig.ttl=20
+rpc.registryConfig.heartbeatInterval=5
+rpc.registryConfig.root=/services/
+";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn expected() -> RpcConfig {
+    let mut c = RpcConfig::default()
+        .with_registry("etcd")
+        .with_address("http://127.0.0.1:2379,http://127.0.0.1:22379")
+        .with_server_host("10.0.0.7")
+        .with_server_port(8081);
+    c.name = "user-provider".into();
+    c.serializer = "bincode".into();
+    c.load_balancer = "consistentHash".into();
+    c.retry_strategy = "fixedInterval".into();
+    c.tolerant_strategy = "failOver".into();
+    let r = &mut c.registry_config;
+    r.username = Some("root".into());
+    r.password = Some("secret".into());
+    r.timeout = Duration::from_millis(1500);
+    r.ttl = Duration::from_secs(20);
+    r.heartbeat_interval = Duration::from_secs(5);
+    r.root = "/services/".into();
+    c
+}
+
+#[test]
+fn every_format_gives_the_same_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("rpc.toml", TOML),
+        ("rpc.yaml", YAML),
+        ("rpc.yml", YAML),
+        ("rpc.json", JSON),
+        ("application.properties", PROPERTIES),
+    ] {
+        let path = write(dir.path(), name, text);
+        let config =
+            RpcConfig::load_sources(Some(&path), &no_env).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(config, expected(), "{name}");
+    }
+}
+
+#[test]
+fn defaults_follow_the_original_framework() {
+    let c = RpcConfig::load_sources(None, &no_env).unwrap();
+    assert_eq!(c, RpcConfig::default());
+    assert_eq!(c.registry_config.registry, "memory");
+    assert_eq!(c.registry_config.ttl, Duration::from_secs(30));
+    assert_eq!(
+        c.registry_config.heartbeat_interval,
+        Duration::from_secs(10)
+    );
+    assert_eq!(c.registry_config.timeout, Duration::from_secs(10));
+    assert_eq!(c.registry_config.root, "/rpc/");
+    assert_eq!(
+        (c.serializer.as_str(), c.load_balancer.as_str()),
+        ("json", "roundRobin")
+    );
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "rpc.toml", TOML);
+    let env: HashMap<&str, &str> = [
+        ("RPC_SERVER_PORT", "9999"),
+        ("RPC_REGISTRY_CONFIG_REGISTRY", "memory"),
+        ("RPC_REGISTRY_CONFIG_TTL", "45"),
+        ("RPC_REGISTRY_CONFIG_HEARTBEAT_INTERVAL", "15s"),
+        ("RPC_REGISTRY_CONFIG_TIMEOUT", "250"),
+    ]
+    .into_iter()
+    .collect();
+    let c = RpcConfig::load_sources(Some(&path), &|k| env.get(k).map(|v| (*v).to_owned())).unwrap();
+    assert_eq!(c.server_port, 9999);
+    assert_eq!(c.registry_config.registry, "memory");
+    assert_eq!(c.registry_config.ttl, Duration::from_secs(45));
+    assert_eq!(
+        c.registry_config.heartbeat_interval,
+        Duration::from_secs(15)
+    );
+    assert_eq!(c.registry_config.timeout, Duration::from_millis(250));
+    // Untouched keys keep the file's values.
+    assert_eq!(c.name, "user-provider");
+}
+
+#[test]
+fn load_from_dir_takes_the_first_file_in_order_or_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        RpcConfig::load_from_dir(dir.path()).unwrap().server_port,
+        8080
+    );
+    write(dir.path(), "application.properties", "rpc.serverPort=1\n");
+    assert_eq!(RpcConfig::load_from_dir(dir.path()).unwrap().server_port, 1);
+    write(dir.path(), "rpc.json", r#"{"rpc":{"serverPort":2}}"#);
+    assert_eq!(RpcConfig::load_from_dir(dir.path()).unwrap().server_port, 2);
+    write(dir.path(), "rpc.toml", "[rpc]\nserverPort = 3\n");
+    assert_eq!(RpcConfig::load_from_dir(dir.path()).unwrap().server_port, 3);
+}
+
+fn error(text: &str, format: Format) -> ConfigError {
+    RpcConfig::from_str_with_format(text, format).unwrap_err()
+}
+
+#[test]
+fn bad_values_name_the_key_and_what_it_accepts() {
+    let e = error("rpc.registryConfig.ttl=soon", Format::Properties).to_string();
+    assert!(
+        e.contains("`rpc.registryConfig.ttl`") && e.contains("`1500ms`"),
+        "{e}"
+    );
+
+    let e = error("[rpc]\nloadBalancer = \"leastBusy\"\n", Format::Toml).to_string();
+    assert!(e.contains("`rpc.loadBalancer`"), "{e}");
+    assert!(e.contains("roundRobin, random, consistentHash"), "{e}");
+
+    let e = error(
+        "rpc.registryConfig.ttl=10\nrpc.registryConfig.heartbeatInterval=5",
+        Format::Properties,
+    )
+    .to_string();
+    assert!(
+        e.contains("rpc.registryConfig.heartbeatInterval") && e.contains("rpc.registryConfig.ttl"),
+        "{e}"
+    );
+
+    let e = error("rpc.serverPort=70000", Format::Properties).to_string();
+    assert!(e.contains("`rpc.serverPort`"), "{e}");
+
+    let e = error("rpc:\n  serializer: xml\n", Format::Yaml).to_string();
+    assert!(e.contains("json, bincode"), "{e}");
+
+    let e = error("rpc.registryConfig.timeout=0", Format::Properties).to_string();
+    assert!(e.contains("`rpc.registryConfig.timeout`"), "{e}");
+}
+
+#[test]
+fn broken_files_name_the_file_or_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "application.properties",
+        "rpc.name=a\njust-a-word\n",
+    );
+    let e = RpcConfig::load_sources(Some(&path), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("application.properties:2"), "{e}");
+
+    let path = write(dir.path(), "rpc.toml", "[rpc\nname=");
+    let e = RpcConfig::load_sources(Some(&path), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rpc.toml"), "{e}");
+
+    let path = write(dir.path(), "rpc.ini", "x");
+    let e = RpcConfig::load_sources(Some(&path), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unsupported config file"), "{e}");
+
+    let e = RpcConfig::load_sources(Some(&dir.path().join("missing.toml")), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.toml"), "{e}");
+}
