@@ -41,7 +41,7 @@ struct Cli {
 enum Command {
     /// List the registered nodes, one line each.
     List {
-        /// Only this service (name:version[:group]).
+        /// Only this service (`name:version[:group]`).
         service_key: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
@@ -49,7 +49,7 @@ enum Command {
     },
     /// Print the current nodes as `added`, then every change as it happens.
     Watch {
-        /// Only this service (name:version[:group]).
+        /// Only this service (`name:version[:group]`).
         service_key: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
@@ -57,7 +57,7 @@ enum Command {
     },
     /// Register nodes and keep them alive until SIGINT or SIGTERM, then deregister them.
     Register {
-        /// The service (name:version[:group]).
+        /// The service (`name:version[:group]`).
         service_key: String,
         /// Node addresses, host:port.
         #[arg(required = true, value_name = "ADDR")]
