@@ -1,1 +1,780 @@
-//! Test support (never published): real servers as child processes.
+//! Test support, never published: real etcd, ZooKeeper and Redis servers as child processes.
+//!
+//! Each server runs on a free loopback port with a throwaway data dir and its log in that dir.
+//! `start` waits until the server answers a probe (every probe has connect and read timeouts),
+//! and fails with the server's exit status and log when it does not come up. Fault injection:
+//! [`kill`](Server::kill) (SIGKILL), [`pause`](Server::pause) / [`resume`](Server::resume)
+//! (SIGSTOP / SIGCONT), [`stop`](Server::stop) (SIGTERM), [`restart`](Server::restart) on the
+//! same port (optionally with the data wiped). Dropping a server kills and reaps it; children get
+//! `PR_SET_PDEATHSIG` so they die with the test process even when it is killed.
+//!
+//! A missing server binary is an error that names the Debian package to install: tests never
+//! skip silently.
+
+use std::fmt;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod spawn;
+
+/// How long a server may take to answer its probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect and read timeout of one probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Bytes of the server log put into error messages.
+const LOG_TAIL: usize = 4000;
+/// The apt line that installs every server the tests use.
+pub const INSTALL_HINT: &str =
+    "apt-get install -y etcd-server etcd-client zookeeper redis-server (or run `make test`)";
+
+/// A harness failure.
+#[derive(Debug)]
+pub enum HarnessError {
+    /// A server binary is not installed.
+    Missing {
+        /// The binary or file looked for.
+        what: String,
+    },
+    /// Starting or controlling the process failed.
+    Io {
+        /// What was being done.
+        doing: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The server exited or did not answer in time.
+    NotReady {
+        /// Which server.
+        server: String,
+        /// What happened.
+        reason: String,
+        /// The end of its log.
+        log: String,
+    },
+}
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HarnessError::Missing { what } => {
+                write!(f, "`{what}` is not installed: {INSTALL_HINT}")
+            }
+            HarnessError::Io { doing, source } => write!(f, "{doing}: {source}"),
+            HarnessError::NotReady {
+                server,
+                reason,
+                log,
+            } => write!(
+                f,
+                "{server} did not come up: {reason}\n--- server log (tail) ---\n{log}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HarnessError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let doing = doing.into();
+    move |source| HarnessError::Io { doing, source }
+}
+
+/// A free loopback port.
+///
+/// # Panics
+/// When the OS has no free port (the tests cannot run anyway).
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports (all listeners stay open until every port is picked).
+///
+/// # Panics
+/// When the OS has no free port.
+#[allow(clippy::expect_used)]
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+fn which(binary: &str) -> Result<PathBuf, HarnessError> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
+        .ok_or_else(|| HarnessError::Missing {
+            what: binary.to_owned(),
+        })
+}
+
+/// Sends raw bytes to a loopback port and reads the answer, with timeouts.
+pub fn probe(port: u16, request: &[u8]) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.write_all(request).ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) if !answer.is_empty() => break,
+            Err(_) => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// An HTTP GET on a loopback port (HTTP/1.0, so the server closes the connection).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    probe(port, request.as_bytes())
+}
+
+type MakeCommand = Box<dyn Fn(&Path) -> Command + Send + Sync>;
+type Ready = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// One server process, restartable on the same ports.
+pub struct Server {
+    name: String,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+    make: MakeCommand,
+    ready: Ready,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("dir", &self.dir.path())
+            .field("pid", &self.child.as_ref().map(Child::id))
+            .finish()
+    }
+}
+
+impl Server {
+    fn new(name: String, make: MakeCommand, ready: Ready) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .map_err(io("create a temp dir"))?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).map_err(io("create the data dir"))?;
+        let log = dir.path().join("server.log");
+        let mut server = Self {
+            name,
+            dir,
+            data,
+            log,
+            child: None,
+            paused: false,
+            make,
+            ready,
+        };
+        server.spawn_and_wait()?;
+        Ok(server)
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), HarnessError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io("open the server log"))?;
+        let err = log.try_clone().map_err(io("open the server log"))?;
+        let mut command = (self.make)(&self.data);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .current_dir(self.dir.path());
+        let child = spawn::spawn(command).map_err(io(format!("start {}", self.name)))?;
+        self.child = Some(child);
+        self.paused = false;
+        let start = Instant::now();
+        loop {
+            if (self.ready)() {
+                return Ok(());
+            }
+            if let Some(status) = self.try_wait() {
+                return Err(self.not_ready(format!("exited with {status}")));
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(self.not_ready(format!("no answer within {READY_TIMEOUT:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn not_ready(&mut self, reason: String) -> HarnessError {
+        self.kill();
+        HarnessError::NotReady {
+            server: self.name.clone(),
+            reason,
+            log: self.log_tail(),
+        }
+    }
+
+    /// The server's name, e.g. `etcd`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The whole server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The end of the server log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let cut = log.len().saturating_sub(LOG_TAIL);
+        let cut = (cut..log.len())
+            .find(|i| log.is_char_boundary(*i))
+            .unwrap_or(0);
+        log[cut..].to_owned()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the server answers its probe now.
+    pub fn is_ready(&self) -> bool {
+        (self.ready)()
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            spawn::signal(pid, signal);
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.paused {
+                spawn::signal(child.id(), spawn::SIGCONT);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused = false;
+    }
+
+    /// SIGTERM, then reap (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.paused {
+                spawn::signal(child.id(), spawn::SIGCONT);
+            }
+            spawn::signal(child.id(), spawn::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused = false;
+    }
+
+    /// SIGSTOP: the server stops answering but keeps its sockets and state.
+    pub fn pause(&mut self) {
+        self.signal(spawn::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&mut self) {
+        self.signal(spawn::SIGCONT);
+        self.paused = false;
+    }
+
+    /// Kills the server if running and starts it again on the same ports with its data.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when it does not come back (retried a few times: a port can stay busy
+    /// for a moment after a kill).
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.spawn_and_wait() {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Kills the server, wipes its data dir and starts it again on the same ports.
+    ///
+    /// # Errors
+    /// As [`restart`](Self::restart).
+    pub fn restart_wiped(&mut self) -> Result<(), HarnessError> {
+        self.kill();
+        std::fs::remove_dir_all(&self.data).map_err(io("wipe the data dir"))?;
+        std::fs::create_dir_all(&self.data).map_err(io("create the data dir"))?;
+        self.restart()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Options of an etcd member.
+fn etcd_command(
+    binary: PathBuf,
+    name: String,
+    client: u16,
+    peer: u16,
+    cluster: String,
+    token: Option<String>,
+    extra: Vec<String>,
+) -> MakeCommand {
+    Box::new(move |data: &Path| {
+        let mut c = Command::new(&binary);
+        c.arg("--name")
+            .arg(&name)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--listen-client-urls")
+            .arg(format!("http://127.0.0.1:{client}"))
+            .arg("--advertise-client-urls")
+            .arg(format!("http://127.0.0.1:{client}"))
+            .arg("--listen-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("http://127.0.0.1:{peer}"))
+            .arg("--initial-cluster")
+            .arg(&cluster)
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .arg("--unsafe-no-fsync")
+            .args([
+                "--logger",
+                "zap",
+                "--log-outputs",
+                "stderr",
+                "--log-level",
+                "warn",
+            ]);
+        if let Some(token) = &token {
+            c.arg("--initial-cluster-token").arg(token);
+        }
+        c.args(&extra);
+        c
+    })
+}
+
+fn etcd_ready(client: u16) -> Ready {
+    Box::new(move || http_get(client, "/health").is_some_and(|a| a.contains("\"health\":\"true\"")))
+}
+
+/// A single-member etcd on loopback, with the fast election flags.
+#[derive(Debug)]
+pub struct EtcdServer {
+    server: Server,
+    client_port: u16,
+}
+
+impl EtcdServer {
+    /// Starts etcd.
+    ///
+    /// # Errors
+    /// [`HarnessError`] with the log when it does not come up, or when etcd is not installed.
+    pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with(&[])
+    }
+
+    /// Starts etcd with extra command-line arguments.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(extra: &[&str]) -> Result<Self, HarnessError> {
+        let binary = which("etcd")?;
+        let ports = free_ports(2);
+        let (client, peer) = (ports[0], ports[1]);
+        let make = etcd_command(
+            binary,
+            "n1".into(),
+            client,
+            peer,
+            format!("n1=http://127.0.0.1:{peer}"),
+            None,
+            extra.iter().map(|s| (*s).to_owned()).collect(),
+        );
+        let server = Server::new("etcd".into(), make, etcd_ready(client))?;
+        Ok(Self {
+            server,
+            client_port: client,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The text of `/metrics` (Prometheus format).
+    pub fn metrics(&self) -> String {
+        http_get(self.client_port, "/metrics").unwrap_or_default()
+    }
+
+    /// Runs `etcdctl` against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        etcdctl(&self.endpoint(), args)
+    }
+}
+
+impl std::ops::Deref for EtcdServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for EtcdServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
+/// The value of a Prometheus metric line `name{...} value` summed over its label sets.
+pub fn metric_sum(metrics: &str, name: &str, label_filter: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| l.contains(label_filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Runs `etcdctl` (API v3) against `endpoints` (comma-separated).
+///
+/// # Panics
+/// When `etcdctl` cannot be run at all (the message says what to install).
+#[allow(clippy::expect_used)]
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run etcdctl ({e}): {INSTALL_HINT}"))
+}
+
+/// A 3-member etcd cluster on loopback.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<EtcdServer>,
+}
+
+impl EtcdCluster {
+    /// Starts three members and waits until each answers.
+    ///
+    /// # Errors
+    /// [`HarnessError`] with the failing member's log.
+    pub fn start() -> Result<Self, HarnessError> {
+        let binary = which("etcd")?;
+        let ports = free_ports(6);
+        let cluster = (0..3)
+            .map(|i| format!("n{i}=http://127.0.0.1:{}", ports[3 + i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("cluster-{}", ports[0]);
+        // Members must start together (each waits for a quorum): spawn all, then wait.
+        let mut starting = Vec::new();
+        for i in 0..3 {
+            let (client, peer) = (ports[i], ports[3 + i]);
+            let make = etcd_command(
+                binary.clone(),
+                format!("n{i}"),
+                client,
+                peer,
+                cluster.clone(),
+                Some(token.clone()),
+                Vec::new(),
+            );
+            let handle = std::thread::spawn(move || {
+                Server::new(format!("etcd-n{i}"), make, etcd_ready(client)).map(|server| {
+                    EtcdServer {
+                        server,
+                        client_port: client,
+                    }
+                })
+            });
+            starting.push(handle);
+        }
+        let mut members = Vec::new();
+        for handle in starting {
+            match handle.join() {
+                Ok(Ok(member)) => members.push(member),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(HarnessError::NotReady {
+                        server: "etcd cluster".into(),
+                        reason: "a starter thread panicked".into(),
+                        log: String::new(),
+                    })
+                }
+            }
+        }
+        Ok(Self { members })
+    }
+
+    /// Every member's endpoint, comma-separated (the form `rpc.registryConfig.address` takes).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(EtcdServer::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The member at `index`.
+    pub fn member(&self, index: usize) -> &EtcdServer {
+        &self.members[index]
+    }
+
+    /// The member at `index`, mutably (to kill, pause, restart it).
+    pub fn member_mut(&mut self, index: usize) -> &mut EtcdServer {
+        &mut self.members[index]
+    }
+
+    /// The index of the current leader among the running members, waiting up to 5 s for one.
+    pub fn leader_index(&self) -> Option<usize> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            for (i, m) in self.members.iter().enumerate() {
+                if m.pid().is_some() && metric_sum(&m.metrics(), "etcd_server_is_leader", "") == 1.0
+                {
+                    return Some(i);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A ZooKeeper server on loopback (`tickTime` 200 ms by default, so sessions expire fast).
+#[derive(Debug)]
+pub struct ZkServer {
+    server: Server,
+    port: u16,
+}
+
+impl ZkServer {
+    /// Starts ZooKeeper with `tickTime=200`.
+    ///
+    /// # Errors
+    /// [`HarnessError`] with the log, or when ZooKeeper or Java is not installed.
+    pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with_tick(200)
+    }
+
+    /// Starts ZooKeeper with the given `tickTime` in milliseconds (sessions may last 2 to 20
+    /// ticks).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_tick(tick_ms: u32) -> Result<Self, HarnessError> {
+        let java = which("java")?;
+        let jar = PathBuf::from("/usr/share/java/zookeeper.jar");
+        if !jar.is_file() {
+            return Err(HarnessError::Missing {
+                what: jar.display().to_string(),
+            });
+        }
+        let port = free_port();
+        let make: MakeCommand = Box::new(move |data: &Path| {
+            let config = data.with_file_name("zoo.cfg");
+            let text = format!(
+                "tickTime={tick_ms}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat,mntr\n",
+                data.display()
+            );
+            // Written again before each start: a wiped restart keeps the same settings.
+            let _ = std::fs::write(&config, text);
+            let mut c = Command::new(&java);
+            c.args([
+                "-Xmx64m",
+                "-Xms16m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+            ])
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("-cp")
+            .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(&config);
+            c
+        });
+        let ready: Ready = Box::new(move || {
+            probe(port, b"srvr").is_some_and(|a| a.lines().any(|l| l.starts_with("Mode: ")))
+        });
+        let server = Server::new("zookeeper".into(), make, ready)?;
+        Ok(Self { server, port })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl std::ops::Deref for ZkServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for ZkServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
+/// A Redis server on loopback, persistence off, `--hz 100`.
+#[derive(Debug)]
+pub struct RedisServer {
+    server: Server,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts Redis.
+    ///
+    /// # Errors
+    /// [`HarnessError`] with the log, or when Redis is not installed.
+    pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with(&[])
+    }
+
+    /// Starts Redis with extra arguments (e.g. `["--notify-keyspace-events", "Exg"]`).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(extra: &[&str]) -> Result<Self, HarnessError> {
+        let binary = which("redis-server")?;
+        let port = free_port();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let make: MakeCommand = Box::new(move |data: &Path| {
+            let mut c = Command::new(&binary);
+            c.arg("--port")
+                .arg(port.to_string())
+                .args(["--bind", "127.0.0.1", "--dir"])
+                .arg(data)
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(["--hz", "100", "--loglevel", "warning"])
+                .args(&extra);
+            c
+        });
+        let ready: Ready =
+            Box::new(move || probe_redis(port, "PING").is_some_and(|a| a.starts_with("+PONG")));
+        let server = Server::new("redis".into(), make, ready)?;
+        Ok(Self { server, port })
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sends one inline command (e.g. `SET k v`) and returns the raw reply.
+    pub fn command(&self, inline: &str) -> Option<String> {
+        probe_redis(self.port, inline)
+    }
+}
+
+/// One inline Redis command; returns the first reply line (with the bulk payload, if any).
+fn probe_redis(port: u16, inline: &str) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.write_all(format!("{inline}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+impl std::ops::Deref for RedisServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for RedisServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}

@@ -1,0 +1,119 @@
+//! The harness against the real servers: readiness, pause/resume, kill/restart on the same
+//! port, wiped restarts, and a 3-member etcd cluster losing its leader.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use registry_test_support::{etcdctl, probe, EtcdCluster, EtcdServer, RedisServer, ZkServer};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn etcd_pause_resume_kill_restart_and_wipe() {
+    let mut etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let port = etcd.port();
+    ok(&etcd.etcdctl(&["put", "/k", "v"]));
+
+    etcd.pause();
+    let t = Instant::now();
+    assert!(!etcd.is_ready(), "a paused server does not answer");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the probe has a timeout"
+    );
+    etcd.resume();
+    assert!(etcd.is_ready());
+
+    etcd.kill();
+    assert!(!etcd.is_ready());
+    etcd.restart().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(etcd.port(), port);
+    assert!(ok(&etcd.etcdctl(&["get", "/k"])).contains('v'), "data kept");
+
+    etcd.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok(&etcd.etcdctl(&["get", "/k"])).is_empty(), "data wiped");
+    assert!(etcd.metrics().contains("etcd_mvcc_put_total"));
+}
+
+#[test]
+fn redis_pause_kill_restart() {
+    let mut redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    assert!(redis.command("SET k v").unwrap().starts_with("+OK"));
+    redis.pause();
+    assert!(redis.command("PING").is_none());
+    redis.resume();
+    assert!(redis.command("PING").unwrap().starts_with("+PONG"));
+    redis.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
+    assert!(redis.command("GET k").unwrap().starts_with("$-1"), "wiped");
+    redis.kill();
+    assert!(redis.command("PING").is_none());
+}
+
+#[test]
+fn zookeeper_answers_pauses_and_restarts() {
+    let mut zk = ZkServer::start().unwrap_or_else(|e| panic!("{e}"));
+    assert!(probe(zk.port(), b"ruok").unwrap().contains("imok"));
+    zk.pause();
+    assert!(probe(zk.port(), b"ruok").is_none());
+    zk.resume();
+    zk.restart().unwrap_or_else(|e| panic!("{e}"));
+    assert!(probe(zk.port(), b"srvr")
+        .unwrap()
+        .contains("Mode: standalone"));
+}
+
+#[test]
+fn etcd_cluster_survives_losing_its_leader() {
+    let mut cluster = EtcdCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let leader = cluster.leader_index().expect("a leader");
+    ok(&etcdctl(&cluster.endpoints(), &["put", "/before", "1"]));
+    cluster.member_mut(leader).kill();
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| cluster.member(i).endpoint())
+        .collect();
+    let start = Instant::now();
+    loop {
+        let out = etcdctl(&survivors.join(","), &["put", "/after", "2"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "survivors never accepted a write"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new_leader = cluster.leader_index().expect("a new leader");
+    assert_ne!(new_leader, leader);
+    cluster
+        .member_mut(leader)
+        .restart()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = ok(&etcdctl(
+        &cluster.member(leader).endpoint(),
+        &["get", "/after"],
+    ));
+    assert!(got.contains('2'), "restarted member rejoined: {got}");
+}
+
+#[test]
+fn a_missing_binary_names_the_package() {
+    let e = registry_test_support::HarnessError::Missing {
+        what: "etcd".into(),
+    }
+    .to_string();
+    assert!(
+        e.contains("apt-get install") && e.contains("etcd-server"),
+        "{e}"
+    );
+}
