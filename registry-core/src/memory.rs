@@ -261,18 +261,19 @@ impl MemoryStore {
         }
     }
 
-    /// Forgets the history up to and including `revision`; watches from before it fail with
-    /// `HistoryLost`.
+    /// Forgets the history before `revision` (as etcd's compaction does): watches from before
+    /// it fail with `HistoryLost`, a watch from `revision` on still works.
     pub fn compact(&self, revision: Revision) {
         let mut state = self.lock();
         while state
             .history
             .front()
-            .is_some_and(|e| e.revision() <= revision)
+            .is_some_and(|e| e.revision() < revision)
         {
             state.history.pop_front();
         }
-        state.compacted = state.compacted.max(revision.min(state.revision));
+        let oldest_kept = revision.min(state.revision + 1);
+        state.compacted = state.compacted.max(oldest_kept.saturating_sub(1));
     }
 
     /// Streams the changes under `prefix` after `after`.

@@ -197,10 +197,12 @@ impl ServiceState {
         self.republish(Cause::Resync, now)
     }
 
-    /// Applies one watch event; events at or below the current revision are ignored.
+    /// Applies one watch event; events below the current revision are ignored. Several events
+    /// may share a revision (an etcd transaction or lease revoke deletes many keys at once), so
+    /// events *at* the current revision are applied: applying an event twice changes nothing.
     /// Returns true when the truth changed (publish with [`Self::republish`]).
     pub(crate) fn apply(&mut self, event: &WatchEvent) -> bool {
-        if event.revision() <= self.revision {
+        if event.revision() < self.revision {
             debug!(
                 revision = event.revision(),
                 current = self.revision,
@@ -375,8 +377,19 @@ mod tests {
         feed(&mut s, &[put(&node(1), 2)]);
         assert!(feed(&mut s, &[put(&node(1), 3)]).is_none());
         // An event from before the current revision (replayed by a rewatch) is ignored.
-        assert!(feed(&mut s, &[del(&node(1), 3)]).is_none());
+        assert!(feed(&mut s, &[del(&node(1), 2)]).is_none());
         assert_eq!(ports(&s), vec![1]);
+    }
+
+    #[test]
+    fn several_events_of_one_revision_all_apply() {
+        let mut s = state(EmptyProtection::Off);
+        feed(&mut s, &[put(&node(1), 2), put(&node(2), 3)]);
+        // A lease revoke deletes both keys in revision 4; replaying revision 4 changes nothing.
+        let d = feed(&mut s, &[del(&node(1), 4), del(&node(2), 4)]).unwrap();
+        assert_eq!(d.removed.len(), 2);
+        assert!(feed(&mut s, &[del(&node(1), 4), del(&node(2), 4)]).is_none());
+        assert!(ports(&s).is_empty());
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub(crate) async fn run(
     let mut resumed = false;
     loop {
         let revision = entry.lock().revision();
-        let mut stream = backend.watch(&prefix, revision);
+        // Watch from the last revision itself, not after it: a watch that broke in the middle
+        // of a multi-key revision replays that revision whole (re-applying is harmless).
+        let mut stream = backend.watch(&prefix, revision.saturating_sub(1));
         debug!(%service, revision, "watching");
         let next = loop {
             let deadline = entry.lock().next_eviction_deadline();
