@@ -1,0 +1,59 @@
+//! Shared by the etcd test files: a backend on a harness server, raw etcd access.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_core::{ConnectOptions, Registry, RegistryOptions};
+use registry_etcd::EtcdBackend;
+
+pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
+    ConnectOptions {
+        address: address.to_owned(),
+        timeout: options.timeout,
+        ttl: options.ttl,
+        ..ConnectOptions::default()
+    }
+}
+
+pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
+    let backend = EtcdBackend::connect(&connect_options(address, &options))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)));
+    Registry::new(Arc::new(backend), options).expect("valid options")
+}
+
+pub async fn raw(address: &str) -> etcd_client::Client {
+    let endpoints: Vec<&str> = address.split(',').collect();
+    etcd_client::Client::connect(endpoints, None)
+        .await
+        .expect("raw etcd client")
+}
+
+/// Options for fault tests: TTL 2 s, heartbeat 500 ms, quick retries.
+pub fn fast_options() -> RegistryOptions {
+    registry_core::conformance::options(&Fast)
+}
+
+struct Fast;
+
+#[async_trait::async_trait]
+impl registry_core::conformance::Harness for Fast {
+    async fn client(&self, _: RegistryOptions) -> Registry {
+        unreachable!("only used for its timing")
+    }
+    async fn delete_raw(&self, _: &str) {}
+    async fn put_raw(&self, _: &str, _: &[u8]) {}
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub const SETTLE: Duration = Duration::from_millis(300);
