@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is missing, from Debian packages:
-#   protobuf-compiler (etcd-client builds its gRPC code with protoc),
+#   protobuf-compiler + libprotobuf-dev (etcd-client builds its gRPC code with protoc),
 #   etcd-server etcd-client (etcd 3.4 + etcdctl), zookeeper (3.8, with Java), redis-server.
 # Nothing is started here: the tests start their own servers on loopback ports.
 set -euo pipefail
 
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# protoc needs the well-known types (google/protobuf/*.proto), which come with libprotobuf-dev
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || need+=(zookeeper)

@@ -221,6 +221,9 @@ pub struct EtcdBackend {
     /// The lease of this client, once granted.
     lease: Mutex<Option<i64>>,
     keep_alive: Mutex<Option<KeepAlive>>,
+    /// Set when a put found the lease gone and granted a new one: the other nodes of the old
+    /// lease are gone too, so the next keep-alive reports the liveness lost.
+    lease_replaced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -284,6 +287,7 @@ impl EtcdBackend {
             timeout,
             lease: Mutex::new(None),
             keep_alive: Mutex::new(None),
+            lease_replaced: std::sync::atomic::AtomicBool::new(false),
         };
         // One request now, so wrong credentials or no reachable member fail at startup.
         backend.health().await?;
@@ -362,7 +366,9 @@ impl EtcdBackend {
     /// One keep-alive round trip on the kept stream.
     async fn keep_alive_once(&self, lease: i64) -> Result<i64, etcd_client::Error> {
         let mut guard = self.keep_alive.lock().await;
-        if guard.as_ref().is_none_or(|k| k.lease != lease) {
+        // (Creating the stream sends one keep-alive request and consumes its answer itself.)
+        let fresh = guard.as_ref().is_none_or(|k| k.lease != lease);
+        if fresh {
             let (endpoint, mut client) = self
                 .endpoints
                 .client()
@@ -370,6 +376,12 @@ impl EtcdBackend {
                 .map_err(|e| etcd_client::Error::EndpointError(e.to_string()))?;
             let (keeper, stream) = match client.lease_keep_alive(lease).await {
                 Ok(pair) => pair,
+                // The client answers an expired lease with this error at stream creation.
+                Err(etcd_client::Error::LeaseKeepAliveError(message))
+                    if message.contains("lease not found") =>
+                {
+                    return Ok(0);
+                }
                 Err(e) => {
                     if is_transport(&e) {
                         self.endpoints.rotate_from(endpoint);
@@ -429,6 +441,7 @@ impl Backend for EtcdBackend {
                 Err(e) if lease_not_found(&e) && attempts < 3 => {
                     warn!(lease, "etcd lease is gone, granting a new one");
                     self.forget_lease(lease).await;
+                    self.lease_replaced.store(true, Ordering::Release);
                 }
                 Err(e) if is_transport(&e) && attempts < self.endpoints.urls.len() + 1 => {
                     debug!(error = %e, "put failed on this endpoint, trying the next");
@@ -492,6 +505,10 @@ impl Backend for EtcdBackend {
     }
 
     async fn keep_alive(&self, keys: &[String], _ttl: Duration) -> Result<Liveness, BackendError> {
+        if self.lease_replaced.swap(false, Ordering::AcqRel) {
+            // Nodes written under the lost lease must be written again under the new one.
+            return Ok(Liveness::Lost);
+        }
         let Some(lease) = *self.lease.lock().await else {
             // Nothing was written with a lease yet: every node must be put.
             return Ok(if keys.is_empty() {
@@ -595,7 +612,9 @@ enum WatchState {
     Watching {
         endpoints: Arc<Endpoints>,
         endpoint: usize,
-        stream: etcd_client::WatchStream,
+        after: Revision,
+        // Boxed: the stream is large and the other states are small.
+        stream: Box<etcd_client::WatchStream>,
         pending: VecDeque<WatchEvent>,
         progress_requested: bool,
     },
@@ -632,7 +651,8 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         state = WatchState::Watching {
                             endpoints,
                             endpoint,
-                            stream,
+                            after,
+                            stream: Box::new(stream),
                             pending: VecDeque::new(),
                             progress_requested: false,
                         };
@@ -649,6 +669,7 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
             WatchState::Watching {
                 endpoints,
                 endpoint,
+                after,
                 mut stream,
                 mut pending,
                 mut progress_requested,
@@ -659,6 +680,7 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         WatchState::Watching {
                             endpoints,
                             endpoint,
+                            after,
                             stream,
                             pending,
                             progress_requested,
@@ -676,6 +698,7 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         state = WatchState::Watching {
                             endpoints,
                             endpoint,
+                            after,
                             stream,
                             pending,
                             progress_requested: true,
@@ -698,6 +721,16 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         return Some((Err(classify(e, || "watch".into(), None)), WatchState::Done));
                     }
                 };
+                // A store whose revision is behind what we saw lost its data (restored from an
+                // old snapshot, or restarted empty): watching on would wait for revisions that
+                // mean something else. Relist.
+                let store_revision = response.header().map_or(i64::MAX, |h| h.revision());
+                if store_revision < after as i64 {
+                    let reason = format!(
+                        "etcd revision went back from {after} to {store_revision}: the store lost data"
+                    );
+                    return Some((Err(BackendError::HistoryLost { reason }), WatchState::Done));
+                }
                 if response.compact_revision() > 0 {
                     let reason = format!(
                         "revisions up to {} are compacted",
@@ -733,6 +766,7 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                 state = WatchState::Watching {
                     endpoints,
                     endpoint,
+                    after,
                     stream,
                     pending,
                     progress_requested,

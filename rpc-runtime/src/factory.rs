@@ -86,6 +86,11 @@ impl BackendFactory {
             let store = MemoryStore::named(options.address.trim());
             Ok(Arc::new(MemoryBackend::new(store)) as Arc<dyn Backend>)
         });
+        #[cfg(feature = "etcd")]
+        factory.register("etcd", |options: ConnectOptions| async move {
+            let backend = registry_etcd::EtcdBackend::connect(&options).await?;
+            Ok(Arc::new(backend) as Arc<dyn Backend>)
+        });
         factory
     }
 
