@@ -359,6 +359,7 @@ fn print_list(nodes: &[NodeStatus], json: bool) {
 }
 
 async fn watch(registry: &Registry, service_key: Option<&str>, json: bool) -> Result<(), Failure> {
+    let mut stop = Box::pin(shutdown_signal());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ServiceChange>();
     let listener = move |change: &ServiceChange| {
         let _ = tx.send(change.clone());
@@ -368,7 +369,6 @@ async fn watch(registry: &Registry, service_key: Option<&str>, json: bool) -> Re
         None => registry.subscribe_all(listener).await,
     }
     .map_err(|e| Failure::store(chain(&e)))?;
-    let mut stop = Box::pin(shutdown_signal());
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -414,6 +414,7 @@ fn print_change(change: &ServiceChange, json: bool) {
 }
 
 async fn register(registry: &Registry, nodes: Vec<ServiceMetaInfo>) -> Result<(), Failure> {
+    let stop = shutdown_signal();
     for node in nodes {
         match registry.register(node.clone()).await {
             Ok(stored) => println!(
@@ -430,7 +431,7 @@ async fn register(registry: &Registry, nodes: Vec<ServiceMetaInfo>) -> Result<()
         }
     }
     let _ = std::io::stdout().flush();
-    shutdown_signal().await;
+    stop.await;
     registry
         .shutdown()
         .await
@@ -439,25 +440,32 @@ async fn register(registry: &Registry, nodes: Vec<ServiceMetaInfo>) -> Result<()
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// the future is first polled), so a signal that arrives while we register is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
