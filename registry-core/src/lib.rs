@@ -57,7 +57,9 @@ pub use backend::{
 pub use backoff::Backoff;
 pub use cache::{Node, NodeDiff, Origin, ServiceNodes};
 pub use error::RegistryError;
-pub use instance::{service_key, InvalidService, KeySpace, ServiceMetaInfo};
+pub use instance::{
+    service_key, InvalidService, KeySpace, ServiceMetaInfo, DEFAULT_GROUP, DEFAULT_VERSION,
+};
 pub use listener::{ServiceChange, ServiceListener, Subscription};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{EmptyProtection, RegistryOptions};

@@ -15,6 +15,7 @@ use registry_core::{error_chain as chain, NodeStatus, Registry, ServiceChange, S
 use rpc_runtime::config::RpcConfig;
 use rpc_runtime::connect::{connect_registry, SetupError};
 use rpc_runtime::factory::BackendFactory;
+use rpc_runtime::provider::shutdown_signal;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -438,34 +439,4 @@ async fn register(registry: &Registry, nodes: Vec<ServiceMetaInfo>) -> Result<()
         .map_err(|e| Failure::store(chain(&e)))?;
     println!("deregistered, bye");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
-/// the future is first polled), so a signal that arrives while we register is not lost.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

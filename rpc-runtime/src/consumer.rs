@@ -1,0 +1,535 @@
+//! The consumer: what a typed client calls through.
+//!
+//! Per call: the nodes come from the registry's cache (the store is read on first use and by
+//! the watch only), the balancer picks one, the call runs under the retry strategy, and the
+//! tolerant strategy decides what a failure leads to (see [`fault`](crate::fault)). A node
+//! that refuses the connection or breaks it is evicted from this consumer's cache at once
+//! (the registry relists the service) and the call moves to another node. With no node
+//! left, the error is [`CallError::NoProvider`], naming the service and the registry.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use rpc_runtime::config::RpcConfig;
+//! use rpc_runtime::consumer::Consumer;
+//!
+//! let config = RpcConfig::load()?;
+//! let consumer = Consumer::connect(&config).await?;
+//! let n: i32 = consumer.call("UserService:1.0", "get_number", &()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use registry_core::{Node, Origin, Registry, RegistryError, DEFAULT_GROUP};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::balance::{self, LoadBalancer};
+use crate::config::RpcConfig;
+use crate::connect::{connect_registry, SetupError};
+use crate::fault::{RetryStrategy, TolerantStrategy};
+use crate::protocol::{Frame, Status, DEFAULT_MAX_FRAME};
+use crate::serializer::{SerializeError, Serializer};
+use crate::service::ServiceError;
+use crate::transport::{Pool, TransportError};
+
+/// Default per-call timeout (one attempt on one node, dialing included).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No node serves the service (none registered, or every one failed).
+    #[error("no provider for service {service} (registry: {registry})")]
+    NoProvider {
+        /// The service key.
+        service: String,
+        /// The registry backend's name.
+        registry: &'static str,
+    },
+    /// The registry could not be read (first discovery of a service during an outage).
+    #[error("service discovery failed")]
+    Registry(#[source] RegistryError),
+    /// Talking to the node failed (after retries).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The node does not serve this service (a stale registration, a version mismatch).
+    #[error("{node} does not serve {service}: {message}")]
+    UnknownService {
+        /// The service key.
+        service: String,
+        /// The node.
+        node: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The service has no such method.
+    #[error("{service} has no method `{method}`")]
+    UnknownMethod {
+        /// The service key.
+        service: String,
+        /// The method.
+        method: String,
+    },
+    /// The server could not decode the arguments (client and server types differ).
+    #[error("the server rejected the arguments of `{method}`: {message}")]
+    BadRequest {
+        /// The method.
+        method: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The handler returned an error: the typed error itself.
+    #[error("the service returned an error: {0}")]
+    Service(ServiceError),
+    /// The server failed (a handler panicked, the result could not be encoded).
+    #[error("server error on {node}: {message}")]
+    Server {
+        /// The node.
+        node: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The arguments could not be encoded.
+    #[error("cannot encode the arguments")]
+    Encode(#[source] SerializeError),
+    /// The result could not be decoded (client and server types differ).
+    #[error("cannot decode the result")]
+    Decode(#[source] SerializeError),
+}
+
+impl CallError {
+    fn transport(&self) -> Option<&TransportError> {
+        match self {
+            CallError::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// One finished call, for observers ([`ConsumerOptions::with_observer`]).
+#[derive(Clone, Debug)]
+pub struct CallRecord {
+    /// The service key.
+    pub service: String,
+    /// The method.
+    pub method: String,
+    /// The node that answered (or the last one tried).
+    pub node: Option<String>,
+    /// Where the node list came from: the store (first use) or this consumer's cache.
+    pub origin: Option<Origin>,
+    /// Attempts made, on every node.
+    pub attempts: u32,
+    /// Wall time of the call.
+    pub elapsed: Duration,
+    /// Whether it succeeded (a `failSafe` default counts as a failure).
+    pub ok: bool,
+}
+
+/// Called after every call.
+pub type CallObserver = Arc<dyn Fn(&CallRecord) + Send + Sync>;
+
+/// Consumer settings (`rpc.*` keys, see [`ConsumerOptions::from_config`]).
+#[derive(Clone)]
+pub struct ConsumerOptions {
+    /// The version of the services called (`rpc.version`).
+    pub version: String,
+    /// The body format (`rpc.serializer`).
+    pub serializer: Serializer,
+    /// `rpc.loadBalancer`.
+    pub load_balancer: String,
+    /// `rpc.retryStrategy`.
+    pub retry: RetryStrategy,
+    /// `rpc.tolerantStrategy`.
+    pub tolerant: TolerantStrategy,
+    /// Limit of one attempt on one node, dialing included.
+    pub timeout: Duration,
+    /// Largest accepted frame body.
+    pub max_frame: usize,
+    /// Called after every call.
+    pub observer: Option<CallObserver>,
+}
+
+impl std::fmt::Debug for ConsumerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerOptions")
+            .field("version", &self.version)
+            .field("serializer", &self.serializer)
+            .field("load_balancer", &self.load_balancer)
+            .field("retry", &self.retry)
+            .field("tolerant", &self.tolerant)
+            .field("timeout", &self.timeout)
+            .field("max_frame", &self.max_frame)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            version: registry_core::DEFAULT_VERSION.to_owned(),
+            serializer: Serializer::Json,
+            load_balancer: "roundRobin".to_owned(),
+            retry: RetryStrategy::No,
+            tolerant: TolerantStrategy::FailFast,
+            timeout: DEFAULT_CALL_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+            observer: None,
+        }
+    }
+}
+
+/// A consumer setting that does not name a known value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid `{key}`: {message}")]
+pub struct OptionError {
+    key: &'static str,
+    message: String,
+}
+
+impl ConsumerOptions {
+    /// The options `config` describes.
+    ///
+    /// # Errors
+    /// [`OptionError`] naming the key whose value is unknown.
+    pub fn from_config(config: &RpcConfig) -> Result<Self, OptionError> {
+        let bad = |key: &'static str| {
+            move |e: &dyn std::fmt::Display| OptionError {
+                key,
+                message: e.to_string(),
+            }
+        };
+        let serializer = config
+            .serializer
+            .parse::<Serializer>()
+            .map_err(|e| bad("rpc.serializer")(&e))?;
+        if balance::by_name(&config.load_balancer).is_none() {
+            return Err(OptionError {
+                key: "rpc.loadBalancer",
+                message: format!(
+                    "unknown `{}` (known: {})",
+                    config.load_balancer,
+                    crate::config::LOAD_BALANCERS.join(", ")
+                ),
+            });
+        }
+        Ok(ConsumerOptions {
+            version: config.version.clone(),
+            serializer,
+            load_balancer: config.load_balancer.clone(),
+            retry: config
+                .retry_strategy
+                .parse()
+                .map_err(|e| bad("rpc.retryStrategy")(&e))?,
+            tolerant: config
+                .tolerant_strategy
+                .parse()
+                .map_err(|e| bad("rpc.tolerantStrategy")(&e))?,
+            ..ConsumerOptions::default()
+        })
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the serializer.
+    pub fn with_serializer(mut self, serializer: Serializer) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// Sets the tolerant strategy.
+    pub fn with_tolerant(mut self, tolerant: TolerantStrategy) -> Self {
+        self.tolerant = tolerant;
+        self
+    }
+
+    /// Sets the retry strategy.
+    pub fn with_retry(mut self, retry: RetryStrategy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the load balancer by name.
+    pub fn with_load_balancer(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.load_balancer);
+        self
+    }
+
+    /// Calls `observer` after every call.
+    pub fn with_observer(mut self, observer: impl Fn(&CallRecord) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+}
+
+/// Why a consumer could not be built from configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerSetupError {
+    /// A consumer option is invalid.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// The registry could not be set up.
+    #[error(transparent)]
+    Registry(#[from] SetupError),
+}
+
+/// Calls services through the registry. Cheap to clone; clones share connections, cache and
+/// balancer state.
+#[derive(Clone, Debug)]
+pub struct Consumer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    pool: Pool,
+    balancer: Box<dyn LoadBalancer>,
+    options: ConsumerOptions,
+}
+
+impl Consumer {
+    /// A consumer of `registry` with `options`.
+    ///
+    /// # Errors
+    /// [`OptionError`] for an unknown load balancer name.
+    pub fn new(registry: Registry, options: ConsumerOptions) -> Result<Self, OptionError> {
+        let balancer = balance::by_name(&options.load_balancer).ok_or_else(|| OptionError {
+            key: "rpc.loadBalancer",
+            message: format!(
+                "unknown `{}` (known: {})",
+                options.load_balancer,
+                crate::config::LOAD_BALANCERS.join(", ")
+            ),
+        })?;
+        Ok(Consumer {
+            inner: Arc::new(Inner {
+                registry,
+                pool: Pool::new(options.max_frame),
+                balancer,
+                options,
+            }),
+        })
+    }
+
+    /// Connects the registry `config` names and builds a consumer with its options.
+    ///
+    /// # Errors
+    /// [`ConsumerSetupError`]: a bad option (naming the key) or a registry that cannot be
+    /// set up.
+    pub async fn connect(config: &RpcConfig) -> Result<Self, ConsumerSetupError> {
+        let options = ConsumerOptions::from_config(config)?;
+        let registry = connect_registry(&config.registry_config).await?;
+        Ok(Consumer::new(registry, options)?)
+    }
+
+    /// The registry this consumer discovers through.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ConsumerOptions {
+        &self.inner.options
+    }
+
+    /// The service key of `service_name` at this consumer's version.
+    pub fn service_key(&self, service_name: &str) -> String {
+        registry_core::service_key(service_name, &self.inner.options.version, DEFAULT_GROUP)
+    }
+
+    /// Calls `method` of `service_key` with `args` (a tuple of the method's parameters).
+    ///
+    /// # Errors
+    /// [`CallError`]; under `failSafe`, errors are logged and `R::default()` is returned.
+    pub async fn call<A, R>(
+        &self,
+        service_key: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<R, CallError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned + Default,
+    {
+        let started = Instant::now();
+        let mut record = CallRecord {
+            service: service_key.to_owned(),
+            method: method.to_owned(),
+            node: None,
+            origin: None,
+            attempts: 0,
+            elapsed: Duration::ZERO,
+            ok: false,
+        };
+        let result = self
+            .call_inner(service_key, method, args, &mut record)
+            .await;
+        record.elapsed = started.elapsed();
+        record.ok = result.is_ok();
+        if let Some(observer) = &self.inner.options.observer {
+            observer(&record);
+        }
+        match result {
+            Err(error) if self.inner.options.tolerant == TolerantStrategy::FailSafe => {
+                warn!(service = service_key, method, error = %registry_core::error_chain(&error), "call failed, failSafe returns the default value");
+                Ok(R::default())
+            }
+            other => other,
+        }
+    }
+
+    async fn call_inner<A, R>(
+        &self,
+        service_key: &str,
+        method: &str,
+        args: &A,
+        record: &mut CallRecord,
+    ) -> Result<R, CallError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let inner = &*self.inner;
+        let serializer = inner.options.serializer;
+        let payload = serializer.encode(args).map_err(CallError::Encode)?;
+        let key = balance::request_key(method, &payload);
+        let mut failed: Vec<Node> = Vec::new();
+        let mut last_error: Option<CallError> = None;
+        loop {
+            let nodes = match inner.registry.discover(service_key).await {
+                Ok(nodes) => nodes,
+                Err(RegistryError::NoProvider { service, registry }) => {
+                    return Err(CallError::NoProvider { service, registry })
+                }
+                Err(e) => return Err(CallError::Registry(e)),
+            };
+            record.origin = Some(nodes.origin());
+            let skip = |n: &Node| failed.iter().any(|f| same_node(f, n));
+            let Some(node) = inner.balancer.pick(nodes.nodes(), key, &skip).cloned() else {
+                // Every node failed this call.
+                return Err(last_error.unwrap_or_else(|| self.no_provider(service_key)));
+            };
+            let address = node.address();
+            record.node = Some(address.clone());
+            let result = self
+                .attempt_with_retry(&address, service_key, method, &payload, record)
+                .await;
+            let error = match result {
+                Ok(frame) => return serializer.decode(&frame.body).map_err(CallError::Decode),
+                Err(error) => error,
+            };
+            let transport = error.transport();
+            if transport.is_some_and(TransportError::node_unreachable) {
+                inner.registry.evict(service_key, &address);
+                inner.pool.forget(&address);
+            }
+            let elsewhere = match inner.options.tolerant {
+                // Only what certainly never ran moves on.
+                TolerantStrategy::FailFast | TolerantStrategy::FailSafe => {
+                    transport.is_some_and(TransportError::never_sent)
+                }
+                TolerantStrategy::FailOver => transport.is_some(),
+            };
+            if !elsewhere {
+                return Err(error);
+            }
+            debug!(service = service_key, method, node = %address, error = %error, "trying another node");
+            failed.push(node);
+            last_error = Some(error);
+        }
+    }
+
+    async fn attempt_with_retry(
+        &self,
+        address: &str,
+        service_key: &str,
+        method: &str,
+        payload: &[u8],
+        record: &mut CallRecord,
+    ) -> Result<Frame, CallError> {
+        let mut delays = self.inner.options.retry.delays();
+        loop {
+            record.attempts += 1;
+            match self.attempt(address, service_key, method, payload).await {
+                Ok(frame) => return Ok(frame),
+                Err(CallError::Transport(e)) if e.is_retryable() => match delays.next() {
+                    Some(delay) => {
+                        debug!(node = address, error = %e, ?delay, "retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(CallError::Transport(e)),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        address: &str,
+        service_key: &str,
+        method: &str,
+        payload: &[u8],
+    ) -> Result<Frame, CallError> {
+        let options = &self.inner.options;
+        let connection = self.inner.pool.get(address, options.timeout).await?;
+        let serializer = options.serializer;
+        let frame = connection
+            .call(
+                |id| Frame::request(id, serializer, service_key, method, payload),
+                options.timeout,
+            )
+            .await?;
+        let text = || String::from_utf8_lossy(&frame.body).into_owned();
+        match frame.status {
+            Status::Ok => Ok(frame),
+            Status::HandlerError => match frame.serializer.decode::<ServiceError>(&frame.body) {
+                Ok(e) => Err(CallError::Service(e)),
+                Err(e) => Err(CallError::Decode(e)),
+            },
+            Status::UnknownService => Err(CallError::UnknownService {
+                service: service_key.to_owned(),
+                node: address.to_owned(),
+                message: text(),
+            }),
+            Status::UnknownMethod => Err(CallError::UnknownMethod {
+                service: service_key.to_owned(),
+                method: method.to_owned(),
+            }),
+            Status::BadRequest => Err(CallError::BadRequest {
+                method: method.to_owned(),
+                message: text(),
+            }),
+            // The server is stopping and did not run the call: like a refused connection.
+            Status::Unavailable => Err(CallError::Transport(TransportError::Refused {
+                address: address.to_owned(),
+                source: std::io::Error::other(text()),
+            })),
+            Status::ServerError => Err(CallError::Server {
+                node: address.to_owned(),
+                message: text(),
+            }),
+        }
+    }
+
+    fn no_provider(&self, service_key: &str) -> CallError {
+        CallError::NoProvider {
+            service: service_key.to_owned(),
+            registry: self.inner.registry.backend_name(),
+        }
+    }
+}
+
+fn same_node(a: &Node, b: &Node) -> bool {
+    a.service_port == b.service_port && a.service_host == b.service_host
+}

@@ -1,0 +1,359 @@
+//! Client side of the wire: one multiplexed connection per node, reused by every call and
+//! re-dialed when broken.
+//!
+//! A connection has a writer task (batching frames into as few writes as possible) and a
+//! reader task that hands each response to the call waiting for its request id. When the
+//! socket breaks, every waiting call fails at once with [`TransportError::Broken`] and the
+//! next call dials again.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::debug;
+
+use crate::protocol::{Frame, FrameCodec, FrameError, Kind};
+
+/// A transport failure talking to one node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The node refused the connection: nothing listens there (the provider is gone).
+    #[error("connection to {address} refused")]
+    Refused {
+        /// The node.
+        address: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Dialing failed otherwise (unreachable host, bad address).
+    #[error("cannot connect to {address}")]
+    Connect {
+        /// The node.
+        address: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Dialing took longer than the call timeout.
+    #[error("connecting to {address} timed out after {after:?}")]
+    ConnectTimeout {
+        /// The node.
+        address: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The connection broke (closed by the peer, reset, or a bad frame) before the answer.
+    #[error("connection to {address} broke before the answer")]
+    Broken {
+        /// The node.
+        address: String,
+    },
+    /// No answer within the call timeout.
+    #[error("no answer from {address} within {after:?}")]
+    Timeout {
+        /// The node.
+        address: String,
+        /// The limit.
+        after: Duration,
+    },
+}
+
+impl TransportError {
+    /// True when the request certainly never reached a server: safe to send elsewhere
+    /// whatever the method does.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Refused { .. }
+                | TransportError::Connect { .. }
+                | TransportError::ConnectTimeout { .. }
+        )
+    }
+
+    /// True when the node looks gone (refused, unreachable, connection broken): the consumer
+    /// takes it out of its cache at once.
+    pub fn node_unreachable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Refused { .. }
+                | TransportError::Connect { .. }
+                | TransportError::Broken { .. }
+        )
+    }
+
+    /// True when trying the same node again may succeed (timeouts, a broken connection).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Timeout { .. }
+                | TransportError::ConnectTimeout { .. }
+                | TransportError::Broken { .. }
+        )
+    }
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Frame>>>;
+
+/// One multiplexed connection to a node.
+#[derive(Debug)]
+pub struct Connection {
+    address: String,
+    tx: mpsc::Sender<Frame>,
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+    next_id: AtomicU64,
+}
+
+impl Connection {
+    /// Dials `address` within `timeout`.
+    ///
+    /// # Errors
+    /// [`TransportError::Refused`], [`TransportError::Connect`] or
+    /// [`TransportError::ConnectTimeout`].
+    pub async fn connect(
+        address: &str,
+        timeout: Duration,
+        max_frame: usize,
+    ) -> Result<Connection, TransportError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Err(_) => {
+                return Err(TransportError::ConnectTimeout {
+                    address: address.to_owned(),
+                    after: timeout,
+                })
+            }
+            Ok(Err(source)) if source.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(TransportError::Refused {
+                    address: address.to_owned(),
+                    source,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(TransportError::Connect {
+                    address: address.to_owned(),
+                    source,
+                })
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let codec = FrameCodec::new(max_frame);
+        let (tx, rx) = mpsc::channel(1024);
+        let pending: Arc<Pending> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_loop(
+            FramedWrite::new(write, codec.clone()),
+            rx,
+            Arc::clone(&pending),
+            Arc::clone(&closed),
+        ));
+        tokio::spawn(read_loop(
+            FramedRead::new(read, codec),
+            Arc::clone(&pending),
+            Arc::clone(&closed),
+            address.to_owned(),
+        ));
+        debug!(%address, "connected");
+        Ok(Connection {
+            address: address.to_owned(),
+            tx,
+            pending,
+            closed,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// True once the socket broke; the pool then dials a new connection.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends a request built by `build(request_id)` and waits for its response.
+    ///
+    /// # Errors
+    /// [`TransportError::Broken`] or [`TransportError::Timeout`].
+    pub async fn call(
+        &self,
+        build: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> Result<Frame, TransportError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answer_tx, answer_rx) = oneshot::channel();
+        lock(&self.pending).insert(id, answer_tx);
+        // The reader marks the connection closed *before* failing the pending calls, so a
+        // call registered after that sees the flag here instead of waiting for its timeout.
+        if self.is_closed() {
+            lock(&self.pending).remove(&id);
+            return Err(self.broken());
+        }
+        let work = async {
+            if self.tx.send(build(id)).await.is_err() {
+                return Err(self.broken());
+            }
+            answer_rx.await.map_err(|_| self.broken())
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => {
+                if result.is_err() {
+                    lock(&self.pending).remove(&id);
+                }
+                result
+            }
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(TransportError::Timeout {
+                    address: self.address.clone(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    fn broken(&self) -> TransportError {
+        TransportError::Broken {
+            address: self.address.clone(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn fail_all(pending: &Pending, closed: &AtomicBool) {
+    closed.store(true, Ordering::Release);
+    // Dropping the senders wakes every waiting call with `Broken`.
+    lock(pending).clear();
+}
+
+async fn write_loop(
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    mut rx: mpsc::Receiver<Frame>,
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+) {
+    while let Some(frame) = rx.recv().await {
+        let mut result = sink.feed(frame).await;
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(frame) => result = sink.feed(frame).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = result.and(sink.flush().await) {
+            debug!(%error, "write failed, the connection is broken");
+            fail_all(&pending, &closed);
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+    address: String,
+) {
+    loop {
+        match frames.next().await {
+            Some(Ok(frame)) if frame.kind == Kind::Response => {
+                if let Some(waiting) = lock(&pending).remove(&frame.request_id) {
+                    let _ = waiting.send(frame);
+                }
+                // else: the call timed out and left; drop the late answer.
+            }
+            Some(Ok(_)) => {
+                debug!(%address, "server sent a request frame, closing");
+                break;
+            }
+            Some(Err(FrameError::Io(error))) => {
+                debug!(%address, %error, "connection lost");
+                break;
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%address, %error, "bad frame from the server, closing the connection");
+                break;
+            }
+            None => {
+                debug!(%address, "connection closed by the server");
+                break;
+            }
+        }
+    }
+    fail_all(&pending, &closed);
+}
+
+/// One connection per node address, dialed on first use and again after it broke.
+#[derive(Debug)]
+pub struct Pool {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    max_frame: usize,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    current: ArcSwapOption<Connection>,
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    /// An empty pool whose connections accept frames up to `max_frame`.
+    pub fn new(max_frame: usize) -> Self {
+        Pool {
+            slots: Mutex::default(),
+            max_frame,
+        }
+    }
+
+    /// The open connection to `address`, dialing (within `timeout`) when there is none.
+    /// Concurrent callers share one dial.
+    ///
+    /// # Errors
+    /// The dial error.
+    pub async fn get(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Arc<Connection>, TransportError> {
+        let slot = {
+            let mut slots = lock(&self.slots);
+            match slots.get(address) {
+                Some(slot) => Arc::clone(slot),
+                None => {
+                    let slot = Arc::new(Slot::default());
+                    slots.insert(address.to_owned(), Arc::clone(&slot));
+                    slot
+                }
+            }
+        };
+        if let Some(conn) = open(&slot) {
+            return Ok(conn);
+        }
+        let _dialing = slot.dialing.lock().await;
+        if let Some(conn) = open(&slot) {
+            return Ok(conn);
+        }
+        let conn = Arc::new(Connection::connect(address, timeout, self.max_frame).await?);
+        slot.current.store(Some(Arc::clone(&conn)));
+        Ok(conn)
+    }
+
+    /// Drops the connection to `address` (the node left).
+    pub fn forget(&self, address: &str) {
+        lock(&self.slots).remove(address);
+    }
+}
+
+fn open(slot: &Slot) -> Option<Arc<Connection>> {
+    slot.current.load_full().filter(|c| !c.is_closed())
+}

@@ -1,0 +1,476 @@
+//! End to end: real TCP, real registries, providers as real processes where they get killed.
+//!
+//! Providers that must be SIGKILLed run as child processes: this test binary re-runs itself
+//! with `E2E_PROVIDER_REGISTRY` set, and the ignored test `provider_process` then serves
+//! until killed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
+use rpc_runtime::config::RpcConfig;
+use rpc_runtime::consumer::{CallError, Consumer, ConsumerOptions};
+use rpc_runtime::fault::TolerantStrategy;
+use rpc_runtime::provider::Provider;
+use rpc_runtime::rpc_service;
+use rpc_runtime::serializer::Serializer;
+use rpc_runtime::service::ServiceError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// A user.
+pub struct User {
+    /// Name.
+    pub name: String,
+    /// Age.
+    pub age: u32,
+}
+
+rpc_service! {
+    /// A test service.
+    pub trait Echo {
+        /// Returns its argument.
+        async fn echo(&self, text: String) -> Result<String, ServiceError>;
+        /// The port of the provider that served the call.
+        async fn whoami(&self) -> Result<u16, ServiceError>;
+        /// Two arguments, a struct back.
+        async fn rename(&self, user: User, name: String) -> Result<User, ServiceError>;
+        /// Always fails with a typed error.
+        async fn fail(&self, code: i32) -> Result<(), ServiceError>;
+        /// Sleeps, then answers.
+        async fn slow(&self, ms: u64) -> Result<u64, ServiceError>;
+    }
+    server = EchoServer;
+    client = EchoClient;
+}
+
+struct EchoImpl {
+    port: Arc<Mutex<u16>>,
+}
+
+impl Echo for EchoImpl {
+    async fn echo(&self, text: String) -> Result<String, ServiceError> {
+        Ok(text)
+    }
+    async fn whoami(&self) -> Result<u16, ServiceError> {
+        Ok(*self.port.lock().unwrap())
+    }
+    async fn rename(&self, mut user: User, name: String) -> Result<User, ServiceError> {
+        user.name = name;
+        Ok(user)
+    }
+    async fn fail(&self, code: i32) -> Result<(), ServiceError> {
+        Err(ServiceError::new(code, "asked to fail"))
+    }
+    async fn slow(&self, ms: u64) -> Result<u64, ServiceError> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+}
+
+fn echo_impl() -> (EchoImpl, Arc<Mutex<u16>>) {
+    let port = Arc::new(Mutex::new(0));
+    (
+        EchoImpl {
+            port: Arc::clone(&port),
+        },
+        port,
+    )
+}
+
+fn memory_registry(store: &Arc<MemoryStore>) -> Registry {
+    let options = RegistryOptions::default()
+        .with_ttl(Duration::from_secs(3))
+        .with_heartbeat_interval(Duration::from_secs(1));
+    Registry::new(Arc::new(MemoryBackend::new(store.clone())), options).unwrap()
+}
+
+async fn memory_provider(store: &Arc<MemoryStore>) -> rpc_runtime::provider::RunningProvider {
+    let (service, port) = echo_impl();
+    let config = RpcConfig::default().with_server_port(0);
+    let running = Provider::new(config)
+        .with_registry(memory_registry(store))
+        .with_service(EchoServer::new(service))
+        .start()
+        .await
+        .unwrap();
+    *port.lock().unwrap() = running.local_addr().port();
+    running
+}
+
+#[tokio::test]
+async fn typed_calls_errors_and_both_serializers_on_the_memory_registry() {
+    let store = MemoryStore::new();
+    let provider = memory_provider(&store).await;
+    for serializer in Serializer::ALL {
+        let consumer = Consumer::new(
+            memory_registry(&store),
+            ConsumerOptions::default().with_serializer(serializer),
+        )
+        .unwrap();
+        let client = EchoClient::new(consumer.clone());
+        assert_eq!(client.service_key(), "Echo:1.0");
+        assert_eq!(client.echo("hi".into()).await.unwrap(), "hi");
+        assert_eq!(client.whoami().await.unwrap(), provider.local_addr().port());
+        let user = User {
+            name: "a".into(),
+            age: 3,
+        };
+        let renamed = client.rename(user, "b".into()).await.unwrap();
+        assert_eq!(
+            renamed,
+            User {
+                name: "b".into(),
+                age: 3
+            }
+        );
+        // A handler error arrives typed.
+        match client.fail(42).await {
+            Err(CallError::Service(e)) => assert_eq!(e, ServiceError::new(42, "asked to fail")),
+            other => panic!("{serializer}: {other:?}"),
+        }
+        // Unknown method and unknown service are typed too.
+        match consumer.call::<_, ()>("Echo:1.0", "nope", &()).await {
+            Err(CallError::UnknownMethod { service, method }) => {
+                assert_eq!((service.as_str(), method.as_str()), ("Echo:1.0", "nope"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Wrong argument types: the server says so, typed.
+        match consumer
+            .call::<_, String>("Echo:1.0", "echo", &(1u8, 2u8))
+            .await
+        {
+            Err(CallError::BadRequest { method, .. }) => assert_eq!(method, "echo"),
+            other => panic!("{other:?}"),
+        }
+        // A service nobody registered.
+        match consumer.call::<_, ()>("Nobody:1.0", "x", &()).await {
+            Err(e @ CallError::NoProvider { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "no provider for service Nobody:1.0 (registry: memory)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    provider.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_calls_are_multiplexed_and_answers_matched() {
+    let store = MemoryStore::new();
+    let provider = memory_provider(&store).await;
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let client = EchoClient::new(consumer);
+    // Slow and fast calls interleaved on one connection: each gets its own answer.
+    let calls = (0..200u64).map(|i| {
+        let client = client.clone();
+        async move {
+            if i % 10 == 0 {
+                assert_eq!(client.slow(50).await.unwrap(), 50);
+            } else {
+                let text = format!("call {i}");
+                assert_eq!(client.echo(text.clone()).await.unwrap(), text);
+            }
+        }
+    });
+    futures::future::join_all(calls).await;
+    provider.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_deregisters_first_and_finishes_in_flight_calls() {
+    let store = MemoryStore::new();
+    let provider = memory_provider(&store).await;
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let client = EchoClient::new(consumer.clone());
+    client.echo("warm".into()).await.unwrap();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.slow(400).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = provider.shutdown().await.unwrap();
+    assert!(report.drained);
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        400,
+        "the running call finished"
+    );
+    let started = Instant::now();
+    match client.echo("after".into()).await {
+        Err(CallError::NoProvider { service, registry }) => {
+            assert_eq!((service.as_str(), registry), ("Echo:1.0", "memory"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < consumer.options().timeout);
+}
+
+#[tokio::test]
+async fn fail_safe_returns_the_default_value() {
+    let store = MemoryStore::new();
+    let consumer = Consumer::new(
+        memory_registry(&store),
+        ConsumerOptions::default().with_tolerant(TolerantStrategy::FailSafe),
+    )
+    .unwrap();
+    let client = EchoClient::new(consumer);
+    assert_eq!(client.whoami().await.unwrap(), 0, "no provider: default");
+}
+
+/// Writes `bytes` on a raw connection and tells whether the server closed it.
+fn attack(port: u16, bytes: &[u8]) -> bool {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_one_connection_only() {
+    let store = MemoryStore::new();
+    let provider = memory_provider(&store).await;
+    let port = provider.local_addr().port();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let client = EchoClient::new(consumer);
+    client.echo("warm".into()).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let good = tokio::spawn({
+        let (client, stop) = (client.clone(), Arc::clone(&stop));
+        async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let text = format!("good {n}");
+                assert_eq!(client.echo(text.clone()).await.unwrap(), text);
+                n += 1;
+            }
+            n
+        }
+    });
+    let attacks = tokio::task::spawn_blocking(move || {
+        let mut header = vec![0x52, 0x50, 1, 1, 1, 0];
+        header.extend_from_slice(&7u64.to_be_bytes());
+        let mut oversized = header.clone();
+        oversized.extend_from_slice(&u32::MAX.to_be_bytes());
+        let mut bad_kind = vec![0x52, 0x50, 1, 1, 9, 0];
+        bad_kind.extend_from_slice(&[0; 12]);
+        let mut truncated_body = header.clone();
+        truncated_body.extend_from_slice(&3u32.to_be_bytes());
+        truncated_body.extend_from_slice(&[0, 200, b'x']); // name length past the end
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+            ("oversized", oversized),
+            ("bad kind", bad_kind),
+            (
+                "bad version",
+                vec![0x52, 0x50, 99, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ),
+        ];
+        for _ in 0..20 {
+            for (name, bytes) in &cases {
+                assert!(
+                    attack(port, bytes),
+                    "{name}: the server closed the connection"
+                );
+            }
+            // A truncated frame, then the attacker hangs up.
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&header[..10]).unwrap();
+            drop(s);
+            // A valid frame with a malformed request body gets a BadRequest answer.
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(&truncated_body).unwrap();
+            let mut answer = [0u8; 18];
+            s.read_exact(&mut answer).unwrap();
+            assert_eq!(answer[4], 2, "a response");
+            assert_eq!(answer[5], 3, "status BadRequest");
+        }
+    });
+    attacks.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let served = good.await.unwrap();
+    assert!(served > 0);
+    assert_eq!(
+        client.echo("still fine".into()).await.unwrap(),
+        "still fine"
+    );
+    provider.shutdown().await.unwrap();
+}
+
+// ---- real processes on a real etcd ----
+
+/// Not a test: the body of a provider child process (see the module docs).
+#[test]
+#[ignore = "run as a child process by the e2e tests"]
+fn provider_process() {
+    let Ok(address) = std::env::var("E2E_PROVIDER_REGISTRY") else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let mut config = RpcConfig::default()
+            .with_registry("etcd")
+            .with_address(address)
+            .with_server_port(0);
+        config.registry_config.ttl = Duration::from_secs(3);
+        config.registry_config.heartbeat_interval = Duration::from_secs(1);
+        let (service, port) = echo_impl();
+        let running = Provider::new(config)
+            .with_service(EchoServer::new(service))
+            .start()
+            .await
+            .unwrap();
+        *port.lock().unwrap() = running.local_addr().port();
+        let signal = rpc_runtime::provider::shutdown_signal();
+        println!("READY {}", running.local_addr().port());
+        std::io::stdout().flush().unwrap();
+        signal.await;
+        running.shutdown().await.unwrap();
+        println!("STOPPED");
+    });
+}
+
+struct ProviderProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ProviderProcess {
+    fn spawn(etcd: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "provider_process", "--ignored", "--nocapture"])
+            .env("E2E_PROVIDER_REGISTRY", etcd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines.next().expect("provider printed READY").unwrap();
+            if let Some(port) = line.strip_prefix("READY ") {
+                break port.trim().parse().unwrap();
+            }
+        };
+        // Keep draining its output.
+        std::thread::spawn(move || for _ in lines {});
+        ProviderProcess { child, port }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_providers_on_etcd_sigkill_one_then_stop_the_last() {
+    use std::collections::HashMap;
+
+    let etcd = registry_test_support::EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut a = ProviderProcess::spawn(&etcd.endpoint());
+    let mut b = ProviderProcess::spawn(&etcd.endpoint());
+
+    let mut config = RpcConfig::default()
+        .with_registry("etcd")
+        .with_address(etcd.endpoint());
+    config.tolerant_strategy = "failOver".into();
+    config.retry_strategy = "no".into();
+    let consumer = Consumer::connect(&config).await.unwrap();
+    let timeout = Duration::from_secs(1);
+    let consumer = Consumer::new(
+        consumer.registry().clone(),
+        consumer.options().clone().with_timeout(timeout),
+    )
+    .unwrap();
+    let client = EchoClient::new(consumer.clone());
+
+    // Spread across both.
+    let mut seen: HashMap<u16, u32> = HashMap::new();
+    for _ in 0..20 {
+        *seen.entry(client.whoami().await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "round robin uses both providers: {seen:?}");
+    assert_eq!(seen[&a.port], 10);
+
+    // 8 callers keep calling; SIGKILL provider A in the middle: every call still succeeds.
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, stop) = (client.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut ports = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.whoami().await {
+                        Ok(port) => ports.push(port),
+                        Err(e) => panic!("a call failed: {}", registry_core::error_chain(&e)),
+                    }
+                }
+                ports
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.signal("-KILL");
+    let _ = a.child.wait();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut after_kill = 0;
+    let mut total = 0;
+    for caller in callers {
+        let ports = caller.await.unwrap();
+        total += ports.len();
+        after_kill += ports.iter().rev().take_while(|p| **p == b.port).count();
+    }
+    assert!(total > 100, "calls made: {total}");
+    assert!(after_kill > 0);
+    // A is out of the cache at once (evicted), long before its TTL.
+    let cached = consumer.registry().cached("Echo:1.0").unwrap();
+    assert_eq!(
+        cached
+            .nodes()
+            .iter()
+            .map(|n| n.service_port)
+            .collect::<Vec<_>>(),
+        [b.port]
+    );
+
+    // Stop the last provider gracefully: the next call fails with the no-provider error.
+    b.signal("-TERM");
+    let status = b.child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+    let started = Instant::now();
+    let err = client.whoami().await.unwrap_err();
+    assert!(started.elapsed() < timeout, "within one call timeout");
+    assert!(
+        matches!(err, CallError::NoProvider { .. }),
+        "{}",
+        registry_core::error_chain(&err)
+    );
+    assert_eq!(
+        err.to_string(),
+        "no provider for service Echo:1.0 (registry: etcd)"
+    );
+}
