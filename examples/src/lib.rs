@@ -1,3 +1,5 @@
 //! Runnable examples. The crate docs are the project README, so its code blocks are compiled by
 //! `cargo test --doc`.
 #![doc = include_str!("../../README.md")]
+
+pub mod user;

@@ -1,0 +1,111 @@
+//! The example consumer: calls `UserService` through the configured registry.
+//!
+//! ```text
+//! consumer [--config FILE] [--calls N] [--interval-ms M]
+//! ```
+//!
+//! Makes N rounds (default 3) of `getUser` then `getNumber`, M milliseconds apart (default
+//! 1000), and prints for each call the node that served it and whether the node list came
+//! from the registry (first call) or from the consumer's cache. When no provider is left it
+//! prints the no-provider error and exits 1.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use examples::user::{load_config, parse_args, User, UserServiceClient};
+use registry_core::error_chain;
+use rpc_runtime::consumer::{CallRecord, Consumer, ConsumerOptions};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match parse_args(std::env::args().skip(1), &["--calls", "--interval-ms"]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("consumer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let calls = args.numbers[0].unwrap_or(3);
+    let interval = Duration::from_millis(args.numbers[1].unwrap_or(1000));
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consumer: {}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let last: Arc<Mutex<Option<CallRecord>>> = Arc::default();
+    let options = match ConsumerOptions::from_config(&config) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("consumer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = options.with_observer({
+        let last = Arc::clone(&last);
+        move |record: &CallRecord| {
+            if let Ok(mut slot) = last.lock() {
+                *slot = Some(record.clone());
+            }
+        }
+    });
+    let registry = match rpc_runtime::connect::connect_registry(&config.registry_config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consumer: {}", error_chain(&e));
+            return ExitCode::from(if e.is_config_error() { 2 } else { 1 });
+        }
+    };
+    let consumer = match Consumer::new(registry, options) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consumer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = UserServiceClient::new(consumer.clone());
+    let served = |what: &str| {
+        let record = last.lock().ok().and_then(|r| r.clone());
+        let (node, origin) = record.map_or(("?".to_owned(), "?"), |r| {
+            (
+                r.node.unwrap_or_else(|| "?".into()),
+                r.origin.map_or("?", |o| o.as_str()),
+            )
+        });
+        println!("{what}  served by {node}  (nodes from the {origin})");
+        let _ = std::io::stdout().flush();
+    };
+    for round in 1..=calls {
+        if round > 1 {
+            tokio::time::sleep(interval).await;
+        }
+        let user = User {
+            name: "yupi".to_owned(),
+        };
+        match client.get_user(user).await {
+            Ok(user) => served(&format!("round {round}: getUser -> {:?}", user.name)),
+            Err(e) => return failed(round, "getUser", &e),
+        }
+        match client.get_number().await {
+            Ok(n) => served(&format!("round {round}: getNumber -> {n}")),
+            Err(e) => return failed(round, "getNumber", &e),
+        }
+    }
+    let _ = consumer.registry().shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn failed(round: u64, method: &str, error: &rpc_runtime::consumer::CallError) -> ExitCode {
+    println!("round {round}: {method} failed: {}", error_chain(error));
+    let _ = std::io::stdout().flush();
+    ExitCode::from(1)
+}
