@@ -14,6 +14,8 @@ lint:
 
 bench:
 	cargo bench -p registry-core --bench cache_hit
+	cargo bench -p registry-etcd --bench etcd
+	cargo bench -p rpc-bench --bench rpc_vs_tonic
 
 deps:
 	scripts/install-deps.sh
