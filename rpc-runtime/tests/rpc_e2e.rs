@@ -474,3 +474,173 @@ async fn two_providers_on_etcd_sigkill_one_then_stop_the_last() {
         "no provider for service Echo:1.0 (registry: etcd)"
     );
 }
+
+// ---- tolerant and retry strategies against misbehaving nodes ----
+
+/// A node that accepts connections, reads, and never answers (`hang`) or closes each
+/// connection as soon as a request arrives (`!hang`).
+fn bad_node(hang: bool) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 64];
+            let _ = stream.read(&mut buf);
+            if hang {
+                held.push(stream);
+            }
+        }
+    });
+    port
+}
+
+/// A port where nothing listens.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn register_fake(store: &Arc<MemoryStore>, port: u16) -> Registry {
+    let registry = memory_registry(store);
+    registry
+        .register(registry_core::ServiceMetaInfo::new(
+            "Echo",
+            "127.0.0.1",
+            port,
+        ))
+        .await
+        .unwrap();
+    registry
+}
+
+fn recorded(
+    options: ConsumerOptions,
+) -> (
+    ConsumerOptions,
+    Arc<Mutex<Vec<rpc_runtime::consumer::CallRecord>>>,
+) {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&records);
+    (
+        options.with_observer(move |r| sink.lock().unwrap().push(r.clone())),
+        records,
+    )
+}
+
+#[tokio::test]
+async fn a_refused_node_is_evicted_and_skipped_whatever_the_strategy() {
+    let store = MemoryStore::new();
+    let provider = memory_provider(&store).await;
+    let _fake = register_fake(&store, dead_port()).await;
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    assert_eq!(
+        consumer
+            .registry()
+            .discover("Echo:1.0")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let client = EchoClient::new(consumer.clone());
+    // failFast (the default): the refused call never ran, so it still moves on.
+    for _ in 0..4 {
+        assert_eq!(client.whoami().await.unwrap(), provider.local_addr().port());
+    }
+    let cached = consumer.registry().cached("Echo:1.0").unwrap();
+    assert_eq!(cached.len(), 1, "the dead node left the cache at once");
+    provider.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broken_connection_fails_fast_or_fails_over() {
+    let store = MemoryStore::new();
+    let provider = memory_provider(&store).await;
+    let _fake = register_fake(&store, bad_node(false)).await;
+
+    // failFast: the request may have run on the node that broke the connection: error.
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let client = EchoClient::new(consumer);
+    let mut broken = 0;
+    for _ in 0..2 {
+        match client.whoami().await {
+            Ok(port) => assert_eq!(port, provider.local_addr().port()),
+            Err(CallError::Transport(e)) => {
+                assert!(e.to_string().contains("broke"), "{e}");
+                broken += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        broken, 1,
+        "round robin hit the bad node once and failed fast"
+    );
+
+    // failOver: every call succeeds.
+    let _fake = register_fake(&store, bad_node(false)).await;
+    let consumer = Consumer::new(
+        memory_registry(&store),
+        ConsumerOptions::default().with_tolerant(TolerantStrategy::FailOver),
+    )
+    .unwrap();
+    let client = EchoClient::new(consumer);
+    for _ in 0..6 {
+        assert_eq!(client.whoami().await.unwrap(), provider.local_addr().port());
+    }
+    provider.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_repeat_on_the_same_node_after_a_timeout_then_fail_over() {
+    use rpc_runtime::fault::RetryStrategy;
+    let store = MemoryStore::new();
+    let hanging = bad_node(true);
+    let _fake = register_fake(&store, hanging).await;
+    let timeout = Duration::from_millis(200);
+    let retry = RetryStrategy::FixedInterval {
+        attempts: 3,
+        interval: Duration::from_millis(10),
+    };
+
+    // Only the hanging node: 3 attempts, then the timeout error.
+    let (options, records) = recorded(
+        ConsumerOptions::default()
+            .with_timeout(timeout)
+            .with_retry(retry),
+    );
+    let consumer = Consumer::new(memory_registry(&store), options).unwrap();
+    let started = Instant::now();
+    match consumer.call::<_, u16>("Echo:1.0", "whoami", &()).await {
+        Err(CallError::Transport(e)) => assert!(e.to_string().contains("no answer"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() >= timeout * 3);
+    assert_eq!(records.lock().unwrap()[0].attempts, 3);
+
+    // With a healthy provider too and failOver: after the retries, the call moves on.
+    let provider = memory_provider(&store).await;
+    let (options, records) = recorded(
+        ConsumerOptions::default()
+            .with_timeout(timeout)
+            .with_retry(retry)
+            .with_tolerant(TolerantStrategy::FailOver)
+            .with_load_balancer("consistentHash"),
+    );
+    let consumer = Consumer::new(memory_registry(&store), options).unwrap();
+    let client = EchoClient::new(consumer);
+    for _ in 0..3 {
+        assert_eq!(client.whoami().await.unwrap(), provider.local_addr().port());
+    }
+    let records = records.lock().unwrap().clone();
+    assert!(records.iter().all(|r| r.ok));
+    let attempts: Vec<u32> = records.iter().map(|r| r.attempts).collect();
+    // consistentHash sends the same request to the same node every time: either always the
+    // healthy one (1 attempt) or always the hanging one first (3 attempts + 1 on the other).
+    assert!(
+        attempts == [1, 1, 1] || attempts == [4, 4, 4],
+        "attempts per call: {attempts:?}"
+    );
+    provider.shutdown().await.unwrap();
+}
