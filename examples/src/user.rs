@@ -106,3 +106,13 @@ pub fn parse_args(args: impl Iterator<Item = String>, numeric: &[&str]) -> Resul
     }
     Ok(parsed)
 }
+
+/// Logs to stderr (stdout is the programs' story), filtered by `RUST_LOG` (default `warn`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

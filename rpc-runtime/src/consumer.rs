@@ -207,16 +207,7 @@ impl ConsumerOptions {
             .serializer
             .parse::<Serializer>()
             .map_err(|e| bad("rpc.serializer")(&e))?;
-        if balance::by_name(&config.load_balancer).is_none() {
-            return Err(OptionError {
-                key: "rpc.loadBalancer",
-                message: format!(
-                    "unknown `{}` (known: {})",
-                    config.load_balancer,
-                    crate::config::LOAD_BALANCERS.join(", ")
-                ),
-            });
-        }
+        balancer(&config.load_balancer)?;
         Ok(ConsumerOptions {
             version: config.version.clone(),
             serializer,
@@ -303,14 +294,7 @@ impl Consumer {
     /// # Errors
     /// [`OptionError`] for an unknown load balancer name.
     pub fn new(registry: Registry, options: ConsumerOptions) -> Result<Self, OptionError> {
-        let balancer = balance::by_name(&options.load_balancer).ok_or_else(|| OptionError {
-            key: "rpc.loadBalancer",
-            message: format!(
-                "unknown `{}` (known: {})",
-                options.load_balancer,
-                crate::config::LOAD_BALANCERS.join(", ")
-            ),
-        })?;
+        let balancer = balancer(&options.load_balancer)?;
         Ok(Consumer {
             inner: Arc::new(Inner {
                 registry,
@@ -528,6 +512,16 @@ impl Consumer {
             registry: self.inner.registry.backend_name(),
         }
     }
+}
+
+fn balancer(name: &str) -> Result<Box<dyn LoadBalancer>, OptionError> {
+    balance::by_name(name).ok_or_else(|| OptionError {
+        key: "rpc.loadBalancer",
+        message: format!(
+            "unknown `{name}` (known: {})",
+            crate::config::LOAD_BALANCERS.join(", ")
+        ),
+    })
 }
 
 fn same_node(a: &Node, b: &Node) -> bool {

@@ -314,6 +314,30 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
+/// Writes the frames arriving on `rx` until it closes, batching whatever is ready into one
+/// write and one flush (many small calls cost few syscalls). Shared by both ends of a
+/// connection.
+///
+/// # Errors
+/// The first write error; the connection is then unusable.
+pub(crate) async fn write_frames<W>(
+    sink: &mut tokio_util::codec::FramedWrite<W, FrameCodec>,
+    rx: &mut tokio::sync::mpsc::Receiver<Frame>,
+) -> Result<(), FrameError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use futures::SinkExt;
+    while let Some(frame) = rx.recv().await {
+        sink.feed(frame).await?;
+        while let Ok(frame) = rx.try_recv() {
+            sink.feed(frame).await?;
+        }
+        sink.flush().await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{Frame, FrameCodec, Kind, Status, DEFAULT_MAX_FRAME};
+use crate::protocol::{write_frames, Frame, FrameCodec, Kind, Status, DEFAULT_MAX_FRAME};
 use crate::service::{DispatchError, Service};
 
 /// Default time in-flight calls get to finish at shutdown.
@@ -241,19 +241,8 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Frame>,
     peer: SocketAddr,
 ) {
-    while let Some(frame) = rx.recv().await {
-        // Batch whatever is ready into one write.
-        let mut result = sink.feed(frame).await;
-        while result.is_ok() {
-            match rx.try_recv() {
-                Ok(frame) => result = sink.feed(frame).await,
-                Err(_) => break,
-            }
-        }
-        if let Err(error) = result.and(sink.flush().await) {
-            debug!(%peer, %error, "write failed, dropping the connection");
-            return;
-        }
+    if let Err(error) = write_frames(&mut sink, &mut rx).await {
+        debug!(%peer, %error, "write failed, dropping the connection");
     }
 }
 

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::debug;
 
-use crate::protocol::{Frame, FrameCodec, FrameError, Kind};
+use crate::protocol::{write_frames, Frame, FrameCodec, FrameError, Kind};
 
 /// A transport failure talking to one node.
 #[derive(Debug, thiserror::Error)]
@@ -242,19 +242,9 @@ async fn write_loop(
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
 ) {
-    while let Some(frame) = rx.recv().await {
-        let mut result = sink.feed(frame).await;
-        while result.is_ok() {
-            match rx.try_recv() {
-                Ok(frame) => result = sink.feed(frame).await,
-                Err(_) => break,
-            }
-        }
-        if let Err(error) = result.and(sink.flush().await) {
-            debug!(%error, "write failed, the connection is broken");
-            fail_all(&pending, &closed);
-            return;
-        }
+    if let Err(error) = write_frames(&mut sink, &mut rx).await {
+        debug!(%error, "write failed, the connection is broken");
+        fail_all(&pending, &closed);
     }
 }
 

@@ -20,12 +20,7 @@ use rpc_runtime::consumer::{CallRecord, Consumer, ConsumerOptions};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    examples::user::init_tracing();
     let args = match parse_args(std::env::args().skip(1), &["--calls", "--interval-ms"]) {
         Ok(a) => a,
         Err(e) => {
