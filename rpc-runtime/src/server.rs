@@ -3,8 +3,10 @@
 //! matches them). A bad frame closes that one connection; every other client keeps being
 //! served.
 //!
-//! Graceful stop ([`RunningServer::shutdown`]): stop accepting, stop reading new requests,
-//! let the calls already running finish (bounded by a grace period), answer them, close.
+//! Graceful stop ([`RunningServer::shutdown`]): stop accepting; for a short drain window
+//! answer requests that still arrive `Unavailable` (the consumer resends them to another
+//! node); let the calls already running finish (bounded by a grace period), answer them,
+//! close.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +28,8 @@ use crate::service::{DispatchError, Service};
 
 /// Default time in-flight calls get to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default window during which a stopping server answers late requests `Unavailable`.
+pub const DEFAULT_DRAIN: Duration = Duration::from_millis(300);
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -34,6 +38,9 @@ pub struct ServerOptions {
     pub max_frame: usize,
     /// How long in-flight calls may run after shutdown starts.
     pub shutdown_grace: Duration,
+    /// After shutdown starts, how long open connections keep reading to answer late requests
+    /// `Unavailable` (so consumers resend them elsewhere) before closing.
+    pub drain: Duration,
 }
 
 impl Default for ServerOptions {
@@ -41,6 +48,7 @@ impl Default for ServerOptions {
         ServerOptions {
             max_frame: DEFAULT_MAX_FRAME,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            drain: DEFAULT_DRAIN,
         }
     }
 }
@@ -111,6 +119,7 @@ impl Server {
             codec: FrameCodec::new(self.options.max_frame),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
+            drain: self.options.drain.min(self.options.shutdown_grace),
         });
         let accept = tokio::spawn(accept_loop(listener, shared));
         info!(%local_addr, "rpc server listening");
@@ -129,6 +138,7 @@ struct Shared {
     codec: FrameCodec,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    drain: Duration,
 }
 
 /// A server accepting connections.
@@ -204,9 +214,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         rx,
         peer,
     ));
+    // Once shutdown starts, requests still arriving (sent before the consumer saw the
+    // deregistration) are answered `Unavailable` for a short window instead of being lost with
+    // the connection: the consumer then sends them to another node, safely, since they never ran.
+    let mut draining: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let next = tokio::select! {
-            () = shared.cancel.cancelled() => break,
+            () = shared.cancel.cancelled(), if draining.is_none() => {
+                draining = Some(Box::pin(tokio::time::sleep(shared.drain)));
+                continue;
+            }
+            () = async { if let Some(d) = draining.as_mut() { d.await } }, if draining.is_some() => break,
             next = frames.next() => next,
         };
         match next {
@@ -218,6 +236,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             Some(Ok(frame)) if frame.kind != Kind::Request => {
                 warn!(%peer, "closing the connection: a response frame sent to the server");
                 break;
+            }
+            Some(Ok(frame)) if draining.is_some() => {
+                let response = Frame::response(
+                    frame.request_id,
+                    frame.serializer,
+                    Status::Unavailable,
+                    Bytes::from_static(b"the server is shutting down"),
+                );
+                if tx.send(response).await.is_err() {
+                    break;
+                }
             }
             Some(Ok(frame)) => {
                 let tx = tx.clone();

@@ -644,3 +644,99 @@ async fn retries_repeat_on_the_same_node_after_a_timeout_then_fail_over() {
     );
     provider.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_loses_no_call_even_when_consumers_still_send_to_it() {
+    // The consumer discovers through another store where both providers stay registered, as
+    // if the deregistration had not reached it yet: it keeps sending calls to the provider
+    // that stops. Late calls are answered `Unavailable` and resent to the other provider,
+    // then the refused connections evict the node; with failFast, not one call fails.
+    let store = MemoryStore::new();
+    let a = memory_provider(&store).await;
+    let b = memory_provider(&store).await;
+    let a_port = a.local_addr().port();
+    let lagging = MemoryStore::new();
+    let _ghost_a = register_fake(&lagging, a_port).await;
+    let _ghost_b = register_fake(&lagging, b.local_addr().port()).await;
+    let consumer = Consumer::new(memory_registry(&lagging), ConsumerOptions::default()).unwrap();
+    let client = EchoClient::new(consumer);
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, stop) = (client.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut served_by_a = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    match client.whoami().await {
+                        Ok(port) if port == a_port => served_by_a += 1,
+                        Ok(_) => {}
+                        Err(e) => panic!("a call failed: {}", registry_core::error_chain(&e)),
+                    }
+                }
+                served_by_a
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.shutdown().await.unwrap().drained);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut by_a = 0;
+    for c in callers {
+        by_a += c.await.unwrap();
+    }
+    assert!(by_a > 0, "A served calls before it stopped");
+    assert_ne!(client.whoami().await.unwrap(), a_port);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_arriving_during_shutdown_are_answered_unavailable_not_dropped() {
+    use rpc_runtime::protocol::{Frame, FrameCodec};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    let store = MemoryStore::new();
+    let provider = memory_provider(&store).await;
+    let port = provider.local_addr().port();
+    let request = |id: u64| {
+        let mut buf = bytes::BytesMut::new();
+        FrameCodec::default()
+            .encode(
+                Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null"),
+                &mut buf,
+            )
+            .unwrap();
+        buf.to_vec()
+    };
+    let read_frame = |s: &mut TcpStream| {
+        let mut buf = bytes::BytesMut::new();
+        let mut chunk = [0u8; 256];
+        loop {
+            if let Some(frame) = FrameCodec::default().decode(&mut buf).unwrap() {
+                return Some(frame);
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(&request(1)).unwrap();
+    let answer = read_frame(&mut conn).expect("an answer");
+    assert_eq!(answer.status, rpc_runtime::protocol::Status::Ok);
+
+    let stopping = tokio::spawn(provider.shutdown());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = tokio::task::spawn_blocking(move || {
+        conn.write_all(&request(2)).unwrap();
+        read_frame(&mut conn)
+    })
+    .await
+    .unwrap()
+    .expect("a late request is answered, not dropped with the connection");
+    assert_eq!(answer.request_id, 2);
+    assert_eq!(answer.status, rpc_runtime::protocol::Status::Unavailable);
+    assert!(stopping.await.unwrap().unwrap().drained);
+}
