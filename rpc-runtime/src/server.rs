@@ -28,6 +28,8 @@ use crate::service::{DispatchError, Service};
 
 /// Default time in-flight calls get to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default limit of calls running at once per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default window during which a stopping server answers late requests `Unavailable`.
 pub const DEFAULT_DRAIN: Duration = Duration::from_millis(300);
 
@@ -41,6 +43,9 @@ pub struct ServerOptions {
     /// After shutdown starts, how long open connections keep reading to answer late requests
     /// `Unavailable` (so consumers resend them elsewhere) before closing.
     pub drain: Duration,
+    /// Calls running at once per connection; beyond, the server stops reading that
+    /// connection until one finishes.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerOptions {
@@ -49,6 +54,7 @@ impl Default for ServerOptions {
             max_frame: DEFAULT_MAX_FRAME,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             drain: DEFAULT_DRAIN,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -120,6 +126,7 @@ impl Server {
             cancel: cancel.clone(),
             tracker: tracker.clone(),
             drain: self.options.drain.min(self.options.shutdown_grace),
+            max_in_flight: self.options.max_in_flight.max(1),
         });
         let accept = tokio::spawn(accept_loop(listener, shared));
         info!(%local_addr, "rpc server listening");
@@ -139,6 +146,7 @@ struct Shared {
     cancel: CancellationToken,
     tracker: TaskTracker,
     drain: Duration,
+    max_in_flight: usize,
 }
 
 /// A server accepting connections.
@@ -218,6 +226,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // deregistration) are answered `Unavailable` for a short window instead of being lost with
     // the connection: the consumer then sends them to another node, safely, since they never ran.
     let mut draining: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(shared.max_in_flight));
     loop {
         let next = tokio::select! {
             () = shared.cancel.cancelled(), if draining.is_none() => {
@@ -249,11 +258,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 }
             }
             Some(Ok(frame)) => {
+                // At most `max_in_flight` calls per connection: beyond, stop reading (TCP
+                // backpressure) instead of spawning without bound.
+                let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                    break;
+                };
                 let tx = tx.clone();
                 let shared_call = Arc::clone(&shared);
                 shared.tracker.spawn(async move {
                     let response = handle(&shared_call.services, frame).await;
                     let _ = tx.send(response).await;
+                    drop(permit);
                 });
             }
         }

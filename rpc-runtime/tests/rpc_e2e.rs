@@ -740,3 +740,33 @@ async fn requests_arriving_during_shutdown_are_answered_unavailable_not_dropped(
     assert_eq!(answer.status, rpc_runtime::protocol::Status::Unavailable);
     assert!(stopping.await.unwrap().unwrap().drained);
 }
+
+#[tokio::test]
+async fn calls_per_connection_are_bounded_by_max_in_flight() {
+    let store = MemoryStore::new();
+    let (service, _) = echo_impl();
+    let mut options = rpc_runtime::server::ServerOptions::default();
+    options.max_in_flight = 2;
+    let provider = Provider::new(RpcConfig::default().with_server_port(0))
+        .with_registry(memory_registry(&store))
+        .with_service(EchoServer::new(service))
+        .with_server_options(options)
+        .start()
+        .await
+        .unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let client = EchoClient::new(consumer);
+    client.echo("warm".into()).await.unwrap();
+    let started = Instant::now();
+    let calls = (0..6).map(|_| client.slow(200));
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap(), 200);
+    }
+    // Six 200 ms calls, two at a time on the one connection: three waves.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    provider.shutdown().await.unwrap();
+}
