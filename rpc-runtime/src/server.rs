@@ -66,6 +66,12 @@ impl ServerOptions {
         self
     }
 
+    /// Sets the limit of calls running at once per connection.
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
     /// Sets the shutdown grace period.
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;

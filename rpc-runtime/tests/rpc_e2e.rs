@@ -745,8 +745,7 @@ async fn requests_arriving_during_shutdown_are_answered_unavailable_not_dropped(
 async fn calls_per_connection_are_bounded_by_max_in_flight() {
     let store = MemoryStore::new();
     let (service, _) = echo_impl();
-    let mut options = rpc_runtime::server::ServerOptions::default();
-    options.max_in_flight = 2;
+    let options = rpc_runtime::server::ServerOptions::default().with_max_in_flight(2);
     let provider = Provider::new(RpcConfig::default().with_server_port(0))
         .with_registry(memory_registry(&store))
         .with_service(EchoServer::new(service))
