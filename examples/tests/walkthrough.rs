@@ -1,4 +1,4 @@
-//! The original notes' walkthrough, scripted, on a real etcd: a provider starts, a consumer
+//! The original notes' walkthrough, scripted, on a real etcd (and on Redis): a provider starts, a consumer
 //! calls three times (1.5 s apart instead of 10 s), the provider is taken down before the
 //! third round, the watch removes it from the consumer's cache, and the third call fails with
 //! the no-provider error. Each step is asserted from the programs' own output.
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use registry_test_support::{free_port, EtcdServer};
+use registry_test_support::{free_port, EtcdServer, RedisServer};
 
 fn spawn(bin: &str, dir: &Path, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(bin)
@@ -60,16 +60,41 @@ fn stderr_of(child: &mut Child) -> String {
 }
 
 #[test]
-fn provider_consumer_and_the_watch_taking_the_provider_out() {
+fn on_etcd_provider_consumer_and_the_watch_taking_the_provider_out() {
     let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    walkthrough("etcd", &etcd.endpoint(), &|| {
+        let out = etcd.etcdctl(&["get", "--prefix", "/rpc/UserService:1.0/"]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+}
+
+#[test]
+fn on_redis_provider_consumer_and_the_watch_taking_the_provider_out() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    walkthrough("redis", &redis.url(), &|| {
+        let index = redis
+            .command("ZRANGE rpc-registry:index 0 -1")
+            .unwrap_or_default();
+        match index
+            .lines()
+            .find(|l| l.starts_with("/rpc/UserService:1.0/"))
+        {
+            Some(key) => redis.command(&format!("GET {key}")).unwrap_or_default(),
+            None => String::new(),
+        }
+    });
+}
+
+/// The story on `registry` at `address`; `stored` reads the service's nodes from the store
+/// with the store's own tool.
+fn walkthrough(registry: &str, address: &str, stored: &dyn Fn() -> String) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(
         dir.path().join("rpc.toml"),
         format!(
             "[rpc]\nserverHost = \"127.0.0.1\"\nserverPort = {port}\ntolerantStrategy = \"failOver\"\n\
-             [rpc.registryConfig]\nregistry = \"etcd\"\naddress = \"{}\"\nttl = 6\nheartbeatInterval = 2\n",
-            etcd.endpoint()
+             [rpc.registryConfig]\nregistry = \"{registry}\"\naddress = \"{address}\"\nttl = 6\nheartbeatInterval = 2\n",
         ),
     )
     .unwrap();
@@ -80,14 +105,13 @@ fn provider_consumer_and_the_watch_taking_the_provider_out() {
     let line = wait_for(&provider_out, &mut provider_seen, "serving on");
     assert!(
         line.contains(&format!("UserService:1.0 serving on 127.0.0.1:{port}"))
-            && line.contains("etcd registry"),
+            && line.contains(&format!("{registry} registry")),
         "{line}"
     );
-    let stored = etcd.etcdctl(&["get", "--prefix", "/rpc/UserService:1.0/"]);
-    let stored = String::from_utf8_lossy(&stored.stdout).to_string();
+    let in_store = stored();
     assert!(
-        stored.contains(&format!("\"servicePort\":{port}")),
-        "{stored}"
+        in_store.contains(&format!("\"servicePort\":{port}")),
+        "{in_store}"
     );
 
     // 2. The consumer calls three rounds, 1.5 s apart.
@@ -123,13 +147,17 @@ fn provider_consumer_and_the_watch_taking_the_provider_out() {
     assert!(ok.success());
     wait_for(&provider_out, &mut provider_seen, "provider: stopped");
     assert!(provider.wait().unwrap().success());
-    let stored = etcd.etcdctl(&["get", "--prefix", "/rpc/UserService:1.0/"]);
-    assert!(stored.stdout.is_empty(), "deregistered from etcd");
+    assert!(
+        !stored().contains("servicePort"),
+        "deregistered from {registry}"
+    );
 
     // 4. The third round fails with the no-provider error, and the consumer exits non-zero.
     let line = wait_for(&consumer_out, &mut seen, "round 3: getUser");
     assert!(
-        line.contains("failed: no provider for service UserService:1.0 (registry: etcd)"),
+        line.contains(&format!(
+            "failed: no provider for service UserService:1.0 (registry: {registry})"
+        )),
         "{line}"
     );
     let status = consumer.wait().unwrap();

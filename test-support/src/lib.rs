@@ -733,8 +733,11 @@ impl RedisServer {
                 .args(&extra);
             c
         });
-        let ready: Ready =
-            Box::new(move || probe_redis(port, "PING").is_some_and(|a| a.starts_with("+PONG")));
+        // With `--requirepass`, an unauthenticated PING is answered `-NOAUTH`: up all the same.
+        let ready: Ready = Box::new(move || {
+            probe_redis(port, "PING")
+                .is_some_and(|a| a.starts_with("+PONG") || a.starts_with("-NOAUTH"))
+        });
         let server = Server::new("redis".into(), make, ready)?;
         Ok(Self { server, port })
     }

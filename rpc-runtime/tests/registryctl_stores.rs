@@ -1,7 +1,7 @@
-//! `registryctl` against a real etcd (started by the harness): register in a background
-//! process, list with TTLs, watch the story, SIGTERM deregisters, health.
+//! `registryctl` against real stores (etcd and Redis, started by the harness): register in a
+//! background process, list with TTLs, watch the story, SIGTERM deregisters, health.
 
-#![cfg(feature = "etcd")]
+#![cfg(all(feature = "etcd", feature = "redis"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -9,20 +9,23 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use registry_test_support::EtcdServer;
+use registry_test_support::{EtcdServer, RedisServer};
 use serde_json::Value;
 
-fn command(etcd: &str, args: &[&str]) -> Command {
+/// `(registry name, address)` of a store.
+type Store<'a> = (&'a str, &'a str);
+
+fn command(store: Store<'_>, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_registryctl"));
-    cmd.args(["--registry", "etcd", "--address", etcd])
+    cmd.args(["--registry", store.0, "--address", store.1])
         .args(args)
         .current_dir(std::env::temp_dir())
         .env_remove("RUST_LOG");
     cmd
 }
 
-fn run(etcd: &str, args: &[&str]) -> Output {
-    command(etcd, args).output().expect("run registryctl")
+fn run(store: Store<'_>, args: &[&str]) -> Output {
+    command(store, args).output().expect("run registryctl")
 }
 
 fn text(out: &Output) -> String {
@@ -41,8 +44,8 @@ struct Background {
 }
 
 impl Background {
-    fn spawn(etcd: &str, args: &[&str]) -> Self {
-        let mut child = command(etcd, args)
+    fn spawn(store: Store<'_>, args: &[&str]) -> Self {
+        let mut child = command(store, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -115,13 +118,21 @@ fn json_lines(out: &Output) -> Vec<Value> {
 }
 
 #[test]
-fn register_list_watch_and_sigterm_deregisters() {
+fn etcd_register_list_watch_and_sigterm_deregisters() {
     let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let address = etcd.endpoint();
+    register_list_watch_and_sigterm_deregisters(("etcd", &etcd.endpoint()));
+}
 
-    let mut watch = Background::spawn(&address, &["watch", "--json"]);
+#[test]
+fn redis_register_list_watch_and_sigterm_deregisters() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    register_list_watch_and_sigterm_deregisters(("redis", &redis.url()));
+}
+
+fn register_list_watch_and_sigterm_deregisters(address: Store<'_>) {
+    let mut watch = Background::spawn(address, &["watch", "--json"]);
     let mut provider = Background::spawn(
-        &address,
+        address,
         &[
             "register",
             "users:1.0",
@@ -141,7 +152,7 @@ fn register_list_watch_and_sigterm_deregisters() {
     );
 
     // list --json: one object per node with every field.
-    let out = run(&address, &["list", "--json"]);
+    let out = run(address, &["list", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let nodes = json_lines(&out);
     assert_eq!(nodes.len(), 2, "{}", text(&out));
@@ -153,7 +164,9 @@ fn register_list_watch_and_sigterm_deregisters() {
         assert!(n["weight"].is_number());
         let at = n["registeredAt"].as_str().unwrap();
         humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{e}: {at}"));
-        let ttl = n["ttlRemainingMs"].as_u64().expect("etcd knows the TTL");
+        let ttl = n["ttlRemainingMs"]
+            .as_u64()
+            .expect("the store knows the TTL");
         assert!(ttl > 0 && ttl <= 6_000, "remaining TTL {ttl} ms");
     }
     let mut addrs: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
@@ -161,7 +174,7 @@ fn register_list_watch_and_sigterm_deregisters() {
     assert_eq!(addrs, ["127.0.0.1:7001", "127.0.0.1:7002"]);
 
     // Human output: a header and aligned columns, TTL in seconds.
-    let out = run(&address, &["list", "users:1.0"]);
+    let out = run(address, &["list", "users:1.0"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let human = String::from_utf8_lossy(&out.stdout).to_string();
     let lines: Vec<&str> = human.lines().collect();
@@ -204,7 +217,7 @@ fn register_list_watch_and_sigterm_deregisters() {
         humantime::parse_rfc3339(at).unwrap();
         assert!(v["node"].as_str().unwrap().starts_with("127.0.0.1:700"));
     }
-    let out = run(&address, &["list", "--json"]);
+    let out = run(address, &["list", "--json"]);
     assert!(json_lines(&out).is_empty(), "{}", text(&out));
     assert_eq!(watch.terminate().code(), Some(0));
 }
@@ -212,13 +225,14 @@ fn register_list_watch_and_sigterm_deregisters() {
 #[test]
 fn health_is_0_when_etcd_answers_and_1_when_it_does_not() {
     let mut etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let address = etcd.endpoint();
-    let out = run(&address, &["health"]);
+    let endpoint = etcd.endpoint();
+    let address = ("etcd", endpoint.as_str());
+    let out = run(address, &["health"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("ok: etcd registry"), "{}", text(&out));
 
     etcd.kill();
-    let mut cmd = command(&address, &["health"]);
+    let mut cmd = command(address, &["health"]);
     cmd.env("RPC_REGISTRY_CONFIG_TIMEOUT", "500");
     let started = Instant::now();
     let out = cmd.output().unwrap();
@@ -236,5 +250,8 @@ fn unknown_backend_lists_etcd_among_the_known_ones() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let msg = text(&out);
-    assert!(msg.contains("etcd") && msg.contains("memory"), "{msg}");
+    assert!(
+        msg.contains("etcd") && msg.contains("memory") && msg.contains("redis"),
+        "{msg}"
+    );
 }

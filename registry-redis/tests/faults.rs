@@ -1,0 +1,219 @@
+//! The Redis backend under faults of a real server: killed and restarted empty, paused beyond
+//! the TTL, junk, authentication, and the heartbeat's cost counted by Redis itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use registry_core::conformance::{addresses, eventually, Recorder};
+use registry_core::{BackendError, ConnectOptions, EmptyProtection, ServiceMetaInfo};
+use registry_redis::RedisBackend;
+use registry_test_support::RedisServer;
+
+fn node(port: u16) -> ServiceMetaInfo {
+    ServiceMetaInfo::new("svc", "127.0.0.1", port)
+}
+
+fn sorted(ports: &[u16]) -> Vec<String> {
+    let mut a: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    a.sort();
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_is_back_after_a_restart_without_data() {
+    support::init_tracing();
+    let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.url();
+    let options = support::fast_options();
+    let heartbeat = options.heartbeat_interval;
+    let provider = support::registry(&url, options.clone()).await;
+    let watcher = support::registry(
+        &url,
+        options.clone().with_empty_protection(EmptyProtection::Off),
+    )
+    .await;
+    let consumer = support::registry(&url, options.clone()).await;
+    for port in [1, 2, 3] {
+        provider.register(node(port)).await.unwrap();
+    }
+    let rec = Recorder::default();
+    let _sub = watcher.subscribe("svc:1.0", rec.listener()).await.unwrap();
+    eventually(Duration::from_secs(5), "watcher sees 3 nodes", || async {
+        rec.current().len() == 3
+    })
+    .await;
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 3);
+
+    server.kill();
+    server.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
+    let restarted = Instant::now();
+
+    let fresh = support::registry(&url, options.clone()).await;
+    let took = eventually(
+        heartbeat + Duration::from_secs(2),
+        "all nodes back in the store",
+        || async {
+            fresh
+                .inspect(Some("svc:1.0"))
+                .await
+                .map(|n| n.len() == 3)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    println!(
+        "nodes back {:?} after the restart",
+        restarted.elapsed().min(took)
+    );
+    eventually(
+        Duration::from_secs(5),
+        "watcher converges to the 3 nodes",
+        || async {
+            let added: usize = rec.changes().iter().map(|c| c.diff.added.len()).sum();
+            rec.current() == sorted(&[1, 2, 3]) && added == 3 + rec.removed().len()
+        },
+    )
+    .await;
+    // It watches the new server's history (revisions restarted at 1): a new node arrives.
+    provider.register(node(4)).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "watcher sees a node added after the restart",
+        || async { rec.current() == sorted(&[1, 2, 3, 4]) },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "consumer converged", || async {
+        consumer
+            .cached("svc:1.0")
+            .is_some_and(|n| n.len() == 4 && !n.is_stale())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_paused_beyond_the_ttl_converges_to_the_truth() {
+    support::init_tracing();
+    let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = server.url();
+    let options = support::fast_options();
+    let provider = support::registry(&url, options.clone()).await;
+    let consumer = support::registry(&url, options.clone()).await;
+    provider.register(node(1)).await.unwrap();
+    provider.register(node(2)).await.unwrap();
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
+
+    server.pause();
+    tokio::time::sleep(options.ttl + options.heartbeat_interval * 2).await;
+    // The cache keeps serving during the outage.
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
+    server.resume();
+
+    let fresh = support::registry(&url, options.clone()).await;
+    eventually(
+        Duration::from_secs(10),
+        "nodes registered in the store",
+        || async {
+            fresh
+                .inspect(Some("svc:1.0"))
+                .await
+                .map(|n| n.len() == 2)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "consumer cache equals the store",
+        || async {
+            consumer.cached("svc:1.0").is_some_and(|n| !n.is_stale())
+                && addresses(&consumer, "svc:1.0").await == sorted(&[1, 2])
+        },
+    )
+    .await;
+    tokio::time::sleep(options.ttl * 2).await;
+    assert_eq!(fresh.inspect(Some("svc:1.0")).await.unwrap().len(), 2);
+    assert_eq!(addresses(&consumer, "svc:1.0").await, sorted(&[1, 2]));
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_clear_error_at_startup() {
+    support::init_tracing();
+    let server =
+        RedisServer::start_with(&["--requirepass", "s3cret"]).unwrap_or_else(|e| panic!("{e}"));
+    let with = |password: Option<&str>| ConnectOptions {
+        address: server.url(),
+        password: password.map(str::to_owned),
+        timeout: Duration::from_secs(2),
+        ttl: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    };
+    for bad in [Some("wrong"), None] {
+        let err = RedisBackend::connect(&with(bad)).await.unwrap_err();
+        assert!(
+            matches!(err, BackendError::Auth { .. }),
+            "{bad:?}: {}",
+            registry_core::error_chain(&err)
+        );
+        assert!(err
+            .to_string()
+            .contains("rpc.registryConfig.username/password"));
+    }
+    let backend = RedisBackend::connect(&with(Some("s3cret"))).await.unwrap();
+    let registry =
+        registry_core::Registry::new(std::sync::Arc::new(backend), support::fast_options())
+            .unwrap();
+    registry.register(node(1)).await.unwrap();
+    assert_eq!(addresses(&registry, "svc:1.0").await, sorted(&[1]));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_connect_error() {
+    let port = registry_test_support::free_port();
+    let err = RedisBackend::connect(&ConnectOptions {
+        address: format!("127.0.0.1:{port}"),
+        timeout: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BackendError::Connect { .. }), "{err}");
+}
+
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    let info = server.command("INFO commandstats").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_cost_one_script_call_whatever_the_node_count() {
+    support::init_tracing();
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let options = support::fast_options();
+    let mut per_window = Vec::new();
+    for n in [1u16, 100] {
+        let provider = support::registry(&server.url(), options.clone()).await;
+        for port in 0..n {
+            provider.register(node(10_000 + port)).await.unwrap();
+        }
+        tokio::time::sleep(options.heartbeat_interval / 2).await;
+        let before = evalsha_calls(&server);
+        tokio::time::sleep(options.heartbeat_interval * 6).await;
+        per_window.push(evalsha_calls(&server) - before);
+        provider.shutdown().await.unwrap();
+    }
+    println!(
+        "script calls over 6 heartbeats: 1 node {}, 100 nodes {}",
+        per_window[0], per_window[1]
+    );
+    // 6 keep-alives, plus the provider client's reaping (its registry watches its own
+    // services): one call per TTL/10 = 200 ms for the whole client, 15 in 3 s.
+    assert!((6..=24).contains(&per_window[0]), "{per_window:?}");
+    assert!(per_window[0].abs_diff(per_window[1]) <= 2, "{per_window:?}");
+}

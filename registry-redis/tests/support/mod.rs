@@ -1,0 +1,77 @@
+//! Shared by the Redis test files: a backend on a harness server, raw Redis access.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use registry_core::{ConnectOptions, Registry, RegistryOptions};
+use registry_redis::RedisBackend;
+
+pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
+    ConnectOptions {
+        address: address.to_owned(),
+        timeout: options.timeout,
+        ttl: options.ttl,
+        ..ConnectOptions::default()
+    }
+}
+
+pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
+    let backend = RedisBackend::connect(&connect_options(address, &options))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)));
+    Registry::new(Arc::new(backend), options).expect("valid options")
+}
+
+pub async fn raw(address: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(address)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Writes `value` at `key` in the registry's layout (indexed, recorded in the change stream,
+/// no deadline): what a foreign program writing junk the registry can see looks like.
+pub async fn put_foreign(address: &str, key: &str, value: &[u8]) {
+    let mut conn = raw(address).await;
+    let _: () = redis::Script::new(
+        r"
+        redis.call('SET', KEYS[1], ARGV[1])
+        redis.call('ZADD', 'rpc-registry:index', 0, KEYS[1])
+        redis.call('ZADD', 'rpc-registry:deadlines', 99999999999999, KEYS[1])
+        local rev = redis.call('INCR', 'rpc-registry:revision')
+        redis.call('XADD', 'rpc-registry:changes', rev .. '-1', 'op', 'put', 'key', KEYS[1], 'value', ARGV[1])
+        ",
+    )
+    .key(key)
+    .arg(value)
+    .invoke_async(&mut conn)
+    .await
+    .unwrap();
+}
+
+/// Options for fault tests: TTL 2 s, heartbeat 500 ms, quick retries.
+pub fn fast_options() -> RegistryOptions {
+    registry_core::conformance::options(&Fast)
+}
+
+struct Fast;
+
+#[async_trait::async_trait]
+impl registry_core::conformance::Harness for Fast {
+    async fn client(&self, _: RegistryOptions) -> Registry {
+        unreachable!("only used for its timing")
+    }
+    async fn delete_raw(&self, _: &str) {}
+    async fn put_raw(&self, _: &str, _: &[u8]) {}
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
