@@ -1,4 +1,4 @@
-//! The original notes' walkthrough, scripted, on a real etcd (and on Redis): a provider starts, a consumer
+//! The original notes' walkthrough, scripted, on a real etcd (and on ZooKeeper and Redis): a provider starts, a consumer
 //! calls three times (1.5 s apart instead of 10 s), the provider is taken down before the
 //! third round, the watch removes it from the consumer's cache, and the third call fails with
 //! the no-provider error. Each step is asserted from the programs' own output.
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use registry_test_support::{free_port, EtcdServer, RedisServer};
+use registry_test_support::{free_port, EtcdServer, RedisServer, ZkServer};
 
 fn spawn(bin: &str, dir: &Path, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(bin)
@@ -65,6 +65,30 @@ fn on_etcd_provider_consumer_and_the_watch_taking_the_provider_out() {
     walkthrough("etcd", &etcd.endpoint(), &|| {
         let out = etcd.etcdctl(&["get", "--prefix", "/rpc/UserService:1.0/"]);
         String::from_utf8_lossy(&out.stdout).to_string()
+    });
+}
+
+#[test]
+fn on_zookeeper_provider_consumer_and_the_watch_taking_the_provider_out() {
+    let zk = ZkServer::start_with_tick(200).unwrap_or_else(|e| panic!("{e}"));
+    let address = zk.connect_string();
+    walkthrough("zookeeper", &address, &|| {
+        // The store's own view, through a plain ZooKeeper session.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let client = zookeeper_client::Client::connect(&address).await.unwrap();
+            let dir = "/rpc/UserService:1.0";
+            let Ok(children) = client.list_children(dir).await else {
+                return String::new();
+            };
+            let mut out = String::new();
+            for child in children {
+                if let Ok((data, _)) = client.get_data(&format!("{dir}/{child}")).await {
+                    out.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            out
+        })
     });
 }
 

@@ -91,6 +91,11 @@ impl BackendFactory {
             let backend = registry_etcd::EtcdBackend::connect(&options).await?;
             Ok(Arc::new(backend) as Arc<dyn Backend>)
         });
+        #[cfg(feature = "zookeeper")]
+        factory.register("zookeeper", |options: ConnectOptions| async move {
+            let backend = registry_zookeeper::ZkBackend::connect(&options).await?;
+            Ok(Arc::new(backend) as Arc<dyn Backend>)
+        });
         #[cfg(feature = "redis")]
         factory.register("redis", |options: ConnectOptions| async move {
             let backend = registry_redis::RedisBackend::connect(&options).await?;

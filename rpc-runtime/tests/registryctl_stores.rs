@@ -1,7 +1,7 @@
-//! `registryctl` against real stores (etcd and Redis, started by the harness): register in a
+//! `registryctl` against real stores (etcd, ZooKeeper and Redis, started by the harness): register in a
 //! background process, list with TTLs, watch the story, SIGTERM deregisters, health.
 
-#![cfg(all(feature = "etcd", feature = "redis"))]
+#![cfg(all(feature = "etcd", feature = "zookeeper", feature = "redis"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use registry_test_support::{EtcdServer, RedisServer};
+use registry_test_support::{EtcdServer, RedisServer, ZkServer};
 use serde_json::Value;
 
 /// `(registry name, address)` of a store.
@@ -124,6 +124,12 @@ fn etcd_register_list_watch_and_sigterm_deregisters() {
 }
 
 #[test]
+fn zookeeper_register_list_watch_and_sigterm_deregisters() {
+    let zk = ZkServer::start_with_tick(200).unwrap_or_else(|e| panic!("{e}"));
+    register_list_watch_and_sigterm_deregisters(("zookeeper", &zk.connect_string()));
+}
+
+#[test]
 fn redis_register_list_watch_and_sigterm_deregisters() {
     let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     register_list_watch_and_sigterm_deregisters(("redis", &redis.url()));
@@ -164,10 +170,14 @@ fn register_list_watch_and_sigterm_deregisters(address: Store<'_>) {
         assert!(n["weight"].is_number());
         let at = n["registeredAt"].as_str().unwrap();
         humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{e}: {at}"));
-        let ttl = n["ttlRemainingMs"]
-            .as_u64()
-            .expect("the store knows the TTL");
-        assert!(ttl > 0 && ttl <= 6_000, "remaining TTL {ttl} ms");
+        // ZooKeeper cannot tell a node's time left (liveness is the session's): null.
+        match n["ttlRemainingMs"].as_u64() {
+            Some(ttl) => assert!(ttl > 0 && ttl <= 6_000, "remaining TTL {ttl} ms"),
+            None => assert!(
+                address.0 == "zookeeper" && n["ttlRemainingMs"].is_null(),
+                "{n}"
+            ),
+        }
     }
     let mut addrs: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
     addrs.sort();
@@ -186,9 +196,10 @@ fn register_list_watch_and_sigterm_deregisters(address: Store<'_>) {
     assert_eq!(column(lines[2], "127.0.0.1:700"), node_col, "{human}");
     assert!(
         lines[1].contains("zone=a")
-            && lines[1]
-                .split_whitespace()
-                .any(|w| w.ends_with('s') && w.trim_end_matches('s').parse::<f64>().is_ok()),
+            && lines[1].split_whitespace().any(|w| {
+                (w.ends_with('s') && w.trim_end_matches('s').parse::<f64>().is_ok())
+                    || (address.0 == "zookeeper" && w == "-")
+            }),
         "TTL in seconds: {human}"
     );
 
@@ -251,7 +262,10 @@ fn unknown_backend_lists_etcd_among_the_known_ones() {
     assert_eq!(out.status.code(), Some(2));
     let msg = text(&out);
     assert!(
-        msg.contains("etcd") && msg.contains("memory") && msg.contains("redis"),
+        msg.contains("etcd")
+            && msg.contains("memory")
+            && msg.contains("redis")
+            && msg.contains("zookeeper"),
         "{msg}"
     );
 }

@@ -1,0 +1,42 @@
+//! Shared by the ZooKeeper test files: a backend on a harness server.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use registry_core::{ConnectOptions, Registry, RegistryOptions};
+use registry_zookeeper::ZkBackend;
+
+pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
+    ConnectOptions {
+        address: address.to_owned(),
+        timeout: options.timeout,
+        ttl: options.ttl,
+        ..ConnectOptions::default()
+    }
+}
+
+pub async fn backend(address: &str, options: &RegistryOptions) -> ZkBackend {
+    ZkBackend::connect(&connect_options(address, options))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)))
+}
+
+pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
+    let backend = backend(address, &options).await;
+    Registry::new(Arc::new(backend), options).expect("valid options")
+}
+
+/// A plain ZooKeeper session, for writes behind the registry's back.
+pub async fn raw(address: &str) -> zookeeper_client::Client {
+    zookeeper_client::Client::connect(address).await.unwrap()
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
