@@ -16,6 +16,7 @@ bench:
 	cargo bench -p registry-core --bench cache_hit
 	cargo bench -p registry-etcd --bench etcd
 	cargo bench -p rpc-bench --bench rpc_vs_tonic
+	cargo bench -p rpc-bench --bench backends
 
 deps:
 	scripts/install-deps.sh

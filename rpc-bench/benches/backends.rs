@@ -1,0 +1,183 @@
+//! The three store backends side by side, each against its real server started by the test
+//! harness on loopback, through the same factory the runtime uses:
+//!
+//! 1. graceful deregistration -> a watcher in another client sees the removal (p50, p99);
+//! 2. time to register 2,000 nodes (20 services x 100, 64 in flight) and see all of them in
+//!    a consumer's cache.
+//!
+//! `cargo bench -p rpc-bench --bench backends` (`-- --samples N`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceChange, ServiceMetaInfo};
+use registry_test_support::{EtcdServer, RedisServer, ZkServer};
+use rpc_runtime::factory::BackendFactory;
+use tokio::sync::mpsc;
+
+fn samples() -> usize {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == "--samples")
+        .and_then(|i| argv.get(i + 1))
+        .map_or(300, |n| n.parse().expect("--samples N"))
+}
+
+fn options() -> RegistryOptions {
+    RegistryOptions::default()
+        .with_ttl(Duration::from_secs(6))
+        .with_heartbeat_interval(Duration::from_secs(2))
+}
+
+async fn client(backend: &str, address: &str) -> Registry {
+    let options = options();
+    let store = BackendFactory::global()
+        .connect(
+            backend,
+            ConnectOptions {
+                address: address.to_owned(),
+                timeout: Duration::from_secs(5),
+                ttl: options.ttl,
+                ..ConnectOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{backend}: {}", registry_core::error_chain(&e)));
+    Registry::new(store, options).unwrap()
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn deregistration(backend: &str, address: &str, samples: usize) -> (Duration, Duration) {
+    let provider = client(backend, address).await;
+    let consumer = client(backend, address).await;
+    provider
+        .register(ServiceMetaInfo::new("bench", "127.0.0.1", 1))
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, ServiceChange)>();
+    let _sub = consumer
+        .subscribe("bench:1.0", move |c: &ServiceChange| {
+            let _ = tx.send((Instant::now(), c.clone()));
+        })
+        .await
+        .unwrap();
+    let node = ServiceMetaInfo::new("bench", "127.0.0.1", 2);
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        provider.register(node.clone()).await.unwrap();
+        loop {
+            let (_, c) = rx.recv().await.unwrap();
+            if c.nodes.iter().any(|n| n.service_port == 2) {
+                break;
+            }
+        }
+        let started = Instant::now();
+        provider.unregister(&node).await.unwrap();
+        loop {
+            let (at, c) = rx.recv().await.unwrap();
+            if c.diff.removed.iter().any(|n| n.service_port == 2) {
+                times.push(at - started);
+                break;
+            }
+        }
+    }
+    provider.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
+    times.sort();
+    (pct(&times, 0.5), pct(&times, 0.99))
+}
+
+async fn mass(backend: &str, address: &str) -> (Duration, Duration) {
+    const SERVICES: u16 = 20;
+    const N: u16 = 2000;
+    let provider = client(backend, address).await;
+    let consumer = client(backend, address).await;
+    for s in 0..SERVICES {
+        consumer.discover(&format!("mass{s}:1.0")).await.ok();
+    }
+    let started = Instant::now();
+    futures::stream::iter(0..N)
+        .map(|i| {
+            let provider = provider.clone();
+            async move {
+                provider
+                    .register(ServiceMetaInfo::new(
+                        format!("mass{}", i % SERVICES),
+                        "127.0.0.1",
+                        20_000 + i,
+                    ))
+                    .await
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let registered = started.elapsed();
+    loop {
+        let seen: usize = (0..SERVICES)
+            .map(|s| {
+                consumer
+                    .cached(&format!("mass{s}:1.0"))
+                    .map_or(0, |n| n.len())
+            })
+            .sum();
+        if seen == N as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let seen = started.elapsed();
+    provider.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
+    (registered, seen)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let samples = samples();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let zk = ZkServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let stores = [
+        ("etcd", etcd.endpoint()),
+        ("zookeeper", zk.connect_string()),
+        ("redis", redis.url()),
+    ];
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        for (backend, address) in &stores {
+            let (p50, p99) = deregistration(backend, address, samples).await;
+            let (registered, seen) = mass(backend, address).await;
+            eprintln!("{backend}: done");
+            rows.push((backend, p50, p99, registered, seen));
+        }
+    });
+    println!("deregistration -> watcher in another client: {samples} samples per store");
+    println!(
+        "2,000 nodes: 20 services x 100, 64 registrations in flight, consumer already watching"
+    );
+    println!();
+    println!(
+        "| store | dereg -> watcher p50 | p99 | 2,000 registered | all in the consumer's cache |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (backend, p50, p99, registered, seen) in rows {
+        println!(
+            "| {backend} | {} | {} | {} | {} |",
+            ms(p50),
+            ms(p99),
+            ms(registered),
+            ms(seen)
+        );
+    }
+}
