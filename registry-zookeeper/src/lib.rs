@@ -325,11 +325,15 @@ impl Backend for ZkBackend {
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
         let node = path(key);
-        for _ in 0..3 {
-            if let Some(dir) = parent(key) {
-                match client.mkdir(dir, &container).await {
-                    Ok(()) | Err(zk::Error::NodeExists) => {}
-                    Err(e) => return Err(classify(e, || format!("mkdir {dir}"))),
+        // The service's directory usually exists: create first, make the directory on NoNode.
+        let mut need_dir = false;
+        for _ in 0..4 {
+            if need_dir {
+                if let Some(dir) = parent(key) {
+                    match client.mkdir(dir, &container).await {
+                        Ok(()) | Err(zk::Error::NodeExists) => {}
+                        Err(e) => return Err(classify(e, || format!("mkdir {dir}"))),
+                    }
                 }
             }
             match inner
@@ -343,7 +347,8 @@ impl Backend for ZkBackend {
                 Err(BackendError::Request { source, .. })
                     if matches!(source.downcast_ref::<zk::Error>(), Some(zk::Error::NoNode)) =>
                 {
-                    // The container was removed between mkdir and create: again.
+                    // No directory yet (or the empty container was just removed): make it.
+                    need_dir = true;
                     continue;
                 }
                 Err(BackendError::Request { source, .. })
