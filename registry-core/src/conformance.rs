@@ -43,6 +43,16 @@ pub trait Harness: Send + Sync + 'static {
 /// Options with the harness timing under a fresh random root.
 pub fn options(h: &dyn Harness) -> RegistryOptions {
     let (ttl, heartbeat) = h.timing();
+    options_with(ttl, heartbeat)
+}
+
+/// Options with the suite's default timing (TTL 2 s, heartbeat 500 ms) under a fresh random
+/// root: for a backend's own fault tests.
+pub fn default_options() -> RegistryOptions {
+    options_with(Duration::from_secs(2), Duration::from_millis(500))
+}
+
+fn options_with(ttl: Duration, heartbeat: Duration) -> RegistryOptions {
     let root = format!("/conformance-{:016x}/", rand::rng().random::<u64>());
     RegistryOptions::default()
         .with_root(&root)
@@ -467,4 +477,153 @@ macro_rules! conformance_tests {
             }
         )+
     };
+}
+
+// ---- fault scenarios: each backend's test supplies the server and the fault ----
+
+/// A fault a backend's test inflicts on its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL, then start again on the same address without its data.
+    KillAndRestartEmpty,
+    /// SIGSTOP.
+    Pause,
+    /// SIGCONT.
+    Resume,
+}
+
+/// Makes a new registry client (as another process would) on the store under test.
+pub type Connect<'a> = &'a (dyn Fn(RegistryOptions) -> std::pin::Pin<Box<dyn Future<Output = Registry> + Send>>
+         + Sync);
+
+fn svc(port: u16) -> ServiceMetaInfo {
+    ServiceMetaInfo::new("svc", "127.0.0.1", port)
+}
+
+fn svc_addresses(ports: &[u16]) -> Vec<String> {
+    let mut a: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    a.sort();
+    a
+}
+
+/// The server dies and comes back empty: every node is in the store again within
+/// `back_within` of the restart, a watcher in another client sees them come back (whatever
+/// it saw go, it sees return) and keeps receiving changes, and a consumer converges.
+pub async fn restart_without_data(
+    connect: Connect<'_>,
+    inject: &mut dyn FnMut(Fault),
+    options: RegistryOptions,
+    back_within: Duration,
+) {
+    let provider = connect(options.clone()).await;
+    let watcher = connect(options.clone().with_empty_protection(EmptyProtection::Off)).await;
+    let consumer = connect(
+        options
+            .clone()
+            .with_empty_protection(EmptyProtection::OnResync),
+    )
+    .await;
+    for port in [1, 2, 3] {
+        provider.register(svc(port)).await.unwrap();
+    }
+    let rec = Recorder::default();
+    let _sub = watcher.subscribe("svc:1.0", rec.listener()).await.unwrap();
+    eventually(Duration::from_secs(5), "watcher sees 3 nodes", || async {
+        rec.current().len() == 3
+    })
+    .await;
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 3);
+
+    inject(Fault::KillAndRestartEmpty);
+    let restarted = Instant::now();
+    let fresh = connect(options.clone()).await;
+    eventually(back_within, "all nodes back in the store", || async {
+        fresh
+            .inspect(Some("svc:1.0"))
+            .await
+            .is_ok_and(|n| n.len() == 3)
+    })
+    .await;
+    println!("nodes back {:?} after the restart", restarted.elapsed());
+    // Whether the watcher relisted before or after the provider put the nodes back is a race;
+    // either way every loss it saw is undone.
+    eventually(
+        Duration::from_secs(10),
+        "watcher converges to the 3 nodes",
+        || async {
+            let added: usize = rec.changes().iter().map(|c| c.diff.added.len()).sum();
+            rec.current() == svc_addresses(&[1, 2, 3]) && added == 3 + rec.removed().len()
+        },
+    )
+    .await;
+    // It watches the new server's history: a node added now arrives.
+    provider.register(svc(4)).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "watcher sees a node added after the restart",
+        || async { rec.current() == svc_addresses(&[1, 2, 3, 4]) },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "consumer converged", || async {
+        consumer
+            .cached("svc:1.0")
+            .is_some_and(|n| n.len() == 4 && !n.is_stale())
+    })
+    .await;
+}
+
+/// The server is paused for longer than the TTL: the consumer's cache keeps serving during the
+/// pause; after it, the nodes are registered (within `converge_within`), the cache equals the
+/// store, and heartbeats keep them there.
+pub async fn pause_beyond_ttl(
+    connect: Connect<'_>,
+    inject: &mut dyn FnMut(Fault),
+    options: RegistryOptions,
+    converge_within: Duration,
+) {
+    let provider = connect(options.clone()).await;
+    let consumer = connect(
+        options
+            .clone()
+            .with_empty_protection(EmptyProtection::OnResync),
+    )
+    .await;
+    for port in [1, 2] {
+        provider.register(svc(port)).await.unwrap();
+    }
+    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
+
+    inject(Fault::Pause);
+    tokio::time::sleep(options.ttl + options.heartbeat_interval * 2).await;
+    assert_eq!(
+        addresses(&consumer, "svc:1.0").await.len(),
+        2,
+        "the cache serves during the outage"
+    );
+    inject(Fault::Resume);
+
+    let fresh = connect(options.clone()).await;
+    eventually(converge_within, "nodes registered in the store", || async {
+        fresh
+            .inspect(Some("svc:1.0"))
+            .await
+            .is_ok_and(|n| n.len() == 2)
+    })
+    .await;
+    eventually(
+        converge_within,
+        "consumer cache equals the store",
+        || async {
+            consumer.cached("svc:1.0").is_some_and(|n| !n.is_stale())
+                && addresses(&consumer, "svc:1.0").await == svc_addresses(&[1, 2])
+        },
+    )
+    .await;
+    // Heartbeats keep going after the pause.
+    tokio::time::sleep(options.ttl * 2).await;
+    assert_eq!(fresh.inspect(Some("svc:1.0")).await.unwrap().len(), 2);
+    assert_eq!(
+        addresses(&consumer, "svc:1.0").await,
+        svc_addresses(&[1, 2])
+    );
 }

@@ -5,12 +5,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use registry_core::conformance::{addresses, eventually, Recorder};
-use registry_core::{
-    BackendError, ConnectOptions, EmptyProtection, RegistryOptions, ServiceMetaInfo,
+use registry_core::conformance::{
+    addresses, default_options, eventually, pause_beyond_ttl, restart_without_data, Fault, Recorder,
 };
+use registry_core::{BackendError, ConnectOptions, RegistryOptions, ServiceMetaInfo};
 use registry_etcd::EtcdBackend;
 use registry_test_support::{EtcdCluster, EtcdServer};
 
@@ -28,78 +28,22 @@ fn sorted(ports: &[u16]) -> Vec<String> {
 async fn every_node_is_back_after_a_restart_with_wiped_data() {
     support::init_tracing();
     let mut etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let options = support::fast_options();
-    let (_, heartbeat) = (options.ttl, options.heartbeat_interval);
-    let provider = support::registry(&etcd.endpoint(), options.clone()).await;
-    // A watcher that applies everything (no empty protection) sees the loss and the return.
-    let watcher = support::registry(
-        &etcd.endpoint(),
-        options.clone().with_empty_protection(EmptyProtection::Off),
-    )
-    .await;
-    // A default consumer keeps serving its nodes throughout.
-    let consumer = support::registry(&etcd.endpoint(), options.clone()).await;
-    for port in [1, 2, 3] {
-        provider.register(node(port)).await.unwrap();
-    }
-    let rec = Recorder::default();
-    let _sub = watcher.subscribe("svc:1.0", rec.listener()).await.unwrap();
-    eventually(Duration::from_secs(5), "watcher sees 3 nodes", || async {
-        rec.current().len() == 3
-    })
-    .await;
-    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 3);
-
-    etcd.kill();
-    etcd.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
-    let restarted = Instant::now();
-    let raw = support::raw(&etcd.endpoint()).await;
-    assert!(
-        raw.clone().get("/", None).await.unwrap().kvs().is_empty(),
-        "data really wiped"
-    );
-
-    let fresh = support::registry(&etcd.endpoint(), options.clone()).await;
-    let took = eventually(
-        heartbeat + Duration::from_secs(2),
-        "all nodes back in the store",
-        || async {
-            fresh
-                .inspect(Some("svc:1.0"))
-                .await
-                .map(|n| n.len() == 3)
-                .unwrap_or(false)
+    let address = etcd.endpoint();
+    let connect = move |options| support::registry_boxed(address.clone(), options);
+    let options = default_options();
+    let back_within = options.heartbeat_interval + Duration::from_secs(2);
+    restart_without_data(
+        &connect,
+        &mut |fault| {
+            assert_eq!(fault, Fault::KillAndRestartEmpty);
+            etcd.kill();
+            etcd.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
+            let keys = etcd.etcdctl(&["get", "--prefix", "/", "--keys-only"]);
+            assert!(keys.stdout.is_empty(), "data really wiped");
         },
+        options,
+        back_within,
     )
-    .await;
-    println!(
-        "nodes back {:?} after the restart",
-        restarted.elapsed().min(took)
-    );
-    // The watcher converges: whatever loss it saw, it saw undone (whether it relisted before
-    // or after the provider put the nodes back is a race; both are correct).
-    eventually(
-        Duration::from_secs(5),
-        "watcher converges to the 3 nodes",
-        || async {
-            let added: usize = rec.changes().iter().map(|c| c.diff.added.len()).sum();
-            rec.current() == sorted(&[1, 2, 3]) && added == 3 + rec.removed().len()
-        },
-    )
-    .await;
-    // And it watches the new store (whose revisions restarted at 1): a new node arrives.
-    provider.register(node(4)).await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "watcher sees a node added after the restart",
-        || async { rec.current() == sorted(&[1, 2, 3, 4]) },
-    )
-    .await;
-    eventually(Duration::from_secs(5), "consumer converged", || async {
-        consumer
-            .cached("svc:1.0")
-            .is_some_and(|n| n.len() == 4 && !n.is_stale())
-    })
     .await;
 }
 
@@ -107,61 +51,26 @@ async fn every_node_is_back_after_a_restart_with_wiped_data() {
 async fn a_server_paused_beyond_the_ttl_converges_to_the_truth() {
     support::init_tracing();
     let mut etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let options = support::fast_options().with_timeout(Duration::from_secs(1));
-    let provider = support::registry(&etcd.endpoint(), options.clone()).await;
-    let consumer = support::registry(&etcd.endpoint(), options.clone()).await;
-    for port in [1, 2] {
-        provider.register(node(port)).await.unwrap();
-    }
-    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
-    etcd.pause();
-    tokio::time::sleep(options.ttl + Duration::from_secs(1)).await;
-    // The cache keeps serving meanwhile.
-    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
-    etcd.resume();
-    let fresh = support::registry(&etcd.endpoint(), options.clone()).await;
-    eventually(
-        Duration::from_secs(10),
-        "nodes registered in the store",
-        || async {
-            fresh
-                .inspect(Some("svc:1.0"))
-                .await
-                .map(|n| n.len() == 2)
-                .unwrap_or(false)
+    let address = etcd.endpoint();
+    let connect = move |options| support::registry_boxed(address.clone(), options);
+    pause_beyond_ttl(
+        &connect,
+        &mut |fault| match fault {
+            Fault::Pause => etcd.pause(),
+            Fault::Resume => etcd.resume(),
+            Fault::KillAndRestartEmpty => unreachable!(),
         },
+        default_options().with_timeout(Duration::from_secs(1)),
+        Duration::from_secs(10),
     )
     .await;
-    eventually(
-        Duration::from_secs(10),
-        "consumer cache equals the store",
-        || async {
-            let truth: Vec<String> = {
-                let mut t: Vec<String> = fresh
-                    .inspect(Some("svc:1.0"))
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|s| s.node.address())
-                    .collect();
-                t.sort();
-                t
-            };
-            consumer.cached("svc:1.0").is_some_and(|n| !n.is_stale())
-                && addresses(&consumer, "svc:1.0").await == truth
-        },
-    )
-    .await;
-    // Heartbeats keep going after the pause.
-    tokio::time::sleep(options.ttl * 2).await;
-    assert_eq!(fresh.inspect(Some("svc:1.0")).await.unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_written_with_etcdctl_is_skipped() {
     support::init_tracing();
     let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let options = support::fast_options();
+    let options = default_options();
     let root = options.keys.root().to_owned();
     for (key, value) in [
         (format!("{root}svc:1.0/127.0.0.1:9"), "not json"),
@@ -213,8 +122,7 @@ async fn wrong_credentials_are_a_clear_error_at_startup() {
 
     let backend = EtcdBackend::connect(&with("rootpw")).await.unwrap();
     let registry =
-        registry_core::Registry::new(std::sync::Arc::new(backend), support::fast_options())
-            .unwrap();
+        registry_core::Registry::new(std::sync::Arc::new(backend), default_options()).unwrap();
     registry.register(node(1)).await.unwrap();
     assert_eq!(addresses(&registry, "svc:1.0").await, sorted(&[1]));
 }
@@ -224,7 +132,7 @@ async fn a_cluster_that_loses_its_leader_keeps_registrations_heartbeats_and_watc
     support::init_tracing();
     let mut cluster = EtcdCluster::start().unwrap_or_else(|e| panic!("{e}"));
     let endpoints = cluster.endpoints();
-    let options: RegistryOptions = support::fast_options();
+    let options: RegistryOptions = default_options();
     let provider = support::registry(&endpoints, options.clone()).await;
     let watcher = support::registry(&endpoints, options.clone()).await;
     provider.register(node(1)).await.unwrap();

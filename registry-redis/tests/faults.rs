@@ -5,10 +5,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use registry_core::conformance::{addresses, eventually, Recorder};
-use registry_core::{BackendError, ConnectOptions, EmptyProtection, ServiceMetaInfo};
+use registry_core::conformance::{
+    addresses, default_options, pause_beyond_ttl, restart_without_data, Fault,
+};
+use registry_core::{BackendError, ConnectOptions, ServiceMetaInfo};
 use registry_redis::RedisBackend;
 use registry_test_support::RedisServer;
 
@@ -27,69 +29,19 @@ async fn every_node_is_back_after_a_restart_without_data() {
     support::init_tracing();
     let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     let url = server.url();
-    let options = support::fast_options();
-    let heartbeat = options.heartbeat_interval;
-    let provider = support::registry(&url, options.clone()).await;
-    let watcher = support::registry(
-        &url,
-        options.clone().with_empty_protection(EmptyProtection::Off),
-    )
-    .await;
-    let consumer = support::registry(&url, options.clone()).await;
-    for port in [1, 2, 3] {
-        provider.register(node(port)).await.unwrap();
-    }
-    let rec = Recorder::default();
-    let _sub = watcher.subscribe("svc:1.0", rec.listener()).await.unwrap();
-    eventually(Duration::from_secs(5), "watcher sees 3 nodes", || async {
-        rec.current().len() == 3
-    })
-    .await;
-    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 3);
-
-    server.kill();
-    server.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
-    let restarted = Instant::now();
-
-    let fresh = support::registry(&url, options.clone()).await;
-    let took = eventually(
-        heartbeat + Duration::from_secs(2),
-        "all nodes back in the store",
-        || async {
-            fresh
-                .inspect(Some("svc:1.0"))
-                .await
-                .map(|n| n.len() == 3)
-                .unwrap_or(false)
+    let connect = move |options| support::registry_boxed(url.clone(), options);
+    let options = default_options();
+    let back_within = options.heartbeat_interval + Duration::from_secs(2);
+    restart_without_data(
+        &connect,
+        &mut |fault| {
+            assert_eq!(fault, Fault::KillAndRestartEmpty);
+            server.kill();
+            server.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
         },
+        options,
+        back_within,
     )
-    .await;
-    println!(
-        "nodes back {:?} after the restart",
-        restarted.elapsed().min(took)
-    );
-    eventually(
-        Duration::from_secs(5),
-        "watcher converges to the 3 nodes",
-        || async {
-            let added: usize = rec.changes().iter().map(|c| c.diff.added.len()).sum();
-            rec.current() == sorted(&[1, 2, 3]) && added == 3 + rec.removed().len()
-        },
-    )
-    .await;
-    // It watches the new server's history (revisions restarted at 1): a new node arrives.
-    provider.register(node(4)).await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "watcher sees a node added after the restart",
-        || async { rec.current() == sorted(&[1, 2, 3, 4]) },
-    )
-    .await;
-    eventually(Duration::from_secs(5), "consumer converged", || async {
-        consumer
-            .cached("svc:1.0")
-            .is_some_and(|n| n.len() == 4 && !n.is_stale())
-    })
     .await;
 }
 
@@ -98,44 +50,18 @@ async fn a_server_paused_beyond_the_ttl_converges_to_the_truth() {
     support::init_tracing();
     let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     let url = server.url();
-    let options = support::fast_options();
-    let provider = support::registry(&url, options.clone()).await;
-    let consumer = support::registry(&url, options.clone()).await;
-    provider.register(node(1)).await.unwrap();
-    provider.register(node(2)).await.unwrap();
-    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
-
-    server.pause();
-    tokio::time::sleep(options.ttl + options.heartbeat_interval * 2).await;
-    // The cache keeps serving during the outage.
-    assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
-    server.resume();
-
-    let fresh = support::registry(&url, options.clone()).await;
-    eventually(
-        Duration::from_secs(10),
-        "nodes registered in the store",
-        || async {
-            fresh
-                .inspect(Some("svc:1.0"))
-                .await
-                .map(|n| n.len() == 2)
-                .unwrap_or(false)
+    let connect = move |options| support::registry_boxed(url.clone(), options);
+    pause_beyond_ttl(
+        &connect,
+        &mut |fault| match fault {
+            Fault::Pause => server.pause(),
+            Fault::Resume => server.resume(),
+            Fault::KillAndRestartEmpty => unreachable!(),
         },
+        default_options(),
+        Duration::from_secs(10),
     )
     .await;
-    eventually(
-        Duration::from_secs(10),
-        "consumer cache equals the store",
-        || async {
-            consumer.cached("svc:1.0").is_some_and(|n| !n.is_stale())
-                && addresses(&consumer, "svc:1.0").await == sorted(&[1, 2])
-        },
-    )
-    .await;
-    tokio::time::sleep(options.ttl * 2).await;
-    assert_eq!(fresh.inspect(Some("svc:1.0")).await.unwrap().len(), 2);
-    assert_eq!(addresses(&consumer, "svc:1.0").await, sorted(&[1, 2]));
 }
 
 #[tokio::test]
@@ -163,8 +89,7 @@ async fn wrong_credentials_are_a_clear_error_at_startup() {
     }
     let backend = RedisBackend::connect(&with(Some("s3cret"))).await.unwrap();
     let registry =
-        registry_core::Registry::new(std::sync::Arc::new(backend), support::fast_options())
-            .unwrap();
+        registry_core::Registry::new(std::sync::Arc::new(backend), default_options()).unwrap();
     registry.register(node(1)).await.unwrap();
     assert_eq!(addresses(&registry, "svc:1.0").await, sorted(&[1]));
 }
@@ -195,7 +120,7 @@ fn evalsha_calls(server: &RedisServer) -> u64 {
 async fn heartbeats_cost_one_script_call_whatever_the_node_count() {
     support::init_tracing();
     let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let options = support::fast_options();
+    let options = default_options();
     let mut per_window = Vec::new();
     for n in [1u16, 100] {
         let provider = support::registry(&server.url(), options.clone()).await;

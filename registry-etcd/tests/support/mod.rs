@@ -31,20 +31,12 @@ pub async fn raw(address: &str) -> etcd_client::Client {
         .expect("raw etcd client")
 }
 
-/// Options for fault tests: TTL 2 s, heartbeat 500 ms, quick retries.
-pub fn fast_options() -> RegistryOptions {
-    registry_core::conformance::options(&Fast)
-}
-
-struct Fast;
-
-#[async_trait::async_trait]
-impl registry_core::conformance::Harness for Fast {
-    async fn client(&self, _: RegistryOptions) -> Registry {
-        unreachable!("only used for its timing")
-    }
-    async fn delete_raw(&self, _: &str) {}
-    async fn put_raw(&self, _: &str, _: &[u8]) {}
+/// [`registry`] as the boxed future [`registry_core::conformance::Connect`] wants.
+pub fn registry_boxed(
+    address: String,
+    options: RegistryOptions,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Registry> + Send>> {
+    Box::pin(async move { registry(&address, options).await })
 }
 
 pub fn init_tracing() {

@@ -32,6 +32,14 @@ pub async fn raw(address: &str) -> zookeeper_client::Client {
     zookeeper_client::Client::connect(address).await.unwrap()
 }
 
+/// [`registry`] as the boxed future [`registry_core::conformance::Connect`] wants.
+pub fn registry_boxed(
+    address: String,
+    options: RegistryOptions,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Registry> + Send>> {
+    Box::pin(async move { registry(&address, options).await })
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
