@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, WatchOptions};
 use futures::{StreamExt, TryStreamExt};
-use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceChange, ServiceMetaInfo};
+use registry_core::conformance::measure::{self, percentile, Deregistration};
+use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceMetaInfo};
 use registry_etcd::EtcdBackend;
 use registry_test_support::{metric_sum, EtcdServer};
-use tokio::sync::mpsc;
 
 struct Args {
     samples: usize,
@@ -70,31 +70,17 @@ fn options(ttl: u64, heartbeat: u64) -> RegistryOptions {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 fn micros(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
 async fn deregistration_latency(etcd: &EtcdServer, samples: usize) {
     let address = etcd.endpoint();
-    let provider = registry(&address, options(30, 10)).await;
-    let consumer = registry(&address, options(30, 10)).await;
-    // One node stays, so the list never becomes empty (empty protection is not what we time).
-    provider
-        .register(ServiceMetaInfo::new("bench", "127.0.0.1", 1))
-        .await
-        .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, ServiceChange)>();
-    let _sub = consumer
-        .subscribe("bench:1.0", move |c: &ServiceChange| {
-            let _ = tx.send((Instant::now(), c.clone()));
-        })
-        .await
-        .unwrap();
+    let mut ours_probe = Deregistration::new(
+        registry(&address, options(30, 10)).await,
+        registry(&address, options(30, 10)).await,
+    )
+    .await;
 
     // Raw etcd-client: one client writes, another watches the same kind of key.
     let mut writer = etcd_client::Client::connect([address.as_str()], None)
@@ -110,25 +96,8 @@ async fn deregistration_latency(etcd: &EtcdServer, samples: usize) {
 
     let mut ours = Vec::with_capacity(samples);
     let mut raw = Vec::with_capacity(samples);
-    let node = ServiceMetaInfo::new("bench", "127.0.0.1", 2);
     for _ in 0..samples {
-        // Ours: register, wait until the watcher has it, then time the graceful removal.
-        provider.register(node.clone()).await.unwrap();
-        loop {
-            let (_, c) = rx.recv().await.unwrap();
-            if c.nodes.iter().any(|n| n.service_port == 2) {
-                break;
-            }
-        }
-        let started = Instant::now();
-        provider.unregister(&node).await.unwrap();
-        loop {
-            let (at, c) = rx.recv().await.unwrap();
-            if c.diff.removed.iter().any(|n| n.service_port == 2) {
-                ours.push(at - started);
-                break;
-            }
-        }
+        ours.push(ours_probe.sample().await);
 
         // Raw: put, wait for it, then time the delete.
         writer.put("/raw/node", "x", None).await.unwrap();
@@ -161,8 +130,7 @@ async fn deregistration_latency(etcd: &EtcdServer, samples: usize) {
         micros(o99.saturating_sub(r99))
     );
     println!();
-    provider.shutdown().await.unwrap();
-    consumer.shutdown().await.unwrap();
+    ours_probe.finish().await;
 }
 
 async fn wait_raw(stream: &mut etcd_client::WatchStream, kind: EventType) {
@@ -227,45 +195,7 @@ async fn mass_registration(etcd: &EtcdServer) {
     let address = etcd.endpoint();
     let provider = registry(&address, options(30, 10)).await;
     let consumer = registry(&address, options(30, 10)).await;
-    const N: u16 = 10_000;
-    const SERVICES: u16 = 100;
-    // The consumer already watches the 100 services (each empty).
-    for s in 0..SERVICES {
-        consumer.discover(&format!("mass{s}:1.0")).await.ok();
-    }
-    let started = Instant::now();
-    futures::stream::iter(0..N)
-        .map(|i| {
-            let provider = provider.clone();
-            async move {
-                provider
-                    .register(ServiceMetaInfo::new(
-                        format!("mass{}", i % SERVICES),
-                        "127.0.0.1",
-                        20_000 + i,
-                    ))
-                    .await
-            }
-        })
-        .buffer_unordered(64)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
-    let registered = started.elapsed();
-    loop {
-        let seen: usize = (0..SERVICES)
-            .map(|s| {
-                consumer
-                    .cached(&format!("mass{s}:1.0"))
-                    .map_or(0, |n| n.len())
-            })
-            .sum();
-        if seen == N as usize {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let seen = started.elapsed();
+    let (registered, seen) = measure::mass_registration(&provider, &consumer, 100, 10_000).await;
     println!(
         "## 10,000 nodes (100 services x 100), 64 registrations in flight, one provider process"
     );

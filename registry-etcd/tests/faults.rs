@@ -8,21 +8,12 @@ mod support;
 use std::time::Duration;
 
 use registry_core::conformance::{
-    addresses, default_options, eventually, pause_beyond_ttl, restart_without_data, Fault, Recorder,
+    addresses, default_options, eventually, pause_beyond_ttl, restart_without_data, svc,
+    svc_addresses, Fault, Recorder,
 };
-use registry_core::{BackendError, ConnectOptions, RegistryOptions, ServiceMetaInfo};
+use registry_core::{BackendError, ConnectOptions, RegistryOptions};
 use registry_etcd::EtcdBackend;
 use registry_test_support::{EtcdCluster, EtcdServer};
-
-fn node(port: u16) -> ServiceMetaInfo {
-    ServiceMetaInfo::new("svc", "127.0.0.1", port)
-}
-
-fn sorted(ports: &[u16]) -> Vec<String> {
-    let mut a: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    a.sort();
-    a
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_is_back_after_a_restart_with_wiped_data() {
@@ -89,8 +80,8 @@ async fn junk_written_with_etcdctl_is_skipped() {
     }
     let provider = support::registry(&etcd.endpoint(), options.clone()).await;
     let consumer = support::registry(&etcd.endpoint(), options).await;
-    provider.register(node(1)).await.unwrap();
-    assert_eq!(addresses(&consumer, "svc:1.0").await, sorted(&[1]));
+    provider.register(svc(1)).await.unwrap();
+    assert_eq!(addresses(&consumer, "svc:1.0").await, svc_addresses(&[1]));
     assert_eq!(consumer.inspect(None).await.unwrap().len(), 1);
 }
 
@@ -123,8 +114,8 @@ async fn wrong_credentials_are_a_clear_error_at_startup() {
     let backend = EtcdBackend::connect(&with("rootpw")).await.unwrap();
     let registry =
         registry_core::Registry::new(std::sync::Arc::new(backend), default_options()).unwrap();
-    registry.register(node(1)).await.unwrap();
-    assert_eq!(addresses(&registry, "svc:1.0").await, sorted(&[1]));
+    registry.register(svc(1)).await.unwrap();
+    assert_eq!(addresses(&registry, "svc:1.0").await, svc_addresses(&[1]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,8 +126,8 @@ async fn a_cluster_that_loses_its_leader_keeps_registrations_heartbeats_and_watc
     let options: RegistryOptions = default_options();
     let provider = support::registry(&endpoints, options.clone()).await;
     let watcher = support::registry(&endpoints, options.clone()).await;
-    provider.register(node(1)).await.unwrap();
-    provider.register(node(2)).await.unwrap();
+    provider.register(svc(1)).await.unwrap();
+    provider.register(svc(2)).await.unwrap();
     let rec = Recorder::default();
     let _sub = watcher.subscribe("svc:1.0", rec.listener()).await.unwrap();
     eventually(Duration::from_secs(5), "watcher sees both", || async {
@@ -167,11 +158,11 @@ async fn a_cluster_that_loses_its_leader_keeps_registrations_heartbeats_and_watc
     );
 
     // The watcher keeps receiving changes.
-    provider.register(node(3)).await.unwrap();
+    provider.register(svc(3)).await.unwrap();
     eventually(
         Duration::from_secs(10),
         "watcher sees the node added after the kill",
-        || async { rec.current() == sorted(&[1, 2, 3]) },
+        || async { rec.current() == svc_addresses(&[1, 2, 3]) },
     )
     .await;
     provider.shutdown().await.unwrap();

@@ -8,21 +8,11 @@ mod support;
 use std::time::Duration;
 
 use registry_core::conformance::{
-    addresses, default_options, pause_beyond_ttl, restart_without_data, Fault,
+    addresses, default_options, pause_beyond_ttl, restart_without_data, svc, svc_addresses, Fault,
 };
-use registry_core::{BackendError, ConnectOptions, ServiceMetaInfo};
+use registry_core::{BackendError, ConnectOptions};
 use registry_redis::RedisBackend;
 use registry_test_support::RedisServer;
-
-fn node(port: u16) -> ServiceMetaInfo {
-    ServiceMetaInfo::new("svc", "127.0.0.1", port)
-}
-
-fn sorted(ports: &[u16]) -> Vec<String> {
-    let mut a: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    a.sort();
-    a
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_is_back_after_a_restart_without_data() {
@@ -90,8 +80,8 @@ async fn wrong_credentials_are_a_clear_error_at_startup() {
     let backend = RedisBackend::connect(&with(Some("s3cret"))).await.unwrap();
     let registry =
         registry_core::Registry::new(std::sync::Arc::new(backend), default_options()).unwrap();
-    registry.register(node(1)).await.unwrap();
-    assert_eq!(addresses(&registry, "svc:1.0").await, sorted(&[1]));
+    registry.register(svc(1)).await.unwrap();
+    assert_eq!(addresses(&registry, "svc:1.0").await, svc_addresses(&[1]));
 }
 
 #[tokio::test]
@@ -125,7 +115,7 @@ async fn heartbeats_cost_one_script_call_whatever_the_node_count() {
     for n in [1u16, 100] {
         let provider = support::registry(&server.url(), options.clone()).await;
         for port in 0..n {
-            provider.register(node(10_000 + port)).await.unwrap();
+            provider.register(svc(10_000 + port)).await.unwrap();
         }
         tokio::time::sleep(options.heartbeat_interval / 2).await;
         let before = evalsha_calls(&server);

@@ -9,13 +9,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
-use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceChange, ServiceMetaInfo};
+use registry_core::conformance::measure::{self, percentile, Deregistration};
+use registry_core::{ConnectOptions, Registry, RegistryOptions};
 use registry_test_support::{EtcdServer, RedisServer, ZkServer};
 use rpc_runtime::factory::BackendFactory;
-use tokio::sync::mpsc;
 
 fn samples() -> usize {
     let argv: Vec<String> = std::env::args().collect();
@@ -48,94 +47,28 @@ async fn client(backend: &str, address: &str) -> Registry {
     Registry::new(store, options).unwrap()
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 async fn deregistration(backend: &str, address: &str, samples: usize) -> (Duration, Duration) {
-    let provider = client(backend, address).await;
-    let consumer = client(backend, address).await;
-    provider
-        .register(ServiceMetaInfo::new("bench", "127.0.0.1", 1))
-        .await
-        .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, ServiceChange)>();
-    let _sub = consumer
-        .subscribe("bench:1.0", move |c: &ServiceChange| {
-            let _ = tx.send((Instant::now(), c.clone()));
-        })
-        .await
-        .unwrap();
-    let node = ServiceMetaInfo::new("bench", "127.0.0.1", 2);
+    let mut probe = Deregistration::new(
+        client(backend, address).await,
+        client(backend, address).await,
+    )
+    .await;
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
-        provider.register(node.clone()).await.unwrap();
-        loop {
-            let (_, c) = rx.recv().await.unwrap();
-            if c.nodes.iter().any(|n| n.service_port == 2) {
-                break;
-            }
-        }
-        let started = Instant::now();
-        provider.unregister(&node).await.unwrap();
-        loop {
-            let (at, c) = rx.recv().await.unwrap();
-            if c.diff.removed.iter().any(|n| n.service_port == 2) {
-                times.push(at - started);
-                break;
-            }
-        }
+        times.push(probe.sample().await);
     }
-    provider.shutdown().await.unwrap();
-    consumer.shutdown().await.unwrap();
+    probe.finish().await;
     times.sort();
-    (pct(&times, 0.5), pct(&times, 0.99))
+    (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
 async fn mass(backend: &str, address: &str) -> (Duration, Duration) {
-    const SERVICES: u16 = 20;
-    const N: u16 = 2000;
     let provider = client(backend, address).await;
     let consumer = client(backend, address).await;
-    for s in 0..SERVICES {
-        consumer.discover(&format!("mass{s}:1.0")).await.ok();
-    }
-    let started = Instant::now();
-    futures::stream::iter(0..N)
-        .map(|i| {
-            let provider = provider.clone();
-            async move {
-                provider
-                    .register(ServiceMetaInfo::new(
-                        format!("mass{}", i % SERVICES),
-                        "127.0.0.1",
-                        20_000 + i,
-                    ))
-                    .await
-            }
-        })
-        .buffer_unordered(64)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
-    let registered = started.elapsed();
-    loop {
-        let seen: usize = (0..SERVICES)
-            .map(|s| {
-                consumer
-                    .cached(&format!("mass{s}:1.0"))
-                    .map_or(0, |n| n.len())
-            })
-            .sum();
-        if seen == N as usize {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let seen = started.elapsed();
+    let times = measure::mass_registration(&provider, &consumer, 20, 2000).await;
     provider.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
-    (registered, seen)
+    times
 }
 
 fn ms(d: Duration) -> String {

@@ -320,6 +320,23 @@ impl Server {
     pub fn pause(&mut self) {
         self.signal(spawn::SIGSTOP);
         self.paused = true;
+        // The signal is asynchronous: wait until the kernel shows the process stopped, so a
+        // test's next step really meets a paused server.
+        if let Some(pid) = self.pid() {
+            let stat = format!("/proc/{pid}/stat");
+            for _ in 0..200 {
+                let stopped = std::fs::read_to_string(&stat).is_ok_and(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .is_some_and(|state| state == "T" || state == "t")
+                });
+                if stopped {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     /// SIGCONT after [`pause`](Self::pause).

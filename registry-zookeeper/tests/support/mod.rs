@@ -40,11 +40,4 @@ pub fn registry_boxed(
     Box::pin(async move { registry(&address, options).await })
 }
 
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
+pub use registry_core::conformance::init_tracing;
