@@ -4,7 +4,7 @@
 .PHONY: demo test lint bench deps
 
 demo:
-	cargo run --quiet -p examples --bin quickstart
+	cargo run --quiet -p quickstart
 
 test:
 	scripts/test.sh

@@ -1,6 +1,6 @@
 //! The quickstart: a provider and a consumer in one process on the embedded `memory` registry.
 //!
-//! `make demo` (or `cargo run -p examples --bin quickstart`) prints the whole story: register,
+//! `make demo` (or `cargo run -p quickstart`) prints the whole story: register,
 //! discover (from the registry, then from the cache), heartbeats renewing the node's TTL, a
 //! graceful shutdown, the watch updating the consumer's cache, and the "no provider" error.
 
@@ -94,7 +94,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // The consumer also listens to changes (observer pattern).
+    // The consumer also listens to changes (observer pattern). Removals are also sent to a
+    // channel, so the story waits for the listener instead of racing it.
+    let (removed_tx, mut removed_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let _subscription = consumer
         .subscribe(&key, {
             move |change: &ServiceChange| {
@@ -114,6 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             change.nodes.len()
                         ),
                     );
+                    let _ = removed_tx.send(n.address());
                 }
             }
         })
@@ -157,12 +160,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "provider shutting down gracefully (deregisters its nodes)",
     );
     provider.shutdown().await?;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while consumer.cached(&key).is_some_and(|n| !n.is_empty()) {
-        if Instant::now() > deadline {
-            return Err("consumer cache was not updated by the watch".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // The listener runs after the cache entry was updated: once it saw the removal, the cache
+    // holds no node.
+    match tokio::time::timeout(Duration::from_secs(2), removed_rx.recv()).await {
+        Ok(Some(address)) if address == node.address() => {}
+        _ => return Err("the watch did not report the removal".into()),
+    }
+    if consumer.cached(&key).is_some_and(|n| !n.is_empty()) {
+        return Err("consumer cache was not updated by the watch".into());
     }
     step(
         start,
