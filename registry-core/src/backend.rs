@@ -8,13 +8,25 @@
 //! - [`put`](Backend::put) writes a node *with liveness*: the key disappears on its own when this
 //!   client stops keeping it alive (an etcd lease, a ZooKeeper ephemeral node, a Redis expiry).
 //!   If the liveness handle was lost (lease expired, session expired), `put` creates a new one.
+//! - **Ownership.** A key is *held* by the client whose liveness handle it is bound to. `put`
+//!   never takes over a key held by another client's live handle: it fails with
+//!   [`BackendError::Held`] and the core retries (with backoff, and at once when a watch sees
+//!   the key go), so two registrants of one address never delete each other's node in a loop:
+//!   the first one keeps it, the second takes over when the first is gone. A key without
+//!   liveness (written by a tool) is taken over. [`delete`](Backend::delete) and
+//!   [`close`](Backend::close) remove only keys this client holds.
 //! - [`keep_alive`](Backend::keep_alive) renews the liveness of this client's keys and reports
 //!   whether it was lost, or which keys the store no longer holds; the core then puts them again.
-//! - [`list`](Backend::list) reads a prefix together with a [`Revision`] and
+//! - [`list`](Backend::list) reads a prefix (the key root, or one service's directory) together
+//!   with a [`Revision`] and
 //!   [`watch`](Backend::watch) streams the changes *after* that revision, so nothing changed
 //!   between the list and the watch is missed.
 //! - [`close`](Backend::close) removes this client's keys in as few requests as the store allows
 //!   (etcd revokes the lease) and releases the connection.
+//!
+//! Registry data lives exactly two levels below the root (`root/service/host:port`, see
+//! [`KeySpace`](crate::KeySpace)): a backend whose store is a tree (ZooKeeper) reads no deeper,
+//! whatever else was written there.
 //!
 //! A backend never retries on its own behalf beyond what one request needs; the core decides when
 //! to retry, with jittered backoff.
@@ -24,6 +36,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+
+use crate::instance::{KeySpace, DEFAULT_ROOT};
+use crate::options::{RegistryOptions, DEFAULT_TIMEOUT, DEFAULT_TTL};
 
 /// A position in the store's change history (etcd revision, ZooKeeper zxid, a Redis stream
 /// sequence, the memory store's counter). Revisions increase with every change.
@@ -103,7 +118,10 @@ pub enum Liveness {
 }
 
 /// How to reach a store: the backend-neutral part of the registry configuration.
-#[derive(Clone, Default, PartialEq, Eq)]
+///
+/// The default is the backend's default address, no credentials, and the registry defaults
+/// ([`DEFAULT_TIMEOUT`], [`DEFAULT_TTL`], [`DEFAULT_ROOT`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// Address(es): backend specific, several endpoints comma-separated. Empty means the
     /// backend's default.
@@ -116,6 +134,41 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// Time to live of a node whose owner stopped heart-beating.
     pub ttl: Duration,
+    /// The key root the registry uses (as in [`KeySpace`](crate::KeySpace)), so a backend can
+    /// check it at start and knows where node keys are.
+    pub root: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            username: None,
+            password: None,
+            timeout: DEFAULT_TIMEOUT,
+            ttl: DEFAULT_TTL,
+            root: DEFAULT_ROOT.to_owned(),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options for the store at `address`, with the timeout, TTL and root of `options`: what a
+    /// [`Registry`](crate::Registry) built with the same `options` expects.
+    pub fn for_registry(address: impl Into<String>, options: &RegistryOptions) -> Self {
+        Self {
+            address: address.into(),
+            timeout: options.timeout,
+            ttl: options.ttl,
+            root: options.keys.root().to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The root as a [`KeySpace`](crate::KeySpace) (normalised: leading and trailing `/`).
+    pub fn keys(&self) -> KeySpace {
+        KeySpace::new(&self.root)
+    }
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -126,6 +179,7 @@ impl fmt::Debug for ConnectOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("ttl", &self.ttl)
+            .field("root", &self.root)
             .finish()
     }
 }
@@ -193,6 +247,18 @@ pub enum BackendError {
         /// What is wrong.
         reason: String,
     },
+    /// The key is held by another client's live liveness handle (another process registered
+    /// the same node): it is not taken over. The core keeps the node wanted and writes it once
+    /// the other registration is gone.
+    #[error("{key} is held by another live registration ({holder}) on {backend}; waiting for it to go")]
+    Held {
+        /// Backend name.
+        backend: &'static str,
+        /// The key.
+        key: String,
+        /// The holder, as the store names it (an etcd lease, a ZooKeeper session, ...).
+        holder: String,
+    },
     /// The client was closed.
     #[error("{backend} client is closed")]
     Closed {
@@ -210,6 +276,7 @@ impl BackendError {
                 | BackendError::Request { .. }
                 | BackendError::Timeout { .. }
                 | BackendError::HistoryLost { .. }
+                | BackendError::Held { .. }
         )
     }
 
@@ -237,9 +304,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Writes `key` with liveness bound to this client, creating the liveness handle (lease,
     /// session) when there is none or it was lost. `ttl` is the time the key outlives its owner.
+    ///
+    /// # Errors
+    /// [`BackendError::Held`] when another client's live handle holds `key` (it is left as it
+    /// is); the store's errors otherwise.
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError>;
 
-    /// Deletes `key`. Deleting a missing key is not an error.
+    /// Deletes `key` when this client holds it (or nobody does). Deleting a missing key, or one
+    /// held by another client (left as it is), is not an error.
     async fn delete(&self, key: &str) -> Result<(), BackendError>;
 
     /// Lists every entry under `prefix`, with the revision the listing reflects.
@@ -263,8 +335,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Checks that the store answers.
     async fn health(&self) -> Result<(), BackendError>;
 
-    /// Graceful shutdown: removes `keys` (this client's nodes) in as few requests as the store
-    /// allows, then releases the connection. Called once, by
+    /// Graceful shutdown: removes those of `keys` this client holds in as few requests as the
+    /// store allows, then releases the connection. Called once, by
     /// [`Registry::shutdown`](crate::Registry::shutdown).
     async fn close(&self, keys: &[String]) -> Result<(), BackendError>;
 }

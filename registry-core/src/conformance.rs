@@ -451,6 +451,61 @@ pub async fn shutdown_removes_nodes(h: &dyn Harness) {
     consumer.shutdown().await.unwrap();
 }
 
+/// Two registrants of one node: the first keeps it, the second waits (its `register` reports
+/// the node held, and it neither takes the node over nor deletes it, not even by unregistering
+/// or shutting down), watchers see no flapping; when the first leaves gracefully, the second
+/// takes over within a heartbeat or so.
+pub async fn one_owner_per_node(h: &dyn Harness) {
+    let (_, heartbeat) = h.timing();
+    let opts = options(h);
+    let first = h.client(opts.clone()).await;
+    let second = h.client(opts.clone()).await;
+    let watcher = h.client(opts.clone()).await;
+    let inspector = h.client(opts.clone()).await;
+    let rec = Recorder::default();
+    let _sub = watcher.subscribe("dup:1.0", rec.listener()).await.unwrap();
+    let held = first.register(node("dup", 7801)).await.unwrap();
+    let stored_time = || async {
+        let nodes = inspector.inspect(Some("dup:1.0")).await.unwrap();
+        assert!(nodes.len() <= 1, "{nodes:?}");
+        nodes.first().and_then(|n| n.node.register_time)
+    };
+    // Distinct registration times tell whose value the store holds.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    match second.register(node("dup", 7801)).await {
+        Err(RegistryError::Store {
+            source: crate::BackendError::Held { .. },
+            ..
+        }) => {}
+        other => panic!("the second registrant must be told the node is held: {other:?}"),
+    }
+    // A third one that gives up (unregisters, shuts down) must not take the node with it.
+    let quitter = h.client(opts.clone()).await;
+    assert!(quitter.register(node("dup", 7801)).await.is_err());
+    quitter.unregister(&node("dup", 7801)).await.unwrap();
+    quitter.shutdown().await.unwrap();
+    // Several heartbeats and retries later: still the first one's node, never removed.
+    tokio::time::sleep(heartbeat * 4).await;
+    assert_eq!(stored_time().await, held.register_time);
+    assert!(rec.removed().is_empty(), "flapping: {:?}", rec.changes());
+    assert_eq!(rec.current(), vec!["127.0.0.1:7801".to_owned()]);
+    // The first leaves gracefully: the second takes over.
+    first.shutdown().await.unwrap();
+    eventually(
+        heartbeat * 2 + Duration::from_secs(5),
+        "the second registrant takes the node over",
+        || async { stored_time().await.is_some_and(|t| Some(t) != held.register_time) },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "watchers end with the node", || async {
+        rec.current() == vec!["127.0.0.1:7801".to_owned()]
+    })
+    .await;
+    for r in [second, watcher, inspector] {
+        r.shutdown().await.unwrap();
+    }
+}
+
 /// Expands to one `#[tokio::test]` per conformance check, each building its harness with
 /// `$make().await`.
 #[macro_export]
@@ -465,7 +520,8 @@ macro_rules! conformance_tests {
             services_are_isolated,
             concurrent_register_and_discover,
             junk_is_skipped,
-            shutdown_removes_nodes
+            shutdown_removes_nodes,
+            one_owner_per_node
         );
     };
     (@each $make:path, $($name:ident),+) => {

@@ -44,6 +44,14 @@ struct Stored {
     lease: Option<LeaseId>,
 }
 
+/// Why [`MemoryStore::put_owned`] did not write.
+enum PutRefused {
+    /// The writer's lease does not exist (expired or revoked).
+    LeaseGone(LeaseId),
+    /// Another live lease holds the key.
+    Held(LeaseId),
+}
+
 struct Lease {
     ttl: Duration,
     deadline: Instant,
@@ -201,6 +209,30 @@ impl MemoryStore {
     ) -> Result<Revision, LeaseId> {
         let mut state = self.lock();
         Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        self.put_locked(&mut state, key, value, lease)
+    }
+
+    /// Writes `key` bound to `lease` unless another live lease holds it (then returns that
+    /// lease): the ownership rule of [`Backend::put`].
+    fn put_owned(&self, key: &str, value: &[u8], lease: LeaseId) -> Result<Revision, PutRefused> {
+        let mut state = self.lock();
+        Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        if let Some(holder) = state.kv.get(key).and_then(|s| s.lease) {
+            if holder != lease && state.leases.contains_key(&holder) {
+                return Err(PutRefused::Held(holder));
+            }
+        }
+        self.put_locked(&mut state, key, value, Some(lease))
+            .map_err(PutRefused::LeaseGone)
+    }
+
+    fn put_locked(
+        &self,
+        state: &mut State,
+        key: &str,
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, LeaseId> {
         if let Some(id) = lease {
             match state.leases.get_mut(&id) {
                 Some(l) => {
@@ -229,11 +261,21 @@ impl MemoryStore {
             value: value.to_vec(),
         };
         Ok(Self::record(
-            &mut state,
+            state,
             &self.events,
             self.history_limit,
             |revision| WatchEvent::Put { kv, revision },
         ))
+    }
+
+    /// Deletes `key` when it is bound to `lease` or to no live lease.
+    fn delete_owned(&self, key: &str, lease: Option<LeaseId>) {
+        let mut state = self.lock();
+        let holder = state.kv.get(key).and_then(|s| s.lease);
+        let held_by_other = holder.is_some_and(|h| Some(h) != lease && state.leases.contains_key(&h));
+        if !held_by_other {
+            Self::delete_locked(&mut state, &self.events, self.history_limit, key);
+        }
     }
 
     /// Deletes `key`; returns the revision of the delete, or `None` when it did not exist.
@@ -414,8 +456,12 @@ impl MemoryStore {
         Self::expire_locked(&mut state, &self.events, self.history_limit, now);
     }
 
-    fn holds(&self, key: &str) -> bool {
-        self.lock().kv.contains_key(key)
+    /// Whether `key` is stored bound to `lease`.
+    fn bound_to(&self, key: &str, lease: LeaseId) -> bool {
+        self.lock()
+            .kv
+            .get(key)
+            .is_some_and(|s| s.lease == Some(lease))
     }
 }
 
@@ -480,17 +526,25 @@ impl Backend for MemoryBackend {
                 id
             }
         };
-        self.store
-            .put(key, value, Some(id))
-            .map(|_| ())
-            .map_err(|id| {
-                BackendError::request(NAME, format!("put {key}"), format!("lease {id} expired"))
-            })
+        match self.store.put_owned(key, value, id) {
+            Ok(_) => Ok(()),
+            Err(PutRefused::LeaseGone(id)) => Err(BackendError::request(
+                NAME,
+                format!("put {key}"),
+                format!("lease {id} expired"),
+            )),
+            Err(PutRefused::Held(holder)) => Err(BackendError::Held {
+                backend: NAME,
+                key: key.to_owned(),
+                holder: format!("lease {holder}"),
+            }),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.store.check_up()?;
-        self.store.delete(key);
+        let lease = *self.lease();
+        self.store.delete_owned(key, lease);
         Ok(())
     }
 
@@ -510,7 +564,7 @@ impl Backend for MemoryBackend {
             Some(id) if self.store.keep_alive(id) => Ok(Liveness::Alive {
                 missing: keys
                     .iter()
-                    .filter(|k| !self.store.holds(k))
+                    .filter(|k| !self.store.bound_to(k, id))
                     .cloned()
                     .collect(),
             }),
@@ -530,11 +584,12 @@ impl Backend for MemoryBackend {
 
     async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
         self.store.check_up()?;
-        if let Some(id) = self.lease().take() {
-            self.store.revoke(id);
-        }
+        let lease = self.lease().take();
         for key in keys {
-            self.store.delete(key);
+            self.store.delete_owned(key, lease);
+        }
+        if let Some(id) = lease {
+            self.store.revoke(id);
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use crate::backoff::Backoff;
 use crate::cache::TruthObserver;
 use crate::instance::ServiceMetaInfo;
 use crate::options::RegistryOptions;
-use crate::util::{error_chain, sleep_or_cancel, timed};
+use crate::util::{error_chain, timed};
 
 /// How many puts run at once when many nodes must be written again.
 const REPAIR_CONCURRENCY: usize = 32;
@@ -246,8 +246,11 @@ impl Registrar {
                         } else {
                             debug!(error = %log, failures, retry_in = ?delay, "still failing");
                         }
-                        if !sleep_or_cancel(delay, &cancel).await {
-                            return;
+                        // Woken early when something changed (a watch saw a wanted key go).
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.wake.notified() => {}
                         }
                         // A failed round may have lost liveness meanwhile: beat again.
                         beat = true;
@@ -268,16 +271,22 @@ impl TruthObserver for Registrar {
     }
 
     fn gone(&self, key: &str) {
-        let repair = match self.desired().get_mut(key) {
-            Some(d) if d.state == WriteState::Confirmed => {
+        let state = self.desired().get_mut(key).map(|d| {
+            let before = d.state;
+            if before == WriteState::Confirmed {
                 d.state = WriteState::Pending;
-                true
             }
-            _ => false,
-        };
-        if repair {
-            info!(%key, "own node deleted from the store, registering it again");
-            self.wake.notify_one();
+            before
+        });
+        match state {
+            Some(WriteState::Confirmed) => {
+                info!(%key, "own node deleted from the store, registering it again");
+                self.wake.notify_one();
+            }
+            // Still to be written (for instance held by another registration, which just
+            // went): write it now rather than at the next retry.
+            Some(WriteState::Pending) => self.wake.notify_one(),
+            _ => {}
         }
     }
 

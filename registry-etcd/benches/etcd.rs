@@ -51,12 +51,7 @@ fn args() -> Args {
 }
 
 async fn registry(address: &str, options: RegistryOptions) -> Registry {
-    let backend = EtcdBackend::connect(&ConnectOptions {
-        address: address.to_owned(),
-        timeout: options.timeout,
-        ttl: options.ttl,
-        ..ConnectOptions::default()
-    })
+    let backend = EtcdBackend::connect(&ConnectOptions::for_registry(address, &options))
     .await
     .expect("connect");
     Registry::new(Arc::new(backend), options).expect("options")

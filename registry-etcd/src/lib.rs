@@ -49,8 +49,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, ConnectOptions as EtcdOptions, DeleteOptions, EventType, GetOptions,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions as EtcdOptions, DeleteOptions, EventType,
+    GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use futures::StreamExt as _;
 use registry_core::{
@@ -206,6 +207,18 @@ fn lease_not_found(error: &etcd_client::Error) -> bool {
     })
 }
 
+/// Why [`EtcdBackend::put_owned`] did not write.
+enum PutError {
+    /// Another live lease holds the key.
+    Held(i64),
+    /// The key changed between two steps: try again.
+    Changed,
+    /// No endpoint could be reached.
+    Backend(BackendError),
+    /// The request failed.
+    Etcd(etcd_client::Error),
+}
+
 /// The keep-alive stream of the current lease.
 struct KeepAlive {
     lease: i64,
@@ -337,30 +350,49 @@ impl EtcdBackend {
         }
     }
 
-    async fn put_with_lease(
-        &self,
-        key: &str,
-        value: &[u8],
-        lease: i64,
-    ) -> Result<(), etcd_client::Error> {
-        let (index, mut client) = match self.endpoints.client().await {
-            Ok(c) => c,
-            Err(_) => {
-                return Err(etcd_client::Error::EndpointError(
-                    "no endpoint reachable".into(),
-                ))
-            }
-        };
-        let result = client
-            .put(key, value, Some(PutOptions::new().with_lease(lease)))
+    /// Puts `key` with `lease` unless another live lease holds it: one transaction, "if the
+    /// key has no lease (absent, or written without one) put it, else read it", and a second
+    /// one only when the key turns out to be ours already (an update).
+    async fn put_owned(&self, key: &str, value: &[u8], lease: i64) -> Result<(), PutError> {
+        let put = || TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
+        let (index, mut client) = self
+            .endpoints
+            .client()
             .await
-            .map(|_| ());
-        if let Err(e) = &result {
-            if is_transport(e) {
+            .map_err(PutError::Backend)?;
+        let fail = |e: etcd_client::Error| {
+            if is_transport(&e) {
                 self.endpoints.rotate_from(index);
             }
+            PutError::Etcd(e)
+        };
+        let unleased = Txn::new()
+            .when([Compare::lease(key, CompareOp::Equal, 0)])
+            .and_then([put()])
+            .or_else([TxnOp::get(key, None)]);
+        let response = client.txn(unleased).await.map_err(fail)?;
+        if response.succeeded() {
+            return Ok(());
         }
-        result
+        let holder = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
+            _ => None,
+        });
+        match holder {
+            Some(holder) if holder == lease => {
+                let ours = Txn::new()
+                    .when([Compare::lease(key, CompareOp::Equal, lease)])
+                    .and_then([put()]);
+                if client.txn(ours).await.map_err(fail)?.succeeded() {
+                    Ok(())
+                } else {
+                    Err(PutError::Changed)
+                }
+            }
+            Some(holder) if holder != 0 => Err(PutError::Held(holder)),
+            // Gone (or unleased) between the compare and the read: try again.
+            _ => Err(PutError::Changed),
+        }
     }
 
     /// One keep-alive round trip on the kept stream.
@@ -436,29 +468,54 @@ impl Backend for EtcdBackend {
         loop {
             attempts += 1;
             let lease = self.ensure_lease(ttl).await?;
-            match self.put_with_lease(key, value, lease).await {
+            let error = match self.put_owned(key, value, lease).await {
                 Ok(()) => return Ok(()),
-                Err(e) if lease_not_found(&e) && attempts < 3 => {
+                Err(PutError::Held(holder)) => {
+                    return Err(BackendError::Held {
+                        backend: NAME,
+                        key: key.to_owned(),
+                        holder: format!("lease {holder:x}"),
+                    })
+                }
+                Err(PutError::Backend(e)) => return Err(e),
+                Err(PutError::Changed) if attempts < 4 => continue,
+                Err(PutError::Changed) => {
+                    return Err(BackendError::request(
+                        NAME,
+                        format!("put {key}"),
+                        "the key kept changing under us",
+                    ))
+                }
+                Err(PutError::Etcd(e)) => e,
+            };
+            match error {
+                e if lease_not_found(&e) && attempts < 3 => {
                     warn!(lease, "etcd lease is gone, granting a new one");
                     self.forget_lease(lease).await;
                     self.lease_replaced.store(true, Ordering::Release);
                 }
-                Err(e) if is_transport(&e) && attempts < self.endpoints.urls.len() + 1 => {
+                e if is_transport(&e) && attempts < self.endpoints.urls.len() + 1 => {
                     debug!(error = %e, "put failed on this endpoint, trying the next");
                 }
-                Err(e) => return Err(classify(e, || format!("put {key}"), None)),
+                e => return Err(classify(e, || format!("put {key}"), None)),
             }
         }
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        // Only a key bound to this client's lease is ours to delete.
+        let Some(lease) = *self.lease.lock().await else {
+            return Ok(());
+        };
         let key = key.to_owned();
         self.endpoints
             .call(
                 || format!("delete {key}"),
                 |mut c| {
-                    let key = key.clone();
-                    async move { c.delete(key, None::<DeleteOptions>).await }
+                    let txn = Txn::new()
+                        .when([Compare::lease(key.as_str(), CompareOp::Equal, lease)])
+                        .and_then([TxnOp::delete(key.as_str(), None::<DeleteOptions>)]);
+                    async move { c.txn(txn).await }
                 },
             )
             .await
@@ -592,11 +649,8 @@ impl Backend for EtcdBackend {
                     .await?;
                 debug!(lease = id, nodes = keys.len(), "revoked etcd lease");
             }
-            None => {
-                for key in keys {
-                    self.delete(key).await?;
-                }
-            }
+            // No lease: nothing was ever written by this client.
+            None => {}
         }
         Ok(())
     }

@@ -106,6 +106,7 @@ async fn wrong_credentials_are_a_clear_error_at_startup() {
         password: Some(password.into()),
         timeout: Duration::from_secs(3),
         ttl: Duration::from_secs(2),
+        ..ConnectOptions::default()
     };
     let err = EtcdBackend::connect(&with("wrong")).await.unwrap_err();
     assert!(matches!(err, BackendError::Auth { .. }), "{err:?}");

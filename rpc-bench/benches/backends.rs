@@ -35,12 +35,7 @@ async fn client(backend: &str, address: &str) -> Registry {
     let store = BackendFactory::global()
         .connect(
             backend,
-            ConnectOptions {
-                address: address.to_owned(),
-                timeout: Duration::from_secs(5),
-                ttl: options.ttl,
-                ..ConnectOptions::default()
-            },
+            ConnectOptions::for_registry(address, &options.clone().with_timeout(Duration::from_secs(5))),
         )
         .await
         .unwrap_or_else(|e| panic!("{backend}: {}", registry_core::error_chain(&e)));

@@ -50,6 +50,7 @@ pub fn connect_options(config: &RegistryConfig) -> ConnectOptions {
         password: config.password.clone(),
         timeout: config.timeout,
         ttl: config.ttl,
+        root: config.root.clone(),
     }
 }
 

@@ -9,12 +9,7 @@ use registry_core::{ConnectOptions, Registry, RegistryOptions};
 use registry_etcd::EtcdBackend;
 
 pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
-    ConnectOptions {
-        address: address.to_owned(),
-        timeout: options.timeout,
-        ttl: options.ttl,
-        ..ConnectOptions::default()
-    }
+    ConnectOptions::for_registry(address, options)
 }
 
 pub async fn registry(address: &str, options: RegistryOptions) -> Registry {

@@ -8,12 +8,7 @@ use registry_core::{ConnectOptions, Registry, RegistryOptions};
 use registry_zookeeper::ZkBackend;
 
 pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
-    ConnectOptions {
-        address: address.to_owned(),
-        timeout: options.timeout,
-        ttl: options.ttl,
-        ..ConnectOptions::default()
-    }
+    ConnectOptions::for_registry(address, options)
 }
 
 pub async fn backend(address: &str, options: &RegistryOptions) -> ZkBackend {
