@@ -250,7 +250,9 @@ pub enum BackendError {
     /// The key is held by another client's live liveness handle (another process registered
     /// the same node): it is not taken over. The core keeps the node wanted and writes it once
     /// the other registration is gone.
-    #[error("{key} is held by another live registration ({holder}) on {backend}; waiting for it to go")]
+    #[error(
+        "{key} is held by another live registration ({holder}) on {backend}; waiting for it to go"
+    )]
     Held {
         /// Backend name.
         backend: &'static str,

@@ -494,12 +494,18 @@ pub async fn one_owner_per_node(h: &dyn Harness) {
     eventually(
         heartbeat * 2 + Duration::from_secs(5),
         "the second registrant takes the node over",
-        || async { stored_time().await.is_some_and(|t| Some(t) != held.register_time) },
+        || async {
+            stored_time()
+                .await
+                .is_some_and(|t| Some(t) != held.register_time)
+        },
     )
     .await;
-    eventually(Duration::from_secs(5), "watchers end with the node", || async {
-        rec.current() == vec!["127.0.0.1:7801".to_owned()]
-    })
+    eventually(
+        Duration::from_secs(5),
+        "watchers end with the node",
+        || async { rec.current() == vec!["127.0.0.1:7801".to_owned()] },
+    )
     .await;
     for r in [second, watcher, inspector] {
         r.shutdown().await.unwrap();

@@ -272,7 +272,8 @@ impl MemoryStore {
     fn delete_owned(&self, key: &str, lease: Option<LeaseId>) {
         let mut state = self.lock();
         let holder = state.kv.get(key).and_then(|s| s.lease);
-        let held_by_other = holder.is_some_and(|h| Some(h) != lease && state.leases.contains_key(&h));
+        let held_by_other =
+            holder.is_some_and(|h| Some(h) != lease && state.leases.contains_key(&h));
         if !held_by_other {
             Self::delete_locked(&mut state, &self.events, self.history_limit, key);
         }

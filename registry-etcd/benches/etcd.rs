@@ -52,8 +52,8 @@ fn args() -> Args {
 
 async fn registry(address: &str, options: RegistryOptions) -> Registry {
     let backend = EtcdBackend::connect(&ConnectOptions::for_registry(address, &options))
-    .await
-    .expect("connect");
+        .await
+        .expect("connect");
     Registry::new(Arc::new(backend), options).expect("options")
 }
 

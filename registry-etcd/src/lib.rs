@@ -22,6 +22,10 @@
 //!   one. A request that fails with a transport error moves to the next endpoint and is retried
 //!   there (each endpoint once); watches and keep-alive streams are created on the current
 //!   endpoint.
+//! - **Ownership.** A put is a transaction that writes only a key without a lease (absent, or
+//!   written by a tool) or already bound to this client's lease; a key bound to another live
+//!   lease is reported [`BackendError::Held`] and left alone. A delete is a transaction too:
+//!   it deletes the key only while it is bound to this client's lease.
 //! - **Graceful shutdown** revokes the lease: all of this process's nodes go in one request.
 //!
 //! ```no_run
@@ -355,11 +359,7 @@ impl EtcdBackend {
     /// one only when the key turns out to be ours already (an update).
     async fn put_owned(&self, key: &str, value: &[u8], lease: i64) -> Result<(), PutError> {
         let put = || TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
-        let (index, mut client) = self
-            .endpoints
-            .client()
-            .await
-            .map_err(PutError::Backend)?;
+        let (index, mut client) = self.endpoints.client().await.map_err(PutError::Backend)?;
         let fail = |e: etcd_client::Error| {
             if is_transport(&e) {
                 self.endpoints.rotate_from(index);
@@ -639,18 +639,15 @@ impl Backend for EtcdBackend {
     async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
         *self.keep_alive.lock().await = None;
         let lease = self.lease.lock().await.take();
-        match lease {
-            Some(id) => {
-                self.endpoints
-                    .call(
-                        || format!("revoke lease {id}"),
-                        |mut c| async move { c.lease_revoke(id).await },
-                    )
-                    .await?;
-                debug!(lease = id, nodes = keys.len(), "revoked etcd lease");
-            }
-            // No lease: nothing was ever written by this client.
-            None => {}
+        // No lease: nothing was ever written by this client.
+        if let Some(id) = lease {
+            self.endpoints
+                .call(
+                    || format!("revoke lease {id}"),
+                    |mut c| async move { c.lease_revoke(id).await },
+                )
+                .await?;
+            debug!(lease = id, nodes = keys.len(), "revoked etcd lease");
         }
         Ok(())
     }

@@ -12,8 +12,16 @@
 //! | `rpc-registry:changes` | stream | one entry per change, id `<revision>-<n>` (`op`, `key`, `value`) |
 //! | `rpc-registry:index` | sorted set | every node key (listing a prefix is a lexicographic range) |
 //! | `rpc-registry:deadlines` | sorted set | node key -> time (ms, server clock) its liveness ends |
+//! | `rpc-registry:owners` | hash | node key -> id of the client that holds it |
 //!
 //! Every write is one Lua script, so a change and its stream entry are atomic.
+//!
+//! # Ownership
+//!
+//! Each client has a random id. A put takes a node only when nobody holds it, this client
+//! does, or the holder's deadline passed; a node another client holds alive is reported
+//! [`BackendError::Held`] and left as it is. Deletes and the graceful shutdown remove only
+//! nodes this client holds (or nobody does).
 //!
 //! # Liveness without sessions
 //!
@@ -58,6 +66,7 @@ const REVISION: &str = "rpc-registry:revision";
 const CHANGES: &str = "rpc-registry:changes";
 const INDEX: &str = "rpc-registry:index";
 const DEADLINES: &str = "rpc-registry:deadlines";
+const OWNERS: &str = "rpc-registry:owners";
 /// Approximate cap of the change stream.
 const MAX_CHANGES: u64 = 100_000;
 /// Nodes reaped per script call (more are reaped by the next call).
@@ -75,6 +84,7 @@ local function remove(k, rev, n, maxlen)
   local existed = redis.call('DEL', k)
   local indexed = redis.call('ZREM', KEYS[3], k)
   redis.call('ZREM', KEYS[4], k)
+  redis.call('HDEL', KEYS[5], k)
   if existed == 1 or indexed == 1 then
     if rev == nil then rev = redis.call('INCR', KEYS[1]) end
     n = n + 1
@@ -82,33 +92,51 @@ local function remove(k, rev, n, maxlen)
   end
   return rev, n
 end
+local function alive(k, now)
+  local d = redis.call('ZSCORE', KEYS[4], k)
+  return d and tonumber(d) > now and redis.call('EXISTS', k) == 1
+end
 ";
 
-/// KEYS: revision, changes, index, deadlines, node. ARGV: value, ttl ms, maxlen.
-/// Returns the revision of the change (the current one when nothing changed).
+/// KEYS: revision, changes, index, deadlines, owners, node. ARGV: value, ttl ms, maxlen, owner.
+/// Returns { 'ok' } when written (or unchanged), { 'held', holder } when another client's live
+/// node is there (left as it is).
 const PUT: &str = r"
 local now = now_ms()
 local ttl = tonumber(ARGV[2])
-local old = redis.call('GET', KEYS[5])
-redis.call('SET', KEYS[5], ARGV[1], 'PX', ttl * 3 + 60000)
-redis.call('ZADD', KEYS[4], now + ttl, KEYS[5])
-local added = redis.call('ZADD', KEYS[3], 0, KEYS[5])
+local holder = redis.call('HGET', KEYS[5], KEYS[6])
+if holder and holder ~= ARGV[4] and alive(KEYS[6], now) then
+  return { 'held', holder }
+end
+redis.call('HSET', KEYS[5], KEYS[6], ARGV[4])
+local old = redis.call('GET', KEYS[6])
+redis.call('SET', KEYS[6], ARGV[1], 'PX', ttl * 3 + 60000)
+redis.call('ZADD', KEYS[4], now + ttl, KEYS[6])
+local added = redis.call('ZADD', KEYS[3], 0, KEYS[6])
 if old == ARGV[1] and added == 0 then
-  return tonumber(redis.call('GET', KEYS[1]) or '0')
+  return { 'ok' }
 end
 local rev = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], rev .. '-1', 'op', 'put', 'key', KEYS[5], 'value', ARGV[1])
-return rev
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], rev .. '-1', 'op', 'put', 'key', KEYS[6], 'value', ARGV[1])
+return { 'ok' }
 ";
 
-/// KEYS: revision, changes, index, deadlines, nodes... ARGV: maxlen.
+/// KEYS: revision, changes, index, deadlines, owners, nodes... ARGV: maxlen, owner.
+/// Deletes the nodes this client holds, or nobody does (no holder, or expired).
 const DELETE: &str = r"
+local now = now_ms()
 local rev, n = nil, 0
-for i = 5, #KEYS do rev, n = remove(KEYS[i], rev, n, ARGV[1]) end
+for i = 6, #KEYS do
+  local k = KEYS[i]
+  local holder = redis.call('HGET', KEYS[5], k)
+  if (not holder) or holder == ARGV[2] or not alive(k, now) then
+    rev, n = remove(k, rev, n, ARGV[1])
+  end
+end
 return n
 ";
 
-/// KEYS: revision, changes, index, deadlines. ARGV: maxlen, batch.
+/// KEYS: revision, changes, index, deadlines, owners. ARGV: maxlen, batch.
 /// Returns { current revision, first revision still in the stream (0: empty), reaped }.
 const REAP: &str = r"
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[2]))
@@ -120,21 +148,23 @@ if #first > 0 then first_rev = tonumber(string.match(first[1][1], '^(%d+)')) end
 return { tonumber(redis.call('GET', KEYS[1]) or '0'), first_rev, n }
 ";
 
-/// KEYS: revision, changes, index, deadlines, nodes... ARGV: ttl ms, maxlen.
-/// Pushes the deadline of every node still held; a node the store lost is cleaned up (its
-/// removal recorded, so watchers see it) and returned, to be put again.
+/// KEYS: revision, changes, index, deadlines, owners, nodes... ARGV: ttl ms, maxlen, owner.
+/// Pushes the deadline of every node this client still holds; a node the store lost is
+/// cleaned up (its removal recorded, so watchers see it) and returned, to be put again, as is
+/// a node another client holds now (left as it is: the put will wait for it).
 const KEEP_ALIVE: &str = r"
 local now = now_ms()
 local ttl = tonumber(ARGV[1])
 local missing = {}
 local rev, n = nil, 0
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   local k = KEYS[i]
-  if redis.call('EXISTS', k) == 1 and redis.call('ZSCORE', KEYS[4], k) then
+  local holder = redis.call('HGET', KEYS[5], k)
+  if holder == ARGV[3] and redis.call('EXISTS', k) == 1 and redis.call('ZSCORE', KEYS[4], k) then
     redis.call('ZADD', KEYS[4], now + ttl, k)
     redis.call('PEXPIRE', k, ttl * 3 + 60000)
   else
-    rev, n = remove(k, rev, n, ARGV[2])
+    if (not holder) or holder == ARGV[3] then rev, n = remove(k, rev, n, ARGV[2]) end
     table.insert(missing, k)
   end
 end
@@ -209,6 +239,8 @@ pub struct RedisBackend {
     /// The store's revision as the last reap saw it (`u64::MAX` before the first).
     store_revision: std::sync::Arc<AtomicU64>,
     address: String,
+    /// This client's id in `rpc-registry:owners`.
+    owner: String,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -328,6 +360,7 @@ impl RedisBackend {
             last_reap: std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())),
             store_revision: std::sync::Arc::new(AtomicU64::new(u64::MAX)),
             address,
+            owner: format!("{:016x}", rand::random::<u64>()),
         })
     }
 
@@ -356,7 +389,8 @@ fn meta_keys(invocation: &mut redis::ScriptInvocation<'_>) {
         .key(REVISION)
         .key(CHANGES)
         .key(INDEX)
-        .key(DEADLINES);
+        .key(DEADLINES)
+        .key(OWNERS);
 }
 
 #[async_trait]
@@ -373,18 +407,26 @@ impl Backend for RedisBackend {
             .key(key)
             .arg(value)
             .arg(ttl.as_millis() as u64)
-            .arg(MAX_CHANGES);
-        let _: i64 = self
+            .arg(MAX_CHANGES)
+            .arg(&self.owner);
+        let reply: Vec<String> = self
             .run(|| format!("put {key}"), invocation.invoke_async(&mut conn))
             .await?;
-        Ok(())
+        match reply.as_slice() {
+            [status, holder] if status == "held" => Err(BackendError::Held {
+                backend: NAME,
+                key: key.to_owned(),
+                holder: format!("client {holder}"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.delete.prepare_invoke();
         meta_keys(&mut invocation);
-        invocation.key(key).arg(MAX_CHANGES);
+        invocation.key(key).arg(MAX_CHANGES).arg(&self.owner);
         let _: i64 = self
             .run(
                 || format!("delete {key}"),
@@ -452,7 +494,10 @@ impl Backend for RedisBackend {
         for key in keys {
             invocation.key(key.as_str());
         }
-        invocation.arg(ttl.as_millis() as u64).arg(MAX_CHANGES);
+        invocation
+            .arg(ttl.as_millis() as u64)
+            .arg(MAX_CHANGES)
+            .arg(&self.owner);
         let missing: Vec<String> = self
             .run(
                 || format!("keep-alive of {} nodes", keys.len()),
@@ -496,7 +541,7 @@ impl Backend for RedisBackend {
         for key in keys {
             invocation.key(key.as_str());
         }
-        invocation.arg(MAX_CHANGES);
+        invocation.arg(MAX_CHANGES).arg(&self.owner);
         let _: i64 = self
             .run(
                 || format!("delete {} nodes", keys.len()),

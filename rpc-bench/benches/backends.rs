@@ -35,7 +35,10 @@ async fn client(backend: &str, address: &str) -> Registry {
     let store = BackendFactory::global()
         .connect(
             backend,
-            ConnectOptions::for_registry(address, &options.clone().with_timeout(Duration::from_secs(5))),
+            ConnectOptions::for_registry(
+                address,
+                &options.clone().with_timeout(Duration::from_secs(5)),
+            ),
         )
         .await
         .unwrap_or_else(|e| panic!("{backend}: {}", registry_core::error_chain(&e)));

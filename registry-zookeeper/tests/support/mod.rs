@@ -1,6 +1,6 @@
 //! Shared by the ZooKeeper test files: a backend on a harness server.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -1,0 +1,369 @@
+//! The [`Backend`] implementation over one session.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use registry_core::{
+    Backend, BackendError, ConnectOptions, Listing, Liveness, Revision, WatchStream,
+};
+use tracing::{debug, warn};
+use zookeeper_client as zk;
+
+use crate::listing::snapshot;
+use crate::path::{node_depth, parent, path};
+use crate::session::{classify, Session, Settings};
+use crate::{DEFAULT_ADDRESS, NAME};
+
+/// The ZooKeeper [`Backend`]. See the [crate docs](crate).
+pub struct ZkBackend {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) session: Session,
+    /// Per watched prefix, the keys the caller was told about (by a listing or the watch):
+    /// what a new watch compares the store with, since ZooKeeper cannot replay history.
+    known: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Inner {
+    pub(crate) fn known(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for ZkBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let settings = &self.inner.session.settings;
+        f.debug_struct("ZkBackend")
+            .field("address", &settings.address)
+            .field("session_timeout", &settings.session_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZkBackend {
+    /// Opens a session with the ensemble `options.address` names (comma-separated
+    /// `host:port`, optionally followed by a chroot; default [`DEFAULT_ADDRESS`]). The session
+    /// timeout is `options.ttl`; `username`/`password` are sent as `digest` credentials.
+    ///
+    /// # Errors
+    /// [`BackendError::Auth`] for refused credentials, [`BackendError::Connect`] when no
+    /// session could be opened within `options.timeout`, [`BackendError::Config`] when the
+    /// chroot does not exist.
+    pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
+        let address = match options.address.trim() {
+            "" => DEFAULT_ADDRESS.to_owned(),
+            a => a.trim_start_matches("zk://").to_owned(),
+        };
+        let auth = match (&options.username, &options.password) {
+            (Some(user), Some(password)) if !user.is_empty() => {
+                Some(format!("{user}:{password}").into_bytes())
+            }
+            _ => None,
+        };
+        let session = Session::open(Settings {
+            address,
+            auth,
+            session_timeout: options.ttl,
+            timeout: options.timeout,
+            keys: options.keys(),
+        })
+        .await?;
+        // Some servers only refuse wrong credentials at the first request; a chroot that does
+        // not exist would fail every later request.
+        let client = session.current();
+        let top = session
+            .run(|| "check /".into(), client.check_stat("/"))
+            .await?;
+        if top.is_none() {
+            return Err(BackendError::Config {
+                backend: NAME,
+                reason: format!(
+                    "the chroot of `{}` does not exist (create it first)",
+                    session.settings.address
+                ),
+            });
+        }
+        Ok(ZkBackend {
+            inner: Arc::new(Inner {
+                session,
+                known: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Creates `key` as an ephemeral node of `client`'s session, making its service directory
+    /// when missing. `Ok(false)` when it already exists.
+    async fn create(
+        &self,
+        client: &zk::Client,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, BackendError> {
+        let session = &self.inner.session;
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+        let node = path(key);
+        // The service's directory usually exists: create first, make the directory on NoNode.
+        for _ in 0..3 {
+            match session
+                .raw(
+                    || format!("create {node}"),
+                    client.create(node, value, &ephemeral),
+                )
+                .await?
+            {
+                Ok(_) => return Ok(true),
+                Err(zk::Error::NodeExists) => return Ok(false),
+                // No directory yet (or the empty container was just removed): make it.
+                Err(zk::Error::NoNode) => {
+                    if let Some(dir) = parent(key) {
+                        match session
+                            .raw(|| format!("mkdir {dir}"), client.mkdir(dir, &container))
+                            .await?
+                        {
+                            Ok(()) | Err(zk::Error::NodeExists) => {}
+                            Err(e) => return Err(classify(e, || format!("mkdir {dir}"))),
+                        }
+                    }
+                }
+                Err(e) => return Err(classify(e, || format!("create {node}"))),
+            }
+        }
+        Err(changing(node))
+    }
+}
+
+/// Deletes one node whatever its version (a node already gone is fine).
+async fn delete_one(
+    session: &Session,
+    client: &zk::Client,
+    node: &str,
+) -> Result<(), BackendError> {
+    match session
+        .raw(|| format!("delete {node}"), client.delete(node, None))
+        .await?
+    {
+        Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+        Err(e) => Err(classify(e, || format!("delete {node}"))),
+    }
+}
+
+fn changing(node: &str) -> BackendError {
+    BackendError::request(
+        NAME,
+        format!("create {node}"),
+        "the node kept changing under us",
+    )
+}
+
+#[async_trait]
+impl Backend for ZkBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn put(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), BackendError> {
+        let session = &self.inner.session;
+        let client = session.get().await?;
+        let node = path(key);
+        for _ in 0..4 {
+            if self.create(&client, key, value).await? {
+                return Ok(());
+            }
+            let (_, stat) = match session
+                .raw(|| format!("get {node}"), client.get_data(node))
+                .await?
+            {
+                Ok(v) => v,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(classify(e, || format!("get {node}"))),
+            };
+            let ours = client.session_id().0;
+            if stat.ephemeral_owner == ours {
+                match session
+                    .raw(
+                        || format!("set {node}"),
+                        client.set_data(node, value, Some(stat.version)),
+                    )
+                    .await?
+                {
+                    Ok(_) => return Ok(()),
+                    Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
+                    Err(e) => return Err(classify(e, || format!("set {node}"))),
+                }
+            }
+            if stat.ephemeral_owner != 0 {
+                // Another live session holds it: not ours to take.
+                return Err(BackendError::Held {
+                    backend: NAME,
+                    key: key.to_owned(),
+                    holder: format!("session {:#x}", stat.ephemeral_owner),
+                });
+            }
+            // A persistent znode (written by a tool, no liveness): replace it with ours.
+            warn!(
+                node,
+                "replacing a persistent znode at a node key with this client's ephemeral node"
+            );
+            match session
+                .raw(
+                    || format!("delete {node}"),
+                    client.delete(node, Some(stat.version)),
+                )
+                .await?
+            {
+                Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
+                Err(e) => return Err(classify(e, || format!("delete {node}"))),
+            }
+        }
+        Err(changing(node))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        let session = &self.inner.session;
+        let client = session.get().await?;
+        let node = path(key);
+        let stat = session
+            .run(|| format!("stat {node}"), client.check_stat(node))
+            .await?;
+        let Some(stat) = stat else { return Ok(()) };
+        let ours = client.session_id().0;
+        if stat.ephemeral_owner != ours && stat.ephemeral_owner != 0 {
+            debug!(node, "not deleting a node another session holds");
+            return Ok(());
+        }
+        match session
+            .raw(
+                || format!("delete {node}"),
+                client.delete(node, Some(stat.version)),
+            )
+            .await?
+        {
+            // Changed meanwhile (someone else's now, or gone): not ours to delete.
+            Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => Ok(()),
+            Err(e) => Err(classify(e, || format!("delete {node}"))),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
+        let session = &self.inner.session;
+        let client = session.get().await?;
+        let depth = node_depth(&session.settings.keys, prefix);
+        let snap = session
+            .run(
+                || format!("list {prefix}"),
+                snapshot(&client, prefix, depth),
+            )
+            .await?;
+        snap.junk.report(prefix);
+        let keys = snap.entries.iter().map(|(kv, _)| kv.key.clone()).collect();
+        self.inner.known().insert(prefix.to_owned(), keys);
+        Ok(Listing {
+            entries: snap.entries.into_iter().map(|(kv, _)| kv).collect(),
+            revision: snap.revision,
+        })
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
+        crate::watch::watch(Arc::clone(&self.inner), prefix, after)
+    }
+
+    async fn keep_alive(&self, keys: &[String], _ttl: Duration) -> Result<Liveness, BackendError> {
+        let session = &self.inner.session;
+        let client = session.get().await?;
+        if session.take_replaced() {
+            return Ok(Liveness::Lost);
+        }
+        if keys.is_empty() {
+            return Ok(Liveness::Alive {
+                missing: Vec::new(),
+            });
+        }
+        // One request: the ephemerals this session owns.
+        let mine: HashSet<String> = session
+            .run(
+                || "list this session's nodes".into(),
+                client.list_ephemerals("/"),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| !mine.contains(path(k)))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            debug!(
+                missing = missing.len(),
+                "nodes missing from the session, putting them back"
+            );
+        }
+        Ok(Liveness::Alive { missing })
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let session = &self.inner.session;
+        let client = session.get().await?;
+        session
+            .run(|| "check /".into(), client.check_stat("/"))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes this session's nodes among `keys`: one `multi` (all-or-nothing), and when that
+    /// fails (one node already gone, say), one delete per node, so every node still held is
+    /// removed. Reports the nodes it could not remove (they go when the session expires).
+    async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
+        let session = &self.inner.session;
+        let client = session.current();
+        if keys.is_empty() || client.state().is_terminated() {
+            return Ok(());
+        }
+        let mine: HashSet<String> = session
+            .run(
+                || "list this session's nodes".into(),
+                client.list_ephemerals("/"),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let owned: Vec<&str> = keys
+            .iter()
+            .map(|k| path(k))
+            .filter(|p| mine.contains(*p))
+            .collect();
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let mut writer = client.new_multi_writer();
+        for node in &owned {
+            writer
+                .add_delete(node, None)
+                .map_err(|e| classify(e, || format!("delete {node}")))?;
+        }
+        if let Ok(Ok(_)) = tokio::time::timeout(session.settings.timeout, writer.commit()).await {
+            return Ok(());
+        }
+        let results =
+            futures::future::join_all(owned.iter().map(|node| delete_one(session, &client, node)))
+                .await;
+        let failed: Vec<&str> = owned
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_err())
+            .map(|(n, _)| *n)
+            .collect();
+        match results.into_iter().find_map(Result::err) {
+            None => Ok(()),
+            Some(first) => {
+                warn!(nodes = ?failed, "could not delete every node at shutdown; they go when the session expires");
+                Err(first)
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Keys as znode paths, and where registry nodes sit in the tree.
+//!
+//! Registry data lives exactly two levels below the root: `root/service/host:port`. A listing
+//! or a watch reads no deeper, and only names that look like `host:port` at the node level,
+//! so junk written elsewhere in the tree (a chain thousands of levels deep, thousands of
+//! children) costs at most one `getChildren` per directory it sits in and is never read.
+
+use registry_core::KeySpace;
+use tracing::warn;
+
+/// The znode path of a key or prefix (no trailing slash; `/` for the root).
+pub(crate) fn path(key: &str) -> &str {
+    let trimmed = key.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+/// The parent znode of a key, if it is not at the top.
+pub(crate) fn parent(key: &str) -> Option<&str> {
+    let p = path(key);
+    match p.rfind('/') {
+        Some(0) | None => None,
+        Some(i) => Some(&p[..i]),
+    }
+}
+
+/// `dir/child`, without doubling the slash under `/`.
+pub(crate) fn join(dir: &str, child: &str) -> String {
+    if dir == "/" {
+        format!("/{child}")
+    } else {
+        format!("{dir}/{child}")
+    }
+}
+
+/// How many levels below `prefix` node keys sit: 2 under the root (`service/address`), 1 under
+/// a service directory, 0 when `prefix` is itself a node key or lies outside the root.
+pub(crate) fn node_depth(keys: &KeySpace, prefix: &str) -> usize {
+    let Some(below) = prefix.strip_prefix(keys.root()).or_else(|| {
+        // The root itself, written without its trailing slash.
+        (path(prefix) == path(keys.root())).then_some("")
+    }) else {
+        return 0;
+    };
+    2usize.saturating_sub(below.split('/').filter(|s| !s.is_empty()).count())
+}
+
+/// Whether `key` is a node key `depth` levels below `prefix`, with a `host:port` name.
+pub(crate) fn is_node_key(prefix: &str, depth: usize, key: &str) -> bool {
+    let base = path(prefix);
+    let below = if base == "/" {
+        key.strip_prefix('/')
+    } else {
+        key.strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('/'))
+    };
+    let Some(below) = below else {
+        return false;
+    };
+    let mut segments = below.split('/').filter(|s| !s.is_empty());
+    let count = segments.clone().count();
+    count == depth && segments.next_back().is_some_and(is_address)
+}
+
+/// Whether a znode name can be a node's `host:port` (the value decides the rest).
+pub(crate) fn is_address(name: &str) -> bool {
+    name.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// Znodes skipped by one listing because they are not registry nodes: counted, a few kept as
+/// examples, reported in one warning.
+#[derive(Debug, Default)]
+pub(crate) struct Junk {
+    count: usize,
+    examples: Vec<String>,
+}
+
+impl Junk {
+    const EXAMPLES: usize = 3;
+
+    pub(crate) fn note(&mut self, key: String) {
+        self.count += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(key);
+        }
+    }
+
+    /// One warning for the whole listing of `prefix`, if anything was skipped.
+    pub(crate) fn report(&self, prefix: &str) {
+        if self.count > 0 {
+            warn!(
+                %prefix,
+                skipped = self.count,
+                examples = ?self.examples,
+                "skipped znodes that are not registry nodes (not `host:port` two levels below the root); they are never read"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_of_keys_and_prefixes() {
+        assert_eq!(path("/rpc/"), "/rpc");
+        assert_eq!(path("/rpc/a:1.0/h:1"), "/rpc/a:1.0/h:1");
+        assert_eq!(path("/"), "/");
+        assert_eq!(parent("/rpc/a:1.0/h:1"), Some("/rpc/a:1.0"));
+        assert_eq!(parent("/rpc"), None);
+        assert_eq!(join("/", "rpc"), "/rpc");
+        assert_eq!(join("/rpc", "a:1.0"), "/rpc/a:1.0");
+    }
+
+    #[test]
+    fn nodes_sit_two_levels_below_the_root() {
+        let keys = KeySpace::new("/rpc/");
+        assert_eq!(node_depth(&keys, "/rpc/"), 2);
+        assert_eq!(node_depth(&keys, "/rpc"), 2);
+        assert_eq!(node_depth(&keys, "/rpc/a:1.0/"), 1);
+        assert_eq!(node_depth(&keys, "/rpc/a:1.0/h:1"), 0);
+        assert_eq!(node_depth(&keys, "/elsewhere/"), 0);
+        assert_eq!(node_depth(&KeySpace::new("/"), "/a:1.0/"), 1);
+
+        assert!(is_node_key("/rpc/a:1.0/", 1, "/rpc/a:1.0/10.0.0.1:80"));
+        assert!(is_node_key("/rpc/", 2, "/rpc/a:1.0/[::1]:80"));
+        assert!(is_node_key("/rpc/", 2, "/rpc/a:1.0/::1:80"));
+        assert!(!is_node_key("/rpc/a:1.0/", 1, "/rpc/a:1.0/deep/d/h:1"));
+        assert!(!is_node_key("/rpc/a:1.0/", 1, "/rpc/a:1.0/deep"));
+        assert!(!is_node_key("/rpc/a:1.0/", 1, "/rpc/a:1.0/h:99999"));
+        assert!(!is_node_key("/rpc/", 2, "/rpc/a:1.0"));
+        assert!(!is_node_key("/rpc/", 2, "/rpcx/h:1"));
+        assert!(!is_node_key("/rpc/a:1.0/", 1, "/rpc/a:1.01/h:1"));
+    }
+}

@@ -1,0 +1,151 @@
+//! The ZooKeeper session: the liveness handle of every node this client registers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use registry_core::{BackendError, KeySpace};
+use tracing::info;
+use zookeeper_client as zk;
+
+use crate::NAME;
+
+/// What a session is opened with.
+pub(crate) struct Settings {
+    pub(crate) address: String,
+    pub(crate) auth: Option<Vec<u8>>,
+    pub(crate) session_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) keys: KeySpace,
+}
+
+/// The current session (replaced when it expires) and what outlives it.
+pub(crate) struct Session {
+    pub(crate) settings: Settings,
+    client: ArcSwap<zk::Client>,
+    /// Serialises session replacement.
+    reconnecting: tokio::sync::Mutex<()>,
+    /// Set when a new session replaced an expired one: the next keep-alive reports the loss.
+    replaced: AtomicBool,
+}
+
+/// Maps a client error to the core's kinds. Call it on the `zk::Error` itself, before wrapping.
+pub(crate) fn classify(error: zk::Error, operation: impl FnOnce() -> String) -> BackendError {
+    match error {
+        zk::Error::AuthFailed | zk::Error::NoAuth => BackendError::Auth {
+            backend: NAME,
+            source: Box::new(error),
+        },
+        other => BackendError::request(NAME, operation(), other),
+    }
+}
+
+async fn open(s: &Settings) -> Result<zk::Client, BackendError> {
+    // Detached: dropping the client without `close` (a crash, a forgotten shutdown) leaves the
+    // session to expire after its timeout, as a killed process would, instead of removing
+    // the nodes at once. A graceful shutdown deletes them explicitly.
+    let mut connector = zk::Client::connector()
+        .with_session_timeout(s.session_timeout)
+        .with_connection_timeout(s.timeout)
+        .with_detached();
+    if let Some(auth) = &s.auth {
+        connector = connector.with_auth("digest", auth);
+    }
+    match tokio::time::timeout(s.timeout, connector.connect(&s.address)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(zk::Error::AuthFailed)) => Err(BackendError::Auth {
+            backend: NAME,
+            source: Box::new(zk::Error::AuthFailed),
+        }),
+        Ok(Err(e)) => Err(BackendError::Connect {
+            backend: NAME,
+            address: s.address.clone(),
+            source: Box::new(e),
+        }),
+        Err(_) => Err(BackendError::Connect {
+            backend: NAME,
+            address: s.address.clone(),
+            source: format!("no session within {:?}", s.timeout).into(),
+        }),
+    }
+}
+
+impl Session {
+    /// Opens the first session.
+    pub(crate) async fn open(settings: Settings) -> Result<Self, BackendError> {
+        let client = open(&settings).await?;
+        Ok(Session {
+            settings,
+            client: ArcSwap::from_pointee(client),
+            reconnecting: tokio::sync::Mutex::new(()),
+            replaced: AtomicBool::new(false),
+        })
+    }
+
+    /// The session as it is, even when it ended (for a graceful shutdown).
+    pub(crate) fn current(&self) -> Arc<zk::Client> {
+        self.client.load_full()
+    }
+
+    /// The current session, replaced by a new one when it expired or was closed.
+    pub(crate) async fn get(&self) -> Result<Arc<zk::Client>, BackendError> {
+        let current = self.client.load_full();
+        if !current.state().is_terminated() {
+            return Ok(current);
+        }
+        let _guard = self.reconnecting.lock().await;
+        let current = self.client.load_full();
+        if !current.state().is_terminated() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(open(&self.settings).await?);
+        info!(state = ?current.state(), "ZooKeeper session ended, a new one replaces it (nodes will be put again)");
+        self.client.store(Arc::clone(&fresh));
+        self.replaced.store(true, Ordering::Release);
+        Ok(fresh)
+    }
+
+    /// True once after a new session replaced an expired one.
+    pub(crate) fn take_replaced(&self) -> bool {
+        self.replaced.swap(false, Ordering::AcqRel)
+    }
+
+    /// Runs one request under the timeout, classifying its error.
+    pub(crate) async fn run<T, F>(
+        &self,
+        operation: impl Fn() -> String,
+        call: F,
+    ) -> Result<T, BackendError>
+    where
+        F: std::future::Future<Output = Result<T, zk::Error>>,
+    {
+        match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(e, operation)),
+            Err(_) => Err(self.timed_out(operation())),
+        }
+    }
+
+    /// Runs one request under the timeout, leaving its `zk::Error` for the caller to classify.
+    pub(crate) async fn raw<T, F>(
+        &self,
+        operation: impl Fn() -> String,
+        call: F,
+    ) -> Result<Result<T, zk::Error>, BackendError>
+    where
+        F: std::future::Future<Output = Result<T, zk::Error>>,
+    {
+        tokio::time::timeout(self.settings.timeout, call)
+            .await
+            .map_err(|_| self.timed_out(operation()))
+    }
+
+    fn timed_out(&self, operation: String) -> BackendError {
+        BackendError::Timeout {
+            backend: NAME,
+            operation,
+            timeout: self.settings.timeout,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! A watch on a prefix: a persistent recursive watch, with the catch-up ZooKeeper needs.
+//!
+//! ZooKeeper cannot replay history, so a watch adds its persistent recursive watch first, then
+//! reads the prefix; what changed after the caller's revision is delivered first (nodes
+//! changed since, by their `mzxid`, as puts; deletions by comparing with the keys this client
+//! last told the caller about). Events carry no data: a created or changed node is read, a
+//! deleted one reported with the last revision seen. Events for znodes that are not node keys
+//! (directories, junk at any depth) are dropped without a read.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use registry_core::{BackendError, KeyValue, Revision, WatchEvent, WatchStream};
+use tracing::debug;
+use zookeeper_client as zk;
+
+use crate::backend::Inner;
+use crate::listing::snapshot;
+use crate::path::{is_node_key, node_depth, path};
+use crate::session::classify;
+
+/// The stream of changes under `prefix` after `after`.
+pub(crate) fn watch(inner: Arc<Inner>, prefix: &str, after: Revision) -> WatchStream {
+    let depth = node_depth(&inner.session.settings.keys, prefix);
+    let state = State::Start {
+        inner,
+        prefix: prefix.to_owned(),
+        depth,
+        after,
+    };
+    stream::unfold(state, next).boxed()
+}
+
+enum State {
+    Start {
+        inner: Arc<Inner>,
+        prefix: String,
+        depth: usize,
+        after: Revision,
+    },
+    Watching(Box<Watching>),
+    Done,
+}
+
+struct Watching {
+    inner: Arc<Inner>,
+    client: Arc<zk::Client>,
+    watcher: zk::PersistentWatcher,
+    prefix: String,
+    depth: usize,
+    last: Revision,
+    disconnected: bool,
+    /// Catch-up events to deliver before the watch's own.
+    pending: VecDeque<WatchEvent>,
+}
+
+type Item = Result<WatchEvent, BackendError>;
+
+async fn next(state: State) -> Option<(Item, State)> {
+    let mut state = state;
+    loop {
+        match state {
+            State::Done => return None,
+            State::Start {
+                inner,
+                prefix,
+                depth,
+                after,
+            } => match start(inner, prefix, depth, after).await {
+                Ok(watching) => state = State::Watching(Box::new(watching)),
+                Err(e) => return Some((Err(e), State::Done)),
+            },
+            State::Watching(mut w) => {
+                if let Some(event) = w.pending.pop_front() {
+                    return Some((Ok(event), State::Watching(w)));
+                }
+                match w.next_event().await {
+                    Ok(Some(event)) => return Some((Ok(event), State::Watching(w))),
+                    Ok(None) => state = State::Watching(w),
+                    Err(e) => return Some((Err(e), State::Done)),
+                }
+            }
+        }
+    }
+}
+
+async fn start(
+    inner: Arc<Inner>,
+    prefix: String,
+    depth: usize,
+    after: Revision,
+) -> Result<Watching, BackendError> {
+    let session = &inner.session;
+    let client = session.get().await?;
+    let node = path(&prefix).to_owned();
+    let watcher = session
+        .run(
+            || format!("watch {node}"),
+            client.watch(&node, zk::AddWatchMode::PersistentRecursive),
+        )
+        .await?;
+    // The watch is in place: what changed since the caller's listing is read now and
+    // delivered first (deletions against the keys the caller knows).
+    let snap = session
+        .run(
+            || format!("list {prefix}"),
+            snapshot(&client, &prefix, depth),
+        )
+        .await?;
+    snap.junk.report(&prefix);
+    let mut pending = VecDeque::new();
+    if snap.revision > after + 1 {
+        let Some(known) = inner.known().get(&prefix).cloned() else {
+            return Err(BackendError::HistoryLost {
+                reason: format!("{prefix} changed and this client never listed it"),
+            });
+        };
+        let present: HashSet<&str> = snap.entries.iter().map(|(kv, _)| kv.key.as_str()).collect();
+        for key in known.iter().filter(|k| !present.contains(k.as_str())) {
+            pending.push_back(WatchEvent::Delete {
+                key: key.clone(),
+                revision: snap.revision,
+            });
+        }
+        for (kv, revision) in &snap.entries {
+            if *revision > after || !known.contains(&kv.key) {
+                pending.push_back(WatchEvent::Put {
+                    kv: kv.clone(),
+                    revision: (*revision).max(after + 1),
+                });
+            }
+        }
+        debug!(%prefix, changes = pending.len(), "caught up with changes made before the watch");
+    }
+    let keys = snap.entries.iter().map(|(kv, _)| kv.key.clone()).collect();
+    inner.known().insert(prefix.clone(), keys);
+    Ok(Watching {
+        inner,
+        client,
+        watcher,
+        prefix,
+        depth,
+        last: snap.revision.max(after),
+        disconnected: false,
+        pending,
+    })
+}
+
+impl Watching {
+    /// The next change of a node key, `None` for an event that is not one.
+    async fn next_event(&mut self) -> Result<Option<WatchEvent>, BackendError> {
+        use zk::{EventType, SessionState};
+        let event = self.watcher.changed().await;
+        let key = event.path;
+        let item = match event.event_type {
+            EventType::Session => {
+                return match event.session_state {
+                    SessionState::Disconnected => {
+                        self.disconnected = true;
+                        Ok(None)
+                    }
+                    // Events during the disconnection may be lost (ZOOKEEPER-4698): relist.
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly
+                        if self.disconnected =>
+                    {
+                        Err(BackendError::HistoryLost {
+                            reason: "reconnected to ZooKeeper: changes during the disconnection may be lost".into(),
+                        })
+                    }
+                    // No more events after a terminal state (and `changed` would panic).
+                    state if state.is_terminated() => Err(BackendError::HistoryLost {
+                        reason: format!("ZooKeeper session ended ({state:?})"),
+                    }),
+                    _ => Ok(None),
+                };
+            }
+            EventType::NodeChildrenChanged => return Ok(None),
+            _ if !is_node_key(&self.prefix, self.depth, &key) => return Ok(None),
+            EventType::NodeDeleted => WatchEvent::Delete {
+                key,
+                revision: self.last,
+            },
+            EventType::NodeCreated | EventType::NodeDataChanged => {
+                match self.client.get_data(&key).await {
+                    Ok((data, stat)) if !data.is_empty() => {
+                        self.last = self.last.max(stat.mzxid.max(0) as Revision);
+                        WatchEvent::Put {
+                            kv: KeyValue { key, value: data },
+                            revision: self.last,
+                        }
+                    }
+                    Ok(_) => return Ok(None),
+                    Err(zk::Error::NoNode) => WatchEvent::Delete {
+                        key,
+                        revision: self.last,
+                    },
+                    Err(e) => return Err(classify(e, || "watch read".into())),
+                }
+            }
+        };
+        let mut known = self.inner.known();
+        let keys = known.entry(self.prefix.clone()).or_default();
+        match &item {
+            WatchEvent::Put { kv, .. } => {
+                keys.insert(kv.key.clone());
+            }
+            WatchEvent::Delete { key, .. } => {
+                keys.remove(key);
+            }
+        }
+        Ok(Some(item))
+    }
+}
