@@ -12,6 +12,20 @@
 //! - **Keep-alive** is driven by the core's heartbeat (default TTL/3): each call sends one
 //!   request on a kept keep-alive stream and waits for its answer with a timeout. A closed or
 //!   failing stream is dropped and re-created, on another member when the current one fails.
+//! - **Paged listings, one snapshot.** [`list`](Backend::list) reads the prefix in range
+//!   requests of at most [`EtcdSettings::list_page_keys`] keys (default
+//!   [`DEFAULT_LIST_PAGE_KEYS`]), each next page starting right after the last key read
+//!   (`key + "\0"`), and every page after the first at the first page's revision, which is
+//!   the listing's revision: the listing is one consistent snapshot however many pages it
+//!   takes. Pages are sized by bytes too: after each page the next asks for as many keys as fit
+//!   in a quarter of the decode limit at the average entry size seen; a page still too large to
+//!   decode is asked again with fewer keys (half, or less when the error tells its size). If
+//!   the first page's revision is compacted before the last page is read, the listing starts
+//!   over (at most three times). Only a single entry above the decode limit fails a listing.
+//! - **Decode limit.** The client decodes listing pages up to
+//!   [`EtcdSettings::max_decoding_message_size`] (default
+//!   [`DEFAULT_MAX_DECODING_MESSAGE_SIZE`], 64 MiB, instead of tonic's 4 MiB, which three
+//!   1.4 MB values exceed although etcd accepts each).
 //! - **Watch from a revision.** The core lists at revision R and watches from R + 1. A compacted
 //!   or cancelled watch yields [`BackendError::HistoryLost`] and the core relists. A watch whose
 //!   member dies can stall silently, so the stream asks for a progress notification when it has
@@ -41,6 +55,9 @@
 //! let registry = Registry::new(Arc::new(backend), RegistryOptions::default())?;
 //! # Ok(()) }
 //! ```
+//!
+//! With a store that accepts large values (`--max-request-bytes` raised), raise the decode
+//! limit with it: [`EtcdBackend::connect_with`] takes [`EtcdSettings`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +77,16 @@ use registry_core::{
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
+mod error;
+mod oversized;
+mod paging;
+mod settings;
+
+pub use error::EtcdError;
+pub use settings::{EtcdSettings, DEFAULT_LIST_PAGE_KEYS, DEFAULT_MAX_DECODING_MESSAGE_SIZE};
+
+use paging::Pager;
+
 const NAME: &str = "etcd";
 /// The address used when none is configured.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:2379";
@@ -72,6 +99,8 @@ struct Endpoints {
     options: EtcdOptions,
     clients: Mutex<Vec<Option<Client>>>,
     current: AtomicUsize,
+    /// Most bytes of one listing page the client decodes.
+    max_decoding: usize,
 }
 
 impl Endpoints {
@@ -160,6 +189,9 @@ mod tonic_code {
     pub(crate) const DEADLINE_EXCEEDED: Code = 4;
     pub(crate) const NOT_FOUND: Code = 5;
     pub(crate) const PERMISSION_DENIED: Code = 7;
+    pub(crate) const RESOURCE_EXHAUSTED: Code = 8;
+    pub(crate) const OUT_OF_RANGE: Code = 11;
+    pub(crate) const INTERNAL: Code = 13;
     pub(crate) const UNAVAILABLE: Code = 14;
     pub(crate) const UNAUTHENTICATED: Code = 16;
 
@@ -200,6 +232,13 @@ fn classify(
     BackendError::request(NAME, what(), error)
 }
 
+/// Whether a read at a revision failed because that revision was compacted.
+fn revision_compacted(error: &etcd_client::Error) -> bool {
+    tonic_code::of(error).is_some_and(|(code, message)| {
+        code == tonic_code::OUT_OF_RANGE && message.contains("required revision has been compacted")
+    })
+}
+
 fn lease_not_found(error: &etcd_client::Error) -> bool {
     tonic_code::of(error).is_some_and(|(code, message)| {
         code == tonic_code::NOT_FOUND || message.contains("lease not found")
@@ -224,6 +263,7 @@ pub struct EtcdBackend {
     /// Set when a put found the lease gone and granted a new one: the other nodes of the old
     /// lease are gone too, so the next keep-alive reports the liveness lost.
     lease_replaced: std::sync::atomic::AtomicBool,
+    settings: EtcdSettings,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -263,6 +303,17 @@ impl EtcdBackend {
     /// [`BackendError::Auth`] for wrong credentials, [`BackendError::Connect`] when no
     /// endpoint answers.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
+        Self::connect_with(options, EtcdSettings::default()).await
+    }
+
+    /// [`connect`](Self::connect) with [`EtcdSettings`] (decode limit, listing page size).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
+        options: &ConnectOptions,
+        settings: EtcdSettings,
+    ) -> Result<Self, BackendError> {
         let urls = parse_endpoints(&options.address);
         let timeout = if options.timeout.is_zero() {
             Duration::from_secs(10)
@@ -281,6 +332,7 @@ impl EtcdBackend {
             urls,
             options: etcd,
             current: AtomicUsize::new(0),
+            max_decoding: settings.max_decoding_message_size(),
         });
         let backend = Self {
             endpoints,
@@ -288,6 +340,7 @@ impl EtcdBackend {
             lease: Mutex::new(None),
             keep_alive: Mutex::new(None),
             lease_replaced: std::sync::atomic::AtomicBool::new(false),
+            settings,
         };
         // One request now, so wrong credentials or no reachable member fail at startup.
         backend.health().await?;
@@ -466,33 +519,67 @@ impl Backend for EtcdBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
-        let prefix = prefix.to_owned();
-        let response = self
-            .endpoints
-            .call(
-                || format!("list {prefix}"),
-                |mut c| {
-                    let prefix = prefix.clone();
-                    async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-                },
-            )
-            .await?;
-        let revision = response.header().map_or(0, |h| h.revision()).max(0) as Revision;
-        let entries = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| match kv.key_str() {
-                Ok(key) => Some(KeyValue {
-                    key: key.to_owned(),
-                    value: kv.value().to_vec(),
-                }),
-                Err(_) => {
-                    warn!("skipping an etcd key that is not UTF-8");
-                    None
+        let limit = self.endpoints.max_decoding;
+        let mut pager = Pager::new(prefix, self.settings.list_page_keys(), limit);
+        loop {
+            let request = pager.request();
+            let outcome = self
+                .endpoints
+                .call(
+                    || format!("list {prefix}"),
+                    |client| {
+                        let request = request.clone();
+                        async move { read_page(client, limit, request).await }
+                    },
+                )
+                .await?;
+            match outcome {
+                Page::Read(response) => {
+                    let revision = response.header().map_or(0, |h| h.revision());
+                    let kvs = response.kvs().iter().map(|kv| (kv.key(), kv.value()));
+                    if pager.page(revision, kvs, response.more()) {
+                        break;
+                    }
                 }
-            })
-            .collect();
-        Ok(Listing { entries, revision })
+                Page::TooLarge(too_large, error) => {
+                    let keys = pager.page_keys();
+                    if !pager.too_large(too_large.found) {
+                        warn!(
+                            %prefix, limit, found = ?too_large.found,
+                            "an etcd entry is larger than the decode limit: raise EtcdSettings::max_decoding_message_size"
+                        );
+                        return Err(BackendError::request(
+                            NAME,
+                            format!("list {prefix}"),
+                            EtcdError::EntryTooLarge {
+                                prefix: prefix.to_owned(),
+                                limit,
+                                source: error,
+                            },
+                        ));
+                    }
+                    debug!(%prefix, keys, next = pager.page_keys(), found = ?too_large.found, "listing page too large, asking for fewer keys");
+                }
+                Page::Compacted(error) => {
+                    if !pager.compacted() {
+                        return Err(BackendError::request(
+                            NAME,
+                            format!("list {prefix}"),
+                            EtcdError::CompactedWhileListing {
+                                prefix: prefix.to_owned(),
+                                restarts: paging::MAX_RESTARTS,
+                                source: error,
+                            },
+                        ));
+                    }
+                    debug!(%prefix, "listing revision compacted meanwhile, listing again");
+                }
+            }
+        }
+        let pages = pager.pages();
+        let listing = pager.finish();
+        debug!(%prefix, pages, entries = listing.entries.len(), revision = listing.revision, "listed");
+        Ok(listing)
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
@@ -550,7 +637,8 @@ impl Backend for EtcdBackend {
                 || format!("get {key}"),
                 |mut c| {
                     let key = key.clone();
-                    async move { c.get(key, None).await }
+                    // Only the lease is wanted: leave the value (up to etcd's request limit) out.
+                    async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
                 },
             )
             .await?;
@@ -599,6 +687,44 @@ impl Backend for EtcdBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// How a listing page read ended, beside the failures [`Endpoints::call`] handles.
+enum Page {
+    Read(etcd_client::GetResponse),
+    TooLarge(oversized::TooLarge, etcd_client::Error),
+    Compacted(etcd_client::Error),
+}
+
+/// Reads one page of a listing with the decode limit `limit`.
+async fn read_page(
+    client: Client,
+    limit: usize,
+    request: paging::PageRequest,
+) -> Result<Page, etcd_client::Error> {
+    let mut options = GetOptions::new()
+        .with_range(request.range_end)
+        .with_limit(request.limit);
+    if let Some(revision) = request.revision {
+        options = options.with_revision(revision);
+    }
+    let result = client
+        .kv_client()
+        .max_decoding_message_size(limit)
+        .get(request.key, Some(options))
+        .await;
+    match result {
+        Ok(response) => Ok(Page::Read(response)),
+        Err(error) => {
+            if let Some(too_large) = oversized::too_large(&error) {
+                Ok(Page::TooLarge(too_large, error))
+            } else if request.revision.is_some() && revision_compacted(&error) {
+                Ok(Page::Compacted(error))
+            } else {
+                Err(error)
+            }
+        }
     }
 }
 
