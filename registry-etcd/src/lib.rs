@@ -22,15 +22,22 @@
 //!   decode is asked again with fewer keys (half, or less when the error tells its size). If
 //!   the first page's revision is compacted before the last page is read, the listing starts
 //!   over (at most three times). Only a single entry above the decode limit fails a listing.
-//! - **Decode limit.** The client decodes listing pages up to
+//! - **Decode limit.** The client decodes responses up to
 //!   [`EtcdSettings::max_decoding_message_size`] (default
 //!   [`DEFAULT_MAX_DECODING_MESSAGE_SIZE`], 64 MiB, instead of tonic's 4 MiB, which three
-//!   1.4 MB values exceed although etcd accepts each).
+//!   1.4 MB values exceed although etcd accepts each). Watches ask etcd to fragment revisions
+//!   larger than its request limit, so one watch response stays near etcd's
+//!   `--max-request-bytes` whatever a transaction or a catch-up carries (one revision may then
+//!   reach the cache in more than one batch).
 //! - **Watch from a revision.** The core lists at revision R and watches from R + 1. A compacted
-//!   or cancelled watch yields [`BackendError::HistoryLost`] and the core relists. A watch whose
-//!   member dies can stall silently, so the stream asks for a progress notification when it has
-//!   been quiet for a while and ends with an error if none comes: the core then watches again
-//!   from the last revision seen, on the next member.
+//!   or cancelled watch yields [`BackendError::HistoryLost`] and the core relists. A watch
+//!   response above the decode limit yields [`BackendError::HistoryLost`] as well (instead of
+//!   an error that would make the core watch into the same response again, forever): the core
+//!   relists, in pages, and watches on from the listing's revision. Should the listing's
+//!   revision be the undecodable one, the next watch of that prefix starts one revision later
+//!   (the listing holds it). A watch whose member dies can stall silently, so the stream asks
+//!   for a progress notification when it has been quiet for a while and ends with an error if
+//!   none comes: the core then watches again from the last revision seen, on the next member.
 //! - **Several endpoints.** `etcd-client` keeps sending requests to a dead member and lets
 //!   streams on it stop silently, so this backend keeps one client per endpoint and a current
 //!   one. A request that fails with a transport error moves to the next endpoint and is retried
@@ -85,6 +92,7 @@ mod settings;
 pub use error::EtcdError;
 pub use settings::{EtcdSettings, DEFAULT_LIST_PAGE_KEYS, DEFAULT_MAX_DECODING_MESSAGE_SIZE};
 
+use oversized::UndecodableStarts;
 use paging::Pager;
 
 const NAME: &str = "etcd";
@@ -99,8 +107,10 @@ struct Endpoints {
     options: EtcdOptions,
     clients: Mutex<Vec<Option<Client>>>,
     current: AtomicUsize,
-    /// Most bytes of one listing page the client decodes.
+    /// Most bytes of one listing page or watch response the client decodes.
     max_decoding: usize,
+    /// Watch starts whose first response could not be decoded.
+    undecodable: UndecodableStarts,
 }
 
 impl Endpoints {
@@ -333,6 +343,7 @@ impl EtcdBackend {
             options: etcd,
             current: AtomicUsize::new(0),
             max_decoding: settings.max_decoding_message_size(),
+            undecodable: UndecodableStarts::default(),
         });
         let backend = Self {
             endpoints,
@@ -735,16 +746,26 @@ enum WatchState {
         prefix: String,
         after: Revision,
     },
-    Watching {
-        endpoints: Arc<Endpoints>,
-        endpoint: usize,
-        after: Revision,
-        // Boxed: the stream is large and the other states are small.
-        stream: Box<etcd_client::WatchStream>,
-        pending: VecDeque<WatchEvent>,
-        progress_requested: bool,
-    },
+    // Boxed: the stream is large and the other states are small.
+    Watching(Box<Watching>),
     Done,
+}
+
+/// A watch stream that is open.
+struct Watching {
+    endpoints: Arc<Endpoints>,
+    endpoint: usize,
+    prefix: String,
+    /// The revision the core asked for changes after.
+    after: Revision,
+    /// The revision the watch was created at (`after + 1`, or one more when that revision was
+    /// found undecodable before).
+    start: i64,
+    stream: etcd_client::WatchStream,
+    pending: VecDeque<WatchEvent>,
+    progress_requested: bool,
+    /// Whether any event was decoded on this stream.
+    seen_events: bool,
 }
 
 type Item = Result<WatchEvent, BackendError>;
@@ -759,7 +780,7 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                 prefix,
                 after,
             } => {
-                let (endpoint, mut client) = match endpoints.client().await {
+                let (endpoint, client) = match endpoints.client().await {
                     Ok(c) => c,
                     Err(e) => {
                         let index =
@@ -768,20 +789,32 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         return Some((Err(e), WatchState::Done));
                     }
                 };
+                let wanted = i64::try_from(after).unwrap_or(i64::MAX - 1) + 1;
+                let (start, skipped) = endpoints.undecodable.start_for(&prefix, wanted);
+                if skipped {
+                    debug!(%prefix, revision = wanted, "watching past a revision too large to decode (the listing holds it)");
+                }
                 let options = WatchOptions::new()
                     .with_prefix()
-                    .with_start_revision(after as i64 + 1)
-                    .with_progress_notify();
-                match client.watch(prefix.as_str(), Some(options)).await {
+                    .with_start_revision(start)
+                    .with_progress_notify()
+                    .with_fragment();
+                let mut watcher = client
+                    .watch_client()
+                    .max_decoding_message_size(endpoints.max_decoding);
+                match watcher.watch(prefix.as_str(), Some(options)).await {
                     Ok(stream) => {
-                        state = WatchState::Watching {
+                        state = WatchState::Watching(Box::new(Watching {
                             endpoints,
                             endpoint,
+                            prefix,
                             after,
-                            stream: Box::new(stream),
+                            start,
+                            stream,
                             pending: VecDeque::new(),
                             progress_requested: false,
-                        };
+                            seen_events: false,
+                        }));
                     }
                     Err(e) => {
                         if is_transport(&e) {
@@ -792,64 +825,37 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                     }
                 }
             }
-            WatchState::Watching {
-                endpoints,
-                endpoint,
-                after,
-                mut stream,
-                mut pending,
-                mut progress_requested,
-            } => {
-                if let Some(event) = pending.pop_front() {
-                    return Some((
-                        Ok(event),
-                        WatchState::Watching {
-                            endpoints,
-                            endpoint,
-                            after,
-                            stream,
-                            pending,
-                            progress_requested,
-                        },
-                    ));
+            WatchState::Watching(mut w) => {
+                if let Some(event) = w.pending.pop_front() {
+                    return Some((Ok(event), WatchState::Watching(w)));
                 }
-                let message = match tokio::time::timeout(WATCH_QUIET, stream.message()).await {
+                let message = match tokio::time::timeout(WATCH_QUIET, w.stream.message()).await {
                     Ok(message) => message,
-                    Err(_) if !progress_requested => {
+                    Err(_) if !w.progress_requested => {
                         // Quiet for a while: is the member still there?
-                        if stream.request_progress().await.is_err() {
-                            endpoints.rotate_from(endpoint);
+                        if w.stream.request_progress().await.is_err() {
+                            w.endpoints.rotate_from(w.endpoint);
                             return Some((Err(stalled()), WatchState::Done));
                         }
-                        state = WatchState::Watching {
-                            endpoints,
-                            endpoint,
-                            after,
-                            stream,
-                            pending,
-                            progress_requested: true,
-                        };
+                        w.progress_requested = true;
+                        state = WatchState::Watching(w);
                         continue;
                     }
                     Err(_) => {
-                        endpoints.rotate_from(endpoint);
+                        w.endpoints.rotate_from(w.endpoint);
                         return Some((Err(stalled()), WatchState::Done));
                     }
                 };
-                progress_requested = false;
+                w.progress_requested = false;
                 let response = match message {
                     Ok(Some(response)) => response,
                     Ok(None) => return None,
-                    Err(e) => {
-                        if is_transport(&e) {
-                            endpoints.rotate_from(endpoint);
-                        }
-                        return Some((Err(classify(e, || "watch".into(), None)), WatchState::Done));
-                    }
+                    Err(e) => return Some((Err(watch_failed(&w, e)), WatchState::Done)),
                 };
                 // A store whose revision is behind what we saw lost its data (restored from an
                 // old snapshot, or restarted empty): watching on would wait for revisions that
                 // mean something else. Relist.
+                let after = w.after;
                 let store_revision = response.header().map_or(i64::MAX, |h| h.revision());
                 if store_revision < after as i64 {
                     let reason = format!(
@@ -869,13 +875,14 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                     return Some((Err(BackendError::HistoryLost { reason }), WatchState::Done));
                 }
                 for event in response.events() {
+                    w.seen_events = true;
                     let Some(kv) = event.kv() else { continue };
                     let Ok(key) = kv.key_str() else {
                         warn!("skipping a watch event for a key that is not UTF-8");
                         continue;
                     };
                     let revision = kv.mod_revision().max(0) as Revision;
-                    pending.push_back(match event.event_type() {
+                    w.pending.push_back(match event.event_type() {
                         EventType::Put => WatchEvent::Put {
                             kv: KeyValue {
                                 key: key.to_owned(),
@@ -889,17 +896,35 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         },
                     });
                 }
-                state = WatchState::Watching {
-                    endpoints,
-                    endpoint,
-                    after,
-                    stream,
-                    pending,
-                    progress_requested,
-                };
+                state = WatchState::Watching(w);
             }
         }
     }
+}
+
+/// The error a failed watch stream yields. A response above the decode limit is reported as
+/// [`BackendError::HistoryLost`]: watching again from the same revision would meet the same
+/// response, while the core's relist (paged) reads past it and watches on from after it.
+fn watch_failed(w: &Watching, error: etcd_client::Error) -> BackendError {
+    if let Some(too_large) = oversized::too_large(&error) {
+        if !w.seen_events {
+            w.endpoints.undecodable.record(&w.prefix, w.start);
+        }
+        let size = |n: Option<usize>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let reason = format!(
+            "a watch response under {} is larger than the decode limit ({} bytes, limit {}); \
+             listing again to continue past it (raise EtcdSettings::max_decoding_message_size \
+             to receive such responses)",
+            w.prefix,
+            size(too_large.found),
+            size(too_large.limit.or(Some(w.endpoints.max_decoding))),
+        );
+        return BackendError::HistoryLost { reason };
+    }
+    if is_transport(&error) {
+        w.endpoints.rotate_from(w.endpoint);
+    }
+    classify(error, || "watch".into(), None)
 }
 
 fn stalled() -> BackendError {

@@ -1,4 +1,8 @@
-//! Responses larger than the client decodes: recognising the error.
+//! Responses larger than the client decodes: recognising the error, and not watching into the
+//! same undecodable response again.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use crate::tonic_code;
 
@@ -48,6 +52,42 @@ fn number_after(text: &str, marker: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
+/// Where a watch could not decode its first response, per prefix.
+///
+/// The core relists after such a watch and watches again from the listing's revision *R*
+/// itself (it replays *R* in case a watch broke in the middle of it). When *R* is the
+/// undecodable revision (nothing was written after it), that watch would fail the same way,
+/// forever. So: a watch whose first response was undecodable records its start revision; a new
+/// watch of the same prefix asked to start exactly there starts one revision later. The
+/// listing the core made in between holds that revision, so nothing is lost.
+#[derive(Debug, Default)]
+pub(crate) struct UndecodableStarts(Mutex<HashMap<String, i64>>);
+
+impl UndecodableStarts {
+    /// A watch of `prefix` starting at `start` could not decode its first response.
+    pub(crate) fn record(&self, prefix: &str, start: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(prefix.to_owned(), start);
+    }
+
+    /// The revision a new watch of `prefix` asked to start at `start` should start at, and
+    /// whether it skips one. Forgets what was recorded for `prefix` either way.
+    pub(crate) fn start_for(&self, prefix: &str, start: i64) -> (i64, bool) {
+        let recorded = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(prefix);
+        if recorded == Some(start) {
+            (start + 1, true)
+        } else {
+            (start, false)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +135,23 @@ mod tests {
             )),
             None
         );
+    }
+
+    #[test]
+    fn a_watch_restarted_at_an_undecodable_start_skips_it_once() {
+        let starts = UndecodableStarts::default();
+        assert_eq!(starts.start_for("/rpc/a/", 10), (10, false));
+        starts.record("/rpc/a/", 10);
+        assert_eq!(starts.start_for("/rpc/b/", 10), (10, false), "other prefix");
+        assert_eq!(starts.start_for("/rpc/a/", 10), (11, true));
+        assert_eq!(starts.start_for("/rpc/a/", 10), (10, false), "only once");
+    }
+
+    #[test]
+    fn a_watch_restarted_elsewhere_forgets_the_undecodable_start() {
+        let starts = UndecodableStarts::default();
+        starts.record("/rpc/a/", 10);
+        assert_eq!(starts.start_for("/rpc/a/", 12), (12, false));
+        assert_eq!(starts.start_for("/rpc/a/", 10), (10, false));
     }
 }

@@ -3,9 +3,11 @@
 /// Default most bytes of one response the client decodes: 64 MiB.
 ///
 /// etcd accepts a value up to its `--max-request-bytes` (1.5 MiB by default, often raised to
-/// a few MiB) and packs many of them in one response. `tonic`'s default of 4 MiB is reached by
-/// three values of 1.4 MiB. Listings are paged to stay well below this limit, so it is only
-/// reached by a single entry larger than this.
+/// a few MiB) and packs many of them in one response: a listing page, or a watch response
+/// carrying every event of a transaction or of a catch-up. `tonic`'s default of 4 MiB is
+/// reached by three values of 1.4 MiB. Listings are paged to stay well below this limit and
+/// watches ask etcd to fragment large revisions, so it is only reached by a single entry (or
+/// a watch response from a server that does not fragment) larger than this.
 pub const DEFAULT_MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 /// Default most keys one listing page asks for.
@@ -40,10 +42,12 @@ impl Default for EtcdSettings {
 }
 
 impl EtcdSettings {
-    /// Most bytes of one listing page the client decodes (at least 64 KiB). See
-    /// [`DEFAULT_MAX_DECODING_MESSAGE_SIZE`].
+    /// Most bytes of one listing page or watch response the client decodes (at least 64 KiB).
+    /// See [`DEFAULT_MAX_DECODING_MESSAGE_SIZE`].
     ///
-    /// A listing page above it is asked again with fewer keys.
+    /// A listing page above it is asked again with fewer keys; a watch response above it makes
+    /// the watch report [`BackendError::HistoryLost`](registry_core::BackendError::HistoryLost),
+    /// so the core lists again (in pages) and watches on past it.
     pub fn with_max_decoding_message_size(mut self, bytes: usize) -> Self {
         self.max_decoding_message_size = bytes.max(64 * 1024);
         self
