@@ -12,11 +12,32 @@
 //! - **Keep-alive** is driven by the core's heartbeat (default TTL/3): each call sends one
 //!   request on a kept keep-alive stream and waits for its answer with a timeout. A closed or
 //!   failing stream is dropped and re-created, on another member when the current one fails.
+//! - **Paged listings, one snapshot.** [`list`](Backend::list) reads the prefix in range
+//!   requests of at most [`EtcdSettings::list_page_keys`] keys (default
+//!   [`DEFAULT_LIST_PAGE_KEYS`]), each next page starting right after the last key read
+//!   (`key + "\0"`), and every page after the first at the first page's revision, which is
+//!   the listing's revision: the listing is one consistent snapshot however many pages it
+//!   takes. Pages are sized by bytes too: after each page the next asks for as many keys as fit
+//!   in a quarter of the decode limit at the average entry size seen; a page still too large to
+//!   decode is asked again with fewer keys (half, or less when the error tells its size). If
+//!   the first page's revision is compacted before the last page is read, the listing starts
+//!   over (at most three times). Only a single entry above the decode limit fails a listing.
+//! - **Decode limit.** The client decodes responses up to
+//!   [`EtcdSettings::max_decoding_message_size`] (default
+//!   [`DEFAULT_MAX_DECODING_MESSAGE_SIZE`], 64 MiB, instead of tonic's 4 MiB, which three
+//!   1.4 MB values exceed although etcd accepts each). Watches ask etcd to fragment revisions
+//!   larger than its request limit, so one watch response stays near etcd's
+//!   `--max-request-bytes` whatever a transaction or a catch-up carries (one revision may then
+//!   reach the cache in more than one batch).
 //! - **Watch from a revision.** The core lists at revision R and watches from R + 1. A compacted
-//!   or cancelled watch yields [`BackendError::HistoryLost`] and the core relists. A watch whose
-//!   member dies can stall silently, so the stream asks for a progress notification when it has
-//!   been quiet for a while and ends with an error if none comes: the core then watches again
-//!   from the last revision seen, on the next member.
+//!   or cancelled watch yields [`BackendError::HistoryLost`] and the core relists. A watch
+//!   response above the decode limit yields [`BackendError::HistoryLost`] as well (instead of
+//!   an error that would make the core watch into the same response again, forever): the core
+//!   relists, in pages, and watches on from the listing's revision. Should the listing's
+//!   revision be the undecodable one, the next watch of that prefix starts one revision later
+//!   (the listing holds it). A watch whose member dies can stall silently, so the stream asks
+//!   for a progress notification when it has been quiet for a while and ends with an error if
+//!   none comes: the core then watches again from the last revision seen, on the next member.
 //! - **Several endpoints.** `etcd-client` keeps sending requests to a dead member and lets
 //!   streams on it stop silently, so this backend keeps one client per endpoint and a current
 //!   one. A request that fails with a transport error moves to the next endpoint and is retried
@@ -45,6 +66,9 @@
 //! let registry = Registry::new(Arc::new(backend), RegistryOptions::default())?;
 //! # Ok(()) }
 //! ```
+//!
+//! With a store that accepts large values (`--max-request-bytes` raised), raise the decode
+//! limit with it: [`EtcdBackend::connect_with`] takes [`EtcdSettings`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,6 +89,17 @@ use registry_core::{
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
+mod error;
+mod oversized;
+mod paging;
+mod settings;
+
+pub use error::EtcdError;
+pub use settings::{EtcdSettings, DEFAULT_LIST_PAGE_KEYS, DEFAULT_MAX_DECODING_MESSAGE_SIZE};
+
+use oversized::UndecodableStarts;
+use paging::Pager;
+
 const NAME: &str = "etcd";
 /// The address used when none is configured.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:2379";
@@ -77,6 +112,10 @@ struct Endpoints {
     options: EtcdOptions,
     clients: Mutex<Vec<Option<Client>>>,
     current: AtomicUsize,
+    /// Most bytes of one listing page or watch response the client decodes.
+    max_decoding: usize,
+    /// Watch starts whose first response could not be decoded.
+    undecodable: UndecodableStarts,
 }
 
 impl Endpoints {
@@ -165,6 +204,9 @@ mod tonic_code {
     pub(crate) const DEADLINE_EXCEEDED: Code = 4;
     pub(crate) const NOT_FOUND: Code = 5;
     pub(crate) const PERMISSION_DENIED: Code = 7;
+    pub(crate) const RESOURCE_EXHAUSTED: Code = 8;
+    pub(crate) const OUT_OF_RANGE: Code = 11;
+    pub(crate) const INTERNAL: Code = 13;
     pub(crate) const UNAVAILABLE: Code = 14;
     pub(crate) const UNAUTHENTICATED: Code = 16;
 
@@ -205,6 +247,13 @@ fn classify(
     BackendError::request(NAME, what(), error)
 }
 
+/// Whether a read at a revision failed because that revision was compacted.
+fn revision_compacted(error: &etcd_client::Error) -> bool {
+    tonic_code::of(error).is_some_and(|(code, message)| {
+        code == tonic_code::OUT_OF_RANGE && message.contains("required revision has been compacted")
+    })
+}
+
 fn lease_not_found(error: &etcd_client::Error) -> bool {
     tonic_code::of(error).is_some_and(|(code, message)| {
         code == tonic_code::NOT_FOUND || message.contains("lease not found")
@@ -241,6 +290,7 @@ pub struct EtcdBackend {
     /// Set when a put found the lease gone and granted a new one: the other nodes of the old
     /// lease are gone too, so the next keep-alive reports the liveness lost.
     lease_replaced: std::sync::atomic::AtomicBool,
+    settings: EtcdSettings,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -280,6 +330,17 @@ impl EtcdBackend {
     /// [`BackendError::Auth`] for wrong credentials, [`BackendError::Connect`] when no
     /// endpoint answers.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
+        Self::connect_with(options, EtcdSettings::default()).await
+    }
+
+    /// [`connect`](Self::connect) with [`EtcdSettings`] (decode limit, listing page size).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
+        options: &ConnectOptions,
+        settings: EtcdSettings,
+    ) -> Result<Self, BackendError> {
         let urls = parse_endpoints(&options.address);
         let timeout = if options.timeout.is_zero() {
             Duration::from_secs(10)
@@ -298,6 +359,8 @@ impl EtcdBackend {
             urls,
             options: etcd,
             current: AtomicUsize::new(0),
+            max_decoding: settings.max_decoding_message_size(),
+            undecodable: UndecodableStarts::default(),
         });
         let backend = Self {
             endpoints,
@@ -305,6 +368,7 @@ impl EtcdBackend {
             lease: Mutex::new(None),
             keep_alive: Mutex::new(None),
             lease_replaced: std::sync::atomic::AtomicBool::new(false),
+            settings,
         };
         // One request now, so wrong credentials or no reachable member fail at startup.
         backend.health().await?;
@@ -523,33 +587,67 @@ impl Backend for EtcdBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
-        let prefix = prefix.to_owned();
-        let response = self
-            .endpoints
-            .call(
-                || format!("list {prefix}"),
-                |mut c| {
-                    let prefix = prefix.clone();
-                    async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-                },
-            )
-            .await?;
-        let revision = response.header().map_or(0, |h| h.revision()).max(0) as Revision;
-        let entries = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| match kv.key_str() {
-                Ok(key) => Some(KeyValue {
-                    key: key.to_owned(),
-                    value: kv.value().to_vec(),
-                }),
-                Err(_) => {
-                    warn!("skipping an etcd key that is not UTF-8");
-                    None
+        let limit = self.endpoints.max_decoding;
+        let mut pager = Pager::new(prefix, self.settings.list_page_keys(), limit);
+        loop {
+            let request = pager.request();
+            let outcome = self
+                .endpoints
+                .call(
+                    || format!("list {prefix}"),
+                    |client| {
+                        let request = request.clone();
+                        async move { read_page(client, limit, request).await }
+                    },
+                )
+                .await?;
+            match outcome {
+                Page::Read(response) => {
+                    let revision = response.header().map_or(0, |h| h.revision());
+                    let kvs = response.kvs().iter().map(|kv| (kv.key(), kv.value()));
+                    if pager.page(revision, kvs, response.more()) {
+                        break;
+                    }
                 }
-            })
-            .collect();
-        Ok(Listing { entries, revision })
+                Page::TooLarge(too_large, error) => {
+                    let keys = pager.page_keys();
+                    if !pager.too_large(too_large.found) {
+                        warn!(
+                            %prefix, limit, found = ?too_large.found,
+                            "an etcd entry is larger than the decode limit: raise EtcdSettings::max_decoding_message_size"
+                        );
+                        return Err(BackendError::request(
+                            NAME,
+                            format!("list {prefix}"),
+                            EtcdError::EntryTooLarge {
+                                prefix: prefix.to_owned(),
+                                limit,
+                                source: error,
+                            },
+                        ));
+                    }
+                    debug!(%prefix, keys, next = pager.page_keys(), found = ?too_large.found, "listing page too large, asking for fewer keys");
+                }
+                Page::Compacted(error) => {
+                    if !pager.compacted() {
+                        return Err(BackendError::request(
+                            NAME,
+                            format!("list {prefix}"),
+                            EtcdError::CompactedWhileListing {
+                                prefix: prefix.to_owned(),
+                                restarts: paging::MAX_RESTARTS,
+                                source: error,
+                            },
+                        ));
+                    }
+                    debug!(%prefix, "listing revision compacted meanwhile, listing again");
+                }
+            }
+        }
+        let pages = pager.pages();
+        let listing = pager.finish();
+        debug!(%prefix, pages, entries = listing.entries.len(), revision = listing.revision, "listed");
+        Ok(listing)
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
@@ -607,7 +705,8 @@ impl Backend for EtcdBackend {
                 || format!("get {key}"),
                 |mut c| {
                     let key = key.clone();
-                    async move { c.get(key, None).await }
+                    // Only the lease is wanted: leave the value (up to etcd's request limit) out.
+                    async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
                 },
             )
             .await?;
@@ -653,6 +752,44 @@ impl Backend for EtcdBackend {
     }
 }
 
+/// How a listing page read ended, beside the failures [`Endpoints::call`] handles.
+enum Page {
+    Read(etcd_client::GetResponse),
+    TooLarge(oversized::TooLarge, etcd_client::Error),
+    Compacted(etcd_client::Error),
+}
+
+/// Reads one page of a listing with the decode limit `limit`.
+async fn read_page(
+    client: Client,
+    limit: usize,
+    request: paging::PageRequest,
+) -> Result<Page, etcd_client::Error> {
+    let mut options = GetOptions::new()
+        .with_range(request.range_end)
+        .with_limit(request.limit);
+    if let Some(revision) = request.revision {
+        options = options.with_revision(revision);
+    }
+    let result = client
+        .kv_client()
+        .max_decoding_message_size(limit)
+        .get(request.key, Some(options))
+        .await;
+    match result {
+        Ok(response) => Ok(Page::Read(response)),
+        Err(error) => {
+            if let Some(too_large) = oversized::too_large(&error) {
+                Ok(Page::TooLarge(too_large, error))
+            } else if request.revision.is_some() && revision_compacted(&error) {
+                Ok(Page::Compacted(error))
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
 /// The state of one watch stream.
 enum WatchState {
     Start {
@@ -660,16 +797,26 @@ enum WatchState {
         prefix: String,
         after: Revision,
     },
-    Watching {
-        endpoints: Arc<Endpoints>,
-        endpoint: usize,
-        after: Revision,
-        // Boxed: the stream is large and the other states are small.
-        stream: Box<etcd_client::WatchStream>,
-        pending: VecDeque<WatchEvent>,
-        progress_requested: bool,
-    },
+    // Boxed: the stream is large and the other states are small.
+    Watching(Box<Watching>),
     Done,
+}
+
+/// A watch stream that is open.
+struct Watching {
+    endpoints: Arc<Endpoints>,
+    endpoint: usize,
+    prefix: String,
+    /// The revision the core asked for changes after.
+    after: Revision,
+    /// The revision the watch was created at (`after + 1`, or one more when that revision was
+    /// found undecodable before).
+    start: i64,
+    stream: etcd_client::WatchStream,
+    pending: VecDeque<WatchEvent>,
+    progress_requested: bool,
+    /// Whether any event was decoded on this stream.
+    seen_events: bool,
 }
 
 type Item = Result<WatchEvent, BackendError>;
@@ -684,7 +831,7 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                 prefix,
                 after,
             } => {
-                let (endpoint, mut client) = match endpoints.client().await {
+                let (endpoint, client) = match endpoints.client().await {
                     Ok(c) => c,
                     Err(e) => {
                         let index =
@@ -693,20 +840,32 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         return Some((Err(e), WatchState::Done));
                     }
                 };
+                let wanted = i64::try_from(after).unwrap_or(i64::MAX - 1) + 1;
+                let (start, skipped) = endpoints.undecodable.start_for(&prefix, wanted);
+                if skipped {
+                    debug!(%prefix, revision = wanted, "watching past a revision too large to decode (the listing holds it)");
+                }
                 let options = WatchOptions::new()
                     .with_prefix()
-                    .with_start_revision(after as i64 + 1)
-                    .with_progress_notify();
-                match client.watch(prefix.as_str(), Some(options)).await {
+                    .with_start_revision(start)
+                    .with_progress_notify()
+                    .with_fragment();
+                let mut watcher = client
+                    .watch_client()
+                    .max_decoding_message_size(endpoints.max_decoding);
+                match watcher.watch(prefix.as_str(), Some(options)).await {
                     Ok(stream) => {
-                        state = WatchState::Watching {
+                        state = WatchState::Watching(Box::new(Watching {
                             endpoints,
                             endpoint,
+                            prefix,
                             after,
-                            stream: Box::new(stream),
+                            start,
+                            stream,
                             pending: VecDeque::new(),
                             progress_requested: false,
-                        };
+                            seen_events: false,
+                        }));
                     }
                     Err(e) => {
                         if is_transport(&e) {
@@ -717,64 +876,37 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                     }
                 }
             }
-            WatchState::Watching {
-                endpoints,
-                endpoint,
-                after,
-                mut stream,
-                mut pending,
-                mut progress_requested,
-            } => {
-                if let Some(event) = pending.pop_front() {
-                    return Some((
-                        Ok(event),
-                        WatchState::Watching {
-                            endpoints,
-                            endpoint,
-                            after,
-                            stream,
-                            pending,
-                            progress_requested,
-                        },
-                    ));
+            WatchState::Watching(mut w) => {
+                if let Some(event) = w.pending.pop_front() {
+                    return Some((Ok(event), WatchState::Watching(w)));
                 }
-                let message = match tokio::time::timeout(WATCH_QUIET, stream.message()).await {
+                let message = match tokio::time::timeout(WATCH_QUIET, w.stream.message()).await {
                     Ok(message) => message,
-                    Err(_) if !progress_requested => {
+                    Err(_) if !w.progress_requested => {
                         // Quiet for a while: is the member still there?
-                        if stream.request_progress().await.is_err() {
-                            endpoints.rotate_from(endpoint);
+                        if w.stream.request_progress().await.is_err() {
+                            w.endpoints.rotate_from(w.endpoint);
                             return Some((Err(stalled()), WatchState::Done));
                         }
-                        state = WatchState::Watching {
-                            endpoints,
-                            endpoint,
-                            after,
-                            stream,
-                            pending,
-                            progress_requested: true,
-                        };
+                        w.progress_requested = true;
+                        state = WatchState::Watching(w);
                         continue;
                     }
                     Err(_) => {
-                        endpoints.rotate_from(endpoint);
+                        w.endpoints.rotate_from(w.endpoint);
                         return Some((Err(stalled()), WatchState::Done));
                     }
                 };
-                progress_requested = false;
+                w.progress_requested = false;
                 let response = match message {
                     Ok(Some(response)) => response,
                     Ok(None) => return None,
-                    Err(e) => {
-                        if is_transport(&e) {
-                            endpoints.rotate_from(endpoint);
-                        }
-                        return Some((Err(classify(e, || "watch".into(), None)), WatchState::Done));
-                    }
+                    Err(e) => return Some((Err(watch_failed(&w, e)), WatchState::Done)),
                 };
                 // A store whose revision is behind what we saw lost its data (restored from an
                 // old snapshot, or restarted empty): watching on would wait for revisions that
                 // mean something else. Relist.
+                let after = w.after;
                 let store_revision = response.header().map_or(i64::MAX, |h| h.revision());
                 if store_revision < after as i64 {
                     let reason = format!(
@@ -794,13 +926,14 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                     return Some((Err(BackendError::HistoryLost { reason }), WatchState::Done));
                 }
                 for event in response.events() {
+                    w.seen_events = true;
                     let Some(kv) = event.kv() else { continue };
                     let Ok(key) = kv.key_str() else {
                         warn!("skipping a watch event for a key that is not UTF-8");
                         continue;
                     };
                     let revision = kv.mod_revision().max(0) as Revision;
-                    pending.push_back(match event.event_type() {
+                    w.pending.push_back(match event.event_type() {
                         EventType::Put => WatchEvent::Put {
                             kv: KeyValue {
                                 key: key.to_owned(),
@@ -814,17 +947,35 @@ async fn next_watch_item(state: WatchState) -> Option<(Item, WatchState)> {
                         },
                     });
                 }
-                state = WatchState::Watching {
-                    endpoints,
-                    endpoint,
-                    after,
-                    stream,
-                    pending,
-                    progress_requested,
-                };
+                state = WatchState::Watching(w);
             }
         }
     }
+}
+
+/// The error a failed watch stream yields. A response above the decode limit is reported as
+/// [`BackendError::HistoryLost`]: watching again from the same revision would meet the same
+/// response, while the core's relist (paged) reads past it and watches on from after it.
+fn watch_failed(w: &Watching, error: etcd_client::Error) -> BackendError {
+    if let Some(too_large) = oversized::too_large(&error) {
+        if !w.seen_events {
+            w.endpoints.undecodable.record(&w.prefix, w.start);
+        }
+        let size = |n: Option<usize>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let reason = format!(
+            "a watch response under {} is larger than the decode limit ({} bytes, limit {}); \
+             listing again to continue past it (raise EtcdSettings::max_decoding_message_size \
+             to receive such responses)",
+            w.prefix,
+            size(too_large.found),
+            size(too_large.limit.or(Some(w.endpoints.max_decoding))),
+        );
+        return BackendError::HistoryLost { reason };
+    }
+    if is_transport(&error) {
+        w.endpoints.rotate_from(w.endpoint);
+    }
+    classify(error, || "watch".into(), None)
 }
 
 fn stalled() -> BackendError {

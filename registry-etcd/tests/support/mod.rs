@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry_core::{ConnectOptions, Registry, RegistryOptions};
-use registry_etcd::EtcdBackend;
+use registry_etcd::{EtcdBackend, EtcdSettings};
 
 pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
     ConnectOptions::for_registry(address, options)
@@ -14,6 +14,18 @@ pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptio
 
 pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
     let backend = EtcdBackend::connect(&connect_options(address, &options))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)));
+    Registry::new(Arc::new(backend), options).expect("valid options")
+}
+
+/// [`registry`] with the backend's [`EtcdSettings`].
+pub async fn registry_with(
+    address: &str,
+    options: RegistryOptions,
+    settings: EtcdSettings,
+) -> Registry {
+    let backend = EtcdBackend::connect_with(&connect_options(address, &options), settings)
         .await
         .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)));
     Registry::new(Arc::new(backend), options).expect("valid options")
