@@ -23,14 +23,7 @@ pub(crate) async fn timed<T>(
     operation: impl FnOnce() -> String,
     request: impl Future<Output = Result<T, BackendError>>,
 ) -> Result<T, BackendError> {
-    match tokio::time::timeout(timeout, request).await {
-        Ok(result) => result,
-        Err(_) => Err(BackendError::Timeout {
-            backend: backend.name(),
-            operation: operation(),
-            timeout,
-        }),
-    }
+    crate::backend::with_timeout(backend.name(), timeout, operation, request).await?
 }
 
 /// `error: cause: cause` on one line, for logs and command-line tools.

@@ -30,15 +30,28 @@
 //!
 //! A backend never retries on its own behalf beyond what one request needs; the core decides when
 //! to retry, with jittered backoff.
+//!
+//! # Writing a backend
+//!
+//! A backend holds only what is specific to its store. The scaffolding is here, once:
+//! [`watch_stream`] turns "open a watch" and "next batch of events" ([`WatchSource`]) into a
+//! [`WatchStream`] (errors as the last item, a batch delivered event by event), and
+//! [`with_timeout`] bounds one request, turning a timeout into [`BackendError::Timeout`].
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::instance::{KeySpace, DEFAULT_ROOT};
-use crate::options::{RegistryOptions, DEFAULT_TIMEOUT, DEFAULT_TTL};
+mod error;
+mod options;
+mod request;
+mod stream;
+
+pub use error::{BackendError, BoxError};
+pub use options::ConnectOptions;
+pub use request::with_timeout;
+pub use stream::{watch_stream, WatchSource};
 
 /// A position in the store's change history (etcd revision, ZooKeeper zxid, a Redis stream
 /// sequence, the memory store's counter). Revisions increase with every change.
@@ -115,185 +128,6 @@ pub enum Liveness {
     },
     /// The liveness handle (lease, session) is gone: every key must be put again.
     Lost,
-}
-
-/// How to reach a store: the backend-neutral part of the registry configuration.
-///
-/// The default is the backend's default address, no credentials, and the registry defaults
-/// ([`DEFAULT_TIMEOUT`], [`DEFAULT_TTL`], [`DEFAULT_ROOT`]).
-#[derive(Clone, PartialEq, Eq)]
-pub struct ConnectOptions {
-    /// Address(es): backend specific, several endpoints comma-separated. Empty means the
-    /// backend's default.
-    pub address: String,
-    /// User name, for stores with authentication.
-    pub username: Option<String>,
-    /// Password, for stores with authentication.
-    pub password: Option<String>,
-    /// Timeout of one request.
-    pub timeout: Duration,
-    /// Time to live of a node whose owner stopped heart-beating.
-    pub ttl: Duration,
-    /// The key root the registry uses (as in [`KeySpace`](crate::KeySpace)), so a backend can
-    /// check it at start and knows where node keys are.
-    pub root: String,
-}
-
-impl Default for ConnectOptions {
-    fn default() -> Self {
-        Self {
-            address: String::new(),
-            username: None,
-            password: None,
-            timeout: DEFAULT_TIMEOUT,
-            ttl: DEFAULT_TTL,
-            root: DEFAULT_ROOT.to_owned(),
-        }
-    }
-}
-
-impl ConnectOptions {
-    /// Options for the store at `address`, with the timeout, TTL and root of `options`: what a
-    /// [`Registry`](crate::Registry) built with the same `options` expects.
-    pub fn for_registry(address: impl Into<String>, options: &RegistryOptions) -> Self {
-        Self {
-            address: address.into(),
-            timeout: options.timeout,
-            ttl: options.ttl,
-            root: options.keys.root().to_owned(),
-            ..Self::default()
-        }
-    }
-
-    /// The root as a [`KeySpace`](crate::KeySpace) (normalised: leading and trailing `/`).
-    pub fn keys(&self) -> KeySpace {
-        KeySpace::new(&self.root)
-    }
-}
-
-impl fmt::Debug for ConnectOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectOptions")
-            .field("address", &self.address)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("timeout", &self.timeout)
-            .field("ttl", &self.ttl)
-            .field("root", &self.root)
-            .finish()
-    }
-}
-
-/// A boxed error from a store client.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// An error from a backend.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackendError {
-    /// The store could not be reached.
-    #[error("cannot connect to {backend} at `{address}`")]
-    Connect {
-        /// Backend name.
-        backend: &'static str,
-        /// Address tried.
-        address: String,
-        /// Cause.
-        #[source]
-        source: BoxError,
-    },
-    /// The store refused the credentials.
-    #[error("authentication to {backend} failed (check rpc.registryConfig.username/password)")]
-    Auth {
-        /// Backend name.
-        backend: &'static str,
-        /// Cause.
-        #[source]
-        source: BoxError,
-    },
-    /// One request failed.
-    #[error("{operation} on {backend} failed")]
-    Request {
-        /// Backend name.
-        backend: &'static str,
-        /// The operation, e.g. `put /rpc/a:1.0/h:1`.
-        operation: String,
-        /// Cause.
-        #[source]
-        source: BoxError,
-    },
-    /// A request did not finish within the configured timeout.
-    #[error("{operation} on {backend} timed out after {timeout:?}")]
-    Timeout {
-        /// Backend name.
-        backend: &'static str,
-        /// The operation.
-        operation: String,
-        /// The timeout.
-        timeout: Duration,
-    },
-    /// The watch cannot continue from the requested revision (compacted history, canceled
-    /// watch, expired session): the caller must list again.
-    #[error("watch history lost: {reason}")]
-    HistoryLost {
-        /// What happened.
-        reason: String,
-    },
-    /// The address or options are not usable by this backend.
-    #[error("invalid configuration for {backend}: {reason}")]
-    Config {
-        /// Backend name.
-        backend: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The key is held by another client's live liveness handle (another process registered
-    /// the same node): it is not taken over. The core keeps the node wanted and writes it once
-    /// the other registration is gone.
-    #[error(
-        "{key} is held by another live registration ({holder}) on {backend}; waiting for it to go"
-    )]
-    Held {
-        /// Backend name.
-        backend: &'static str,
-        /// The key.
-        key: String,
-        /// The holder, as the store names it (an etcd lease, a ZooKeeper session, ...).
-        holder: String,
-    },
-    /// The client was closed.
-    #[error("{backend} client is closed")]
-    Closed {
-        /// Backend name.
-        backend: &'static str,
-    },
-}
-
-impl BackendError {
-    /// Whether trying again later may succeed (connection and request failures, timeouts).
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            BackendError::Connect { .. }
-                | BackendError::Request { .. }
-                | BackendError::Timeout { .. }
-                | BackendError::HistoryLost { .. }
-                | BackendError::Held { .. }
-        )
-    }
-
-    /// Shorthand for a [`BackendError::Request`].
-    pub fn request(
-        backend: &'static str,
-        operation: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
-        BackendError::Request {
-            backend,
-            operation: operation.into(),
-            source: source.into(),
-        }
-    }
 }
 
 /// A store backend. See the [module docs](self) for the contract.
