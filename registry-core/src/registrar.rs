@@ -271,15 +271,16 @@ impl TruthObserver for Registrar {
     }
 
     fn gone(&self, key: &str) {
+        // A written node seen gone is put back, confirmed or not: the watch may have shown
+        // our put before the put returned (so it was never confirmed), and an old delete
+        // replayed after our put costs one idempotent put at worst.
         let state = self.desired().get_mut(key).map(|d| {
             let before = d.state;
-            if before == WriteState::Confirmed {
-                d.state = WriteState::Pending;
-            }
+            d.state = WriteState::Pending;
             before
         });
         match state {
-            Some(WriteState::Confirmed) => {
+            Some(WriteState::Confirmed | WriteState::Written) => {
                 info!(%key, "own node deleted from the store, registering it again");
                 self.wake.notify_one();
             }

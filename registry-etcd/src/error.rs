@@ -1,4 +1,8 @@
-//! The etcd backend's own error causes.
+//! The etcd backend's own error causes, and the classification of the client's errors.
+
+use registry_core::BackendError;
+
+use crate::NAME;
 
 /// A failure of the etcd backend beyond one failed request, the source of a
 /// [`BackendError::Request`](registry_core::BackendError::Request).
@@ -30,6 +34,86 @@ pub enum EtcdError {
         #[source]
         source: etcd_client::Error,
     },
+}
+
+// ---- classification of the client's errors, in one place ----
+
+/// Whether the error means the member could not serve the request (try another one): transport
+/// failures, and `Unavailable` / deadline answers (a member without a leader answers so).
+pub(crate) fn is_transport(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => tonic_code::of(error).is_some_and(|(code, message)| match code {
+            tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED => true,
+            tonic_code::UNKNOWN => !message.starts_with("etcdserver:"),
+            _ => false,
+        }),
+    }
+}
+
+/// gRPC codes, by number (avoids depending on tonic directly).
+pub(crate) mod tonic_code {
+    use etcd_client::Error;
+    pub(crate) type Code = i32;
+    pub(crate) const UNKNOWN: Code = 2;
+    pub(crate) const INVALID_ARGUMENT: Code = 3;
+    pub(crate) const DEADLINE_EXCEEDED: Code = 4;
+    pub(crate) const NOT_FOUND: Code = 5;
+    pub(crate) const PERMISSION_DENIED: Code = 7;
+    pub(crate) const RESOURCE_EXHAUSTED: Code = 8;
+    pub(crate) const OUT_OF_RANGE: Code = 11;
+    pub(crate) const INTERNAL: Code = 13;
+    pub(crate) const UNAVAILABLE: Code = 14;
+    pub(crate) const UNAUTHENTICATED: Code = 16;
+
+    pub(crate) fn of(error: &Error) -> Option<(Code, &str)> {
+        match error {
+            Error::GRpcStatus(status) => Some((status.code() as i32, status.message())),
+            _ => None,
+        }
+    }
+}
+
+/// Maps a client error to the core's error kinds.
+pub(crate) fn classify(
+    error: etcd_client::Error,
+    what: impl FnOnce() -> String,
+    address: Option<&str>,
+) -> BackendError {
+    if let Some((code, message)) = tonic_code::of(&error) {
+        let auth = code == tonic_code::UNAUTHENTICATED
+            || code == tonic_code::PERMISSION_DENIED
+            || (code == tonic_code::INVALID_ARGUMENT && message.contains("authentication failed"));
+        if auth {
+            return BackendError::Auth {
+                backend: NAME,
+                source: Box::new(error),
+            };
+        }
+    }
+    if is_transport(&error) {
+        if let Some(address) = address {
+            return BackendError::Connect {
+                backend: NAME,
+                address: address.to_owned(),
+                source: Box::new(error),
+            };
+        }
+    }
+    BackendError::request(NAME, what(), error)
+}
+
+/// Whether a read at a revision failed because that revision was compacted.
+pub(crate) fn revision_compacted(error: &etcd_client::Error) -> bool {
+    tonic_code::of(error).is_some_and(|(code, message)| {
+        code == tonic_code::OUT_OF_RANGE && message.contains("required revision has been compacted")
+    })
+}
+
+pub(crate) fn lease_not_found(error: &etcd_client::Error) -> bool {
+    tonic_code::of(error).is_some_and(|(code, message)| {
+        code == tonic_code::NOT_FOUND || message.contains("lease not found")
+    })
 }
 
 #[cfg(test)]

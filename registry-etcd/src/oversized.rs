@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use crate::tonic_code;
+use crate::error::tonic_code;
 
 /// A response the client refused because it is larger than its decode limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -174,3 +174,61 @@ async fn a_cluster_that_loses_its_leader_keeps_registrations_heartbeats_and_watc
     )
     .await;
 }
+
+/// Each heartbeat reads the keys bound to the lease: a node deleted behind our back is
+/// reported missing at the next beat, whether or not this process watches its service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_reports_a_node_deleted_behind_our_back() {
+    use registry_core::{Backend, Liveness};
+    support::init_tracing();
+    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let options = default_options();
+    let backend = support::backend(&etcd.endpoint(), &options).await;
+    let keys: Vec<String> = (1..=3)
+        .map(|i| format!("{}svc:1.0/127.0.0.1:{i}", options.keys.root()))
+        .collect();
+    for key in &keys {
+        backend.put(key, b"{}", options.ttl).await.unwrap();
+    }
+    assert_eq!(
+        backend.keep_alive(&keys, options.ttl).await.unwrap(),
+        Liveness::Alive { missing: vec![] }
+    );
+    let mut raw = support::raw(&etcd.endpoint()).await;
+    raw.delete(keys[1].as_str(), None).await.unwrap();
+    assert_eq!(
+        backend.keep_alive(&keys, options.ttl).await.unwrap(),
+        Liveness::Alive {
+            missing: vec![keys[1].clone()]
+        }
+    );
+}
+
+/// The reported case: one process registers 200 nodes of one service as fast as it can, then
+/// one is deleted with etcdctl: it is back within about a heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_200_nodes_deleted_behind_our_back_comes_back() {
+    support::init_tracing();
+    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let options = default_options();
+    let provider = support::registry(&etcd.endpoint(), options.clone()).await;
+    let registered =
+        futures::future::join_all((0..200).map(|i| provider.register(svc(10_000 + i)))).await;
+    assert!(registered.iter().all(Result::is_ok));
+    tokio::time::sleep(support::SETTLE).await;
+    let victim = format!("{}svc:1.0/127.0.0.1:10007", options.keys.root());
+    let out = etcd.etcdctl(&["del", &victim]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let inspector = support::registry(&etcd.endpoint(), options.clone()).await;
+    eventually(
+        options.heartbeat_interval * 2 + Duration::from_secs(3),
+        "the deleted node is back",
+        || async {
+            inspector
+                .inspect(Some("svc:1.0"))
+                .await
+                .is_ok_and(|n| n.iter().any(|s| s.node.service_port == 10_007) && n.len() == 200)
+        },
+    )
+    .await;
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use registry_core::backend::with_timeout;
 use registry_core::{BackendError, KeySpace};
 use tracing::info;
 use zookeeper_client as zk;
@@ -120,11 +121,9 @@ impl Session {
     where
         F: std::future::Future<Output = Result<T, zk::Error>>,
     {
-        match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify(e, operation)),
-            Err(_) => Err(self.timed_out(operation())),
-        }
+        self.raw(&operation, call)
+            .await?
+            .map_err(|e| classify(e, operation))
     }
 
     /// Runs one request under the timeout, leaving its `zk::Error` for the caller to classify.
@@ -136,16 +135,6 @@ impl Session {
     where
         F: std::future::Future<Output = Result<T, zk::Error>>,
     {
-        tokio::time::timeout(self.settings.timeout, call)
-            .await
-            .map_err(|_| self.timed_out(operation()))
-    }
-
-    fn timed_out(&self, operation: String) -> BackendError {
-        BackendError::Timeout {
-            backend: NAME,
-            operation,
-            timeout: self.settings.timeout,
-        }
+        with_timeout(NAME, self.settings.timeout, operation, call).await
     }
 }

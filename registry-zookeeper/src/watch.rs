@@ -7,10 +7,10 @@
 //! deleted one reported with the last revision seen. Events for znodes that are not node keys
 //! (directories, junk at any depth) are dropped without a read.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures::stream::{self, StreamExt};
+use registry_core::backend::{watch_stream, WatchSource};
 use registry_core::{BackendError, KeyValue, Revision, WatchEvent, WatchStream};
 use tracing::debug;
 use zookeeper_client as zk;
@@ -23,26 +23,10 @@ use crate::session::classify;
 /// The stream of changes under `prefix` after `after`.
 pub(crate) fn watch(inner: Arc<Inner>, prefix: &str, after: Revision) -> WatchStream {
     let depth = node_depth(&inner.session.settings.keys, prefix);
-    let state = State::Start {
-        inner,
-        prefix: prefix.to_owned(),
-        depth,
-        after,
-    };
-    stream::unfold(state, next).boxed()
+    watch_stream(start(inner, prefix.to_owned(), depth, after))
 }
 
-enum State {
-    Start {
-        inner: Arc<Inner>,
-        prefix: String,
-        depth: usize,
-        after: Revision,
-    },
-    Watching(Box<Watching>),
-    Done,
-}
-
+/// An open persistent watch.
 struct Watching {
     inner: Arc<Inner>,
     client: Arc<zk::Client>,
@@ -51,37 +35,16 @@ struct Watching {
     depth: usize,
     last: Revision,
     disconnected: bool,
-    /// Catch-up events to deliver before the watch's own.
-    pending: VecDeque<WatchEvent>,
+    /// Catch-up events, delivered as the first batch.
+    catch_up: Vec<WatchEvent>,
 }
 
-type Item = Result<WatchEvent, BackendError>;
-
-async fn next(state: State) -> Option<(Item, State)> {
-    let mut state = state;
-    loop {
-        match state {
-            State::Done => return None,
-            State::Start {
-                inner,
-                prefix,
-                depth,
-                after,
-            } => match start(inner, prefix, depth, after).await {
-                Ok(watching) => state = State::Watching(Box::new(watching)),
-                Err(e) => return Some((Err(e), State::Done)),
-            },
-            State::Watching(mut w) => {
-                if let Some(event) = w.pending.pop_front() {
-                    return Some((Ok(event), State::Watching(w)));
-                }
-                match w.next_event().await {
-                    Ok(Some(event)) => return Some((Ok(event), State::Watching(w))),
-                    Ok(None) => state = State::Watching(w),
-                    Err(e) => return Some((Err(e), State::Done)),
-                }
-            }
+impl WatchSource for Watching {
+    async fn next_batch(&mut self) -> Result<Option<Vec<WatchEvent>>, BackendError> {
+        if !self.catch_up.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.catch_up)));
         }
+        Ok(Some(self.next_event().await?.into_iter().collect()))
     }
 }
 
@@ -109,7 +72,7 @@ async fn start(
         )
         .await?;
     snap.junk.report(&prefix);
-    let mut pending = VecDeque::new();
+    let mut catch_up = Vec::new();
     if snap.revision > after + 1 {
         let Some(known) = inner.known().get(&prefix).cloned() else {
             return Err(BackendError::HistoryLost {
@@ -118,20 +81,20 @@ async fn start(
         };
         let present: HashSet<&str> = snap.entries.iter().map(|(kv, _)| kv.key.as_str()).collect();
         for key in known.iter().filter(|k| !present.contains(k.as_str())) {
-            pending.push_back(WatchEvent::Delete {
+            catch_up.push(WatchEvent::Delete {
                 key: key.clone(),
                 revision: snap.revision,
             });
         }
         for (kv, revision) in &snap.entries {
             if *revision > after || !known.contains(&kv.key) {
-                pending.push_back(WatchEvent::Put {
+                catch_up.push(WatchEvent::Put {
                     kv: kv.clone(),
                     revision: (*revision).max(after + 1),
                 });
             }
         }
-        debug!(%prefix, changes = pending.len(), "caught up with changes made before the watch");
+        debug!(%prefix, changes = catch_up.len(), "caught up with changes made before the watch");
     }
     let keys = snap.entries.iter().map(|(kv, _)| kv.key.clone()).collect();
     inner.known().insert(prefix.clone(), keys);
@@ -143,7 +106,7 @@ async fn start(
         depth,
         last: snap.revision.max(after),
         disconnected: false,
-        pending,
+        catch_up,
     })
 }
 

@@ -12,6 +12,12 @@ pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptio
     ConnectOptions::for_registry(address, options)
 }
 
+pub async fn backend(address: &str, options: &RegistryOptions) -> EtcdBackend {
+    EtcdBackend::connect(&connect_options(address, options))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)))
+}
+
 pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
     let backend = EtcdBackend::connect(&connect_options(address, &options))
         .await

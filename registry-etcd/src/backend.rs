@@ -1,0 +1,265 @@
+//! The [`Backend`] implementation: puts and deletes under ownership, the rest delegated.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Compare, CompareOp, ConnectOptions as EtcdOptions, DeleteOptions, GetOptions, PutOptions, Txn,
+    TxnOp, TxnOpResponse,
+};
+use registry_core::{
+    Backend, BackendError, ConnectOptions, Listing, Liveness, Revision, WatchStream,
+};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use crate::endpoints::{parse_endpoints, Endpoints};
+use crate::error::{classify, is_transport, lease_not_found};
+use crate::lease::Lease;
+use crate::oversized::UndecodableStarts;
+use crate::{listing, watch, EtcdSettings, NAME};
+
+/// Why [`EtcdBackend::put_owned`] did not write.
+enum PutError {
+    /// Another live lease holds the key.
+    Held(i64),
+    /// The key changed between two steps: try again.
+    Changed,
+    /// No endpoint could be reached.
+    Backend(BackendError),
+    /// The request failed.
+    Etcd(etcd_client::Error),
+}
+
+/// The `etcd` [`Backend`]. See the [crate docs](crate).
+pub struct EtcdBackend {
+    endpoints: Arc<Endpoints>,
+    lease: Lease,
+    settings: EtcdSettings,
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("endpoints", &self.endpoints.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdBackend {
+    /// Connects to the endpoints in `options.address` (comma-separated; default
+    /// [`DEFAULT_ADDRESS`](crate::DEFAULT_ADDRESS)) with the credentials given, and checks
+    /// that one answers.
+    ///
+    /// # Errors
+    /// [`BackendError::Auth`] for wrong credentials, [`BackendError::Connect`] when no
+    /// endpoint answers.
+    pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
+        Self::connect_with(options, EtcdSettings::default()).await
+    }
+
+    /// [`connect`](Self::connect) with [`EtcdSettings`] (decode limit, listing page size).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
+        options: &ConnectOptions,
+        settings: EtcdSettings,
+    ) -> Result<Self, BackendError> {
+        let urls = parse_endpoints(&options.address);
+        let timeout = options.timeout;
+        let mut etcd = EtcdOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(timeout)
+            .with_require_leader(true);
+        if let (Some(user), Some(password)) = (&options.username, &options.password) {
+            etcd = etcd.with_user(user.clone(), password.clone());
+        }
+        let endpoints = Arc::new(Endpoints {
+            clients: Mutex::new(vec![None; urls.len()]),
+            urls,
+            options: etcd,
+            current: AtomicUsize::new(0),
+            max_decoding: settings.max_decoding_message_size(),
+            undecodable: UndecodableStarts::default(),
+        });
+        let backend = Self {
+            lease: Lease::new(Arc::clone(&endpoints), timeout),
+            endpoints,
+            settings,
+        };
+        // One request now, so wrong credentials or no reachable member fail at startup.
+        backend.health().await?;
+        Ok(backend)
+    }
+
+    /// The configured endpoints.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints.urls
+    }
+
+    /// Puts `key` with `lease` unless another live lease holds it: one transaction, "if the
+    /// key has no lease (absent, or written without one) put it, else read it", and a second
+    /// one only when the key turns out to be ours already (an update).
+    async fn put_owned(&self, key: &str, value: &[u8], lease: i64) -> Result<(), PutError> {
+        let put = || TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
+        let (index, mut client) = self.endpoints.client().await.map_err(PutError::Backend)?;
+        let fail = |e: etcd_client::Error| {
+            if is_transport(&e) {
+                self.endpoints.rotate_from(index);
+            }
+            PutError::Etcd(e)
+        };
+        let unleased = Txn::new()
+            .when([Compare::lease(key, CompareOp::Equal, 0)])
+            .and_then([put()])
+            .or_else([TxnOp::get(key, None)]);
+        let response = client.txn(unleased).await.map_err(fail)?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let holder = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
+            _ => None,
+        });
+        match holder {
+            Some(holder) if holder == lease => {
+                let ours = Txn::new()
+                    .when([Compare::lease(key, CompareOp::Equal, lease)])
+                    .and_then([put()]);
+                if client.txn(ours).await.map_err(fail)?.succeeded() {
+                    Ok(())
+                } else {
+                    Err(PutError::Changed)
+                }
+            }
+            Some(holder) if holder != 0 => Err(PutError::Held(holder)),
+            // Gone (or unleased) between the compare and the read: try again.
+            _ => Err(PutError::Changed),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for EtcdBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let lease = self.lease.ensure(ttl).await?;
+            let error = match self.put_owned(key, value, lease).await {
+                Ok(()) => return Ok(()),
+                Err(PutError::Held(holder)) => {
+                    return Err(BackendError::Held {
+                        backend: NAME,
+                        key: key.to_owned(),
+                        holder: format!("lease {holder:x}"),
+                    })
+                }
+                Err(PutError::Backend(e)) => return Err(e),
+                Err(PutError::Changed) if attempts < 4 => continue,
+                Err(PutError::Changed) => {
+                    return Err(BackendError::request(
+                        NAME,
+                        format!("put {key}"),
+                        "the key kept changing under us",
+                    ))
+                }
+                Err(PutError::Etcd(e)) => e,
+            };
+            match error {
+                e if lease_not_found(&e) && attempts < 3 => {
+                    warn!(lease, "etcd lease is gone, granting a new one");
+                    self.lease.forget(lease, true).await;
+                }
+                e if is_transport(&e) && attempts < self.endpoints.urls.len() + 1 => {
+                    debug!(error = %e, "put failed on this endpoint, trying the next");
+                }
+                e => return Err(classify(e, || format!("put {key}"), None)),
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        // Only a key bound to this client's lease is ours to delete.
+        let Some(lease) = self.lease.current().await else {
+            return Ok(());
+        };
+        let key = key.to_owned();
+        self.endpoints
+            .call(
+                || format!("delete {key}"),
+                |mut c| {
+                    let txn = Txn::new()
+                        .when([Compare::lease(key.as_str(), CompareOp::Equal, lease)])
+                        .and_then([TxnOp::delete(key.as_str(), None::<DeleteOptions>)]);
+                    async move { c.txn(txn).await }
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
+        listing::list(&self.endpoints, self.settings.list_page_keys(), prefix).await
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
+        watch::watch(Arc::clone(&self.endpoints), prefix, after)
+    }
+
+    async fn keep_alive(&self, keys: &[String], _ttl: Duration) -> Result<Liveness, BackendError> {
+        self.lease.renew(keys).await
+    }
+
+    async fn ttl_remaining(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        let key = key.to_owned();
+        let response = self
+            .endpoints
+            .call(
+                || format!("get {key}"),
+                |mut c| {
+                    let key = key.clone();
+                    // Only the lease is wanted: leave the value (up to etcd's request limit) out.
+                    async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
+                },
+            )
+            .await?;
+        let Some(lease) = response
+            .kvs()
+            .first()
+            .map(|kv| kv.lease())
+            .filter(|l| *l != 0)
+        else {
+            return Ok(None);
+        };
+        let ttl = self
+            .endpoints
+            .call(
+                || format!("lease time-to-live {lease}"),
+                |mut c| async move { c.lease_time_to_live(lease, None).await },
+            )
+            .await?;
+        Ok((ttl.ttl() >= 0).then(|| Duration::from_secs(ttl.ttl() as u64)))
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        self.endpoints
+            .call(|| "status".into(), |mut c| async move { c.status().await })
+            .await
+            .map(|_| ())
+    }
+
+    async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
+        if let Some(lease) = self.lease.revoke().await? {
+            debug!(lease, nodes = keys.len(), "revoked etcd lease");
+        }
+        Ok(())
+    }
+}
