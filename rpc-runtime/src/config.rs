@@ -30,6 +30,13 @@
 //! | `rpc.registryConfig.ttl` | duration, bare number = **seconds** | `30` | `RPC_REGISTRY_CONFIG_TTL` | > 0, e.g. `30`, `30s`, `1m` |
 //! | `rpc.registryConfig.heartbeatInterval` | duration, bare number = **seconds** | `10` | `RPC_REGISTRY_CONFIG_HEARTBEAT_INTERVAL` | > 0 and less than half of `ttl` |
 //! | `rpc.registryConfig.root` | string | `/rpc/` | `RPC_REGISTRY_CONFIG_ROOT` | |
+//! | `rpc.server.maxConnections` | integer | ¾ of the open-files soft limit, at most 10000 | `RPC_SERVER_MAX_CONNECTIONS` | ≥ 1 |
+//! | `rpc.server.idleTimeout` | duration, bare number = **seconds** | `60` | `RPC_SERVER_IDLE_TIMEOUT` | > 0 |
+//! | `rpc.server.frameTimeout` | duration, bare number = **seconds** | `10` | `RPC_SERVER_FRAME_TIMEOUT` | > 0 |
+//! | `rpc.server.maxBufferedBytes` | integer, bytes | `134217728` (128 MiB) | `RPC_SERVER_MAX_BUFFERED_BYTES` | ≥ 1 |
+//!
+//! The `rpc.server.*` keys are the provider's limits against hostile or too many clients (see
+//! [`server`](crate::server) for what each one does).
 //!
 //! A bad value is an error naming the key and what it accepts. Unknown keys under `rpc.` are
 //! reported with a warning and otherwise ignored.
@@ -130,6 +137,13 @@ const KEYS: &[(&str, &str)] = &[
         "RPC_REGISTRY_CONFIG_HEARTBEAT_INTERVAL",
     ),
     ("rpc.registryConfig.root", "RPC_REGISTRY_CONFIG_ROOT"),
+    ("rpc.server.maxConnections", "RPC_SERVER_MAX_CONNECTIONS"),
+    ("rpc.server.idleTimeout", "RPC_SERVER_IDLE_TIMEOUT"),
+    ("rpc.server.frameTimeout", "RPC_SERVER_FRAME_TIMEOUT"),
+    (
+        "rpc.server.maxBufferedBytes",
+        "RPC_SERVER_MAX_BUFFERED_BYTES",
+    ),
 ];
 
 /// A configuration error; every variant names the file or the key.
@@ -260,6 +274,30 @@ impl Default for RegistryConfig {
     }
 }
 
+/// The provider's limits: `rpc.server`. See [`server`](crate::server) for what each does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `rpc.server.maxConnections`; `None`: [`default_max_connections`](crate::server::default_max_connections).
+    pub max_connections: Option<usize>,
+    /// `rpc.server.idleTimeout`.
+    pub idle_timeout: Duration,
+    /// `rpc.server.frameTimeout`.
+    pub frame_timeout: Duration,
+    /// `rpc.server.maxBufferedBytes`.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            idle_timeout: crate::server::DEFAULT_IDLE_TIMEOUT,
+            frame_timeout: crate::server::DEFAULT_FRAME_TIMEOUT,
+            max_buffered_bytes: crate::server::DEFAULT_MAX_BUFFERED_BYTES,
+        }
+    }
+}
+
 /// The runtime configuration. See the [module docs](self) for keys, defaults and sources.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RpcConfig {
@@ -281,6 +319,8 @@ pub struct RpcConfig {
     pub tolerant_strategy: String,
     /// `rpc.registryConfig`.
     pub registry_config: RegistryConfig,
+    /// `rpc.server`.
+    pub server: ServerConfig,
 }
 
 impl Default for RpcConfig {
@@ -295,6 +335,7 @@ impl Default for RpcConfig {
             retry_strategy: DEFAULT_RETRY_STRATEGY.to_owned(),
             tolerant_strategy: DEFAULT_TOLERANT_STRATEGY.to_owned(),
             registry_config: RegistryConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -458,9 +499,22 @@ impl RpcConfig {
             ("rpc.registryConfig.timeout", r.timeout),
             ("rpc.registryConfig.ttl", r.ttl),
             ("rpc.registryConfig.heartbeatInterval", r.heartbeat_interval),
+            ("rpc.server.idleTimeout", self.server.idle_timeout),
+            ("rpc.server.frameTimeout", self.server.frame_timeout),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "0".into(), "a duration greater than 0".into()));
+            }
+        }
+        for (key, value) in [
+            ("rpc.server.maxConnections", self.server.max_connections),
+            (
+                "rpc.server.maxBufferedBytes",
+                Some(self.server.max_buffered_bytes),
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(key, "0".into(), "an integer of at least 1".into()));
             }
         }
         if r.heartbeat_interval * 2 >= r.ttl {
@@ -499,6 +553,20 @@ impl RpcConfig {
                     Some((_, raw)) => parse_duration(key, raw, unit),
                 }
             };
+        let count = |key: &str| -> Result<Option<usize>, ConfigError> {
+            let Some((_, raw)) = get(key) else {
+                return Ok(None);
+            };
+            let text = raw.text();
+            match text.trim().parse::<usize>() {
+                Ok(n) if n >= 1 && !matches!(raw, Raw::Float(_) | Raw::Bool(_)) => Ok(Some(n)),
+                _ => Err(ConfigError::InvalidValue {
+                    key: key.to_owned(),
+                    value: text,
+                    expected: "an integer of at least 1".into(),
+                }),
+            }
+        };
         let port = match get("rpc.serverPort") {
             None => DEFAULT_SERVER_PORT,
             Some((_, raw)) => {
@@ -534,6 +602,21 @@ impl RpcConfig {
                     Unit::Seconds,
                 )?,
                 root: string("rpc.registryConfig.root", DEFAULT_ROOT),
+            },
+            server: ServerConfig {
+                max_connections: count("rpc.server.maxConnections")?,
+                idle_timeout: duration(
+                    "rpc.server.idleTimeout",
+                    crate::server::DEFAULT_IDLE_TIMEOUT,
+                    Unit::Seconds,
+                )?,
+                frame_timeout: duration(
+                    "rpc.server.frameTimeout",
+                    crate::server::DEFAULT_FRAME_TIMEOUT,
+                    Unit::Seconds,
+                )?,
+                max_buffered_bytes: count("rpc.server.maxBufferedBytes")?
+                    .unwrap_or(crate::server::DEFAULT_MAX_BUFFERED_BYTES),
             },
         };
         config.validate()?;

@@ -4,7 +4,11 @@
 //! the watch only), the balancer picks one, the call runs under the retry strategy, and the
 //! tolerant strategy decides what a failure leads to (see [`fault`](crate::fault)). A node
 //! that refuses the connection or breaks it is evicted from this consumer's cache at once
-//! (the registry relists the service) and the call moves to another node. With no node
+//! (the registry relists the service) and the call moves to another node; so does one that
+//! accepts the connection only to refuse it with a go-away (at its connection limit), and
+//! since the request certainly did not run there, it moves on whatever the tolerant
+//! strategy. A request that crosses the go-away of an idle connection the node closes is
+//! sent again on a new connection. With no node
 //! left, the error is [`CallError::NoProvider`], naming the service and the registry.
 //!
 //! ```no_run
@@ -468,12 +472,16 @@ impl Consumer {
         let options = &self.inner.options;
         let connection = self.inner.pool.get(address, options.timeout).await?;
         let serializer = options.serializer;
-        let frame = connection
-            .call(
-                |id| Frame::request(id, serializer, service_key, method, payload),
-                options.timeout,
-            )
-            .await?;
+        let build = |id| Frame::request(id, serializer, service_key, method, payload);
+        let frame = match connection.call(build, options.timeout).await {
+            // The node closed this pooled connection (idle) as the request was on its way: it
+            // was not run. Once more, on a new connection.
+            Err(TransportError::GoAway { .. }) => {
+                let connection = self.inner.pool.get(address, options.timeout).await?;
+                connection.call(build, options.timeout).await?
+            }
+            other => other?,
+        };
         let text = || String::from_utf8_lossy(&frame.body).into_owned();
         match frame.status {
             Status::Ok => Ok(frame),

@@ -12,6 +12,7 @@
 //!   connections, load balancing, retry, failover).
 
 pub mod balance;
+mod budget;
 pub mod config;
 pub mod connect;
 pub mod consumer;

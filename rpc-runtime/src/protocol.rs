@@ -17,6 +17,13 @@
 //! is the result encoded with that serializer when the status is [`Status::Ok`], otherwise
 //! the error as described by [`Status`].
 //!
+//! Request id [`CONNECTION_ID`] (0) is never a request's: clients number requests from 1. A
+//! response with that id and [`Status::Unavailable`] is a *go-away* ([`Frame::go_away`]): the
+//! server has read nothing on the connection since its last answer and reads nothing more, so
+//! every request still waiting for an answer on it was not run and may be sent elsewhere. A
+//! server sends one when it refuses a connection at its connection limit and when it closes an
+//! idle one; its body is a UTF-8 reason. Older clients drop it as the answer to no call.
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use rpc_runtime::protocol::{Frame, FrameCodec, Kind, Status};
@@ -46,6 +53,8 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 18;
 /// Default maximum body size: 4 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;
+/// The request id of connection-level messages (a go-away); no request has it.
+pub const CONNECTION_ID: u64 = 0;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +147,24 @@ impl Frame {
             request_id,
             body,
         }
+    }
+
+    /// A go-away: the server read nothing on this connection since its last answer and will
+    /// read nothing more (see the [module docs](self)); `reason` says why.
+    pub fn go_away(reason: &'static str) -> Self {
+        Frame::response(
+            CONNECTION_ID,
+            Serializer::Json,
+            Status::Unavailable,
+            Bytes::from_static(reason.as_bytes()),
+        )
+    }
+
+    /// True for a [go-away](Self::go_away).
+    pub fn is_go_away(&self) -> bool {
+        self.kind == Kind::Response
+            && self.request_id == CONNECTION_ID
+            && self.status == Status::Unavailable
     }
 
     /// Splits a request body into service key, method and encoded arguments.
@@ -235,25 +262,43 @@ impl Default for FrameCodec {
     }
 }
 
-impl Decoder for FrameCodec {
-    type Item = Frame;
-    type Error = FrameError;
+/// The fixed header of a frame, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) serializer: Serializer,
+    pub(crate) kind: Kind,
+    pub(crate) status: Status,
+    pub(crate) request_id: u64,
+    /// The announced body length, at most the maximum it was parsed with.
+    pub(crate) len: usize,
+}
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if src.len() < HEADER_LEN {
-            // Validate what we already have, so junk is refused without waiting for more.
-            if src.len() >= 2 {
-                let magic = u16::from_be_bytes([src[0], src[1]]);
-                if magic != MAGIC {
-                    return Err(FrameError::BadMagic { found: magic });
-                }
+impl Header {
+    /// Checks the start of a header (fewer than [`HEADER_LEN`] bytes), so junk is refused
+    /// without waiting for more.
+    ///
+    /// # Errors
+    /// [`FrameError::BadMagic`].
+    pub(crate) fn check_prefix(src: &[u8]) -> Result<(), FrameError> {
+        if let [a, b, ..] = src {
+            let magic = u16::from_be_bytes([*a, *b]);
+            if magic != MAGIC {
+                return Err(FrameError::BadMagic { found: magic });
             }
+        }
+        Ok(())
+    }
+
+    /// Parses the header at the start of `src` (at least [`HEADER_LEN`] bytes), refusing a
+    /// body longer than `max_frame` before anything is allocated for it.
+    ///
+    /// # Errors
+    /// A [`FrameError`] naming what is wrong; `Ok(None)` when `src` is shorter than a header.
+    pub(crate) fn parse(src: &[u8], max_frame: usize) -> Result<Option<Header>, FrameError> {
+        Header::check_prefix(src)?;
+        let Some(src) = src.get(..HEADER_LEN) else {
             return Ok(None);
-        }
-        let magic = u16::from_be_bytes([src[0], src[1]]);
-        if magic != MAGIC {
-            return Err(FrameError::BadMagic { found: magic });
-        }
+        };
         if src[2] != VERSION {
             return Err(FrameError::UnsupportedVersion(src[2]));
         }
@@ -269,25 +314,59 @@ impl Decoder for FrameCodec {
         id.copy_from_slice(&src[6..14]);
         let request_id = u64::from_be_bytes(id);
         let len = u32::from_be_bytes([src[14], src[15], src[16], src[17]]) as usize;
-        if len > self.max_frame {
+        if len > max_frame {
             return Err(FrameError::TooLarge {
                 len,
-                max: self.max_frame,
+                max: max_frame,
             });
         }
-        if src.len() < HEADER_LEN + len {
-            src.reserve(HEADER_LEN + len - src.len());
-            return Ok(None);
-        }
-        src.advance(HEADER_LEN);
-        let body = src.split_to(len).freeze();
-        Ok(Some(Frame {
+        Ok(Some(Header {
             serializer,
             kind,
             status,
             request_id,
-            body,
+            len,
         }))
+    }
+
+    /// The frame this header starts, with its body.
+    pub(crate) fn into_frame(self, body: Bytes) -> Frame {
+        Frame {
+            serializer: self.serializer,
+            kind: self.kind,
+            status: self.status,
+            request_id: self.request_id,
+            body,
+        }
+    }
+
+    /// Appends the header of `frame` to `dst`.
+    pub(crate) fn put(frame: &Frame, dst: &mut BytesMut) {
+        dst.put_u16(MAGIC);
+        dst.put_u8(VERSION);
+        dst.put_u8(frame.serializer.id());
+        dst.put_u8(frame.kind as u8);
+        dst.put_u8(frame.status as u8);
+        dst.put_u64(frame.request_id);
+        dst.put_u32(frame.body.len() as u32);
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(header) = Header::parse(src, self.max_frame)? else {
+            return Ok(None);
+        };
+        if src.len() < HEADER_LEN + header.len {
+            src.reserve(HEADER_LEN + header.len - src.len());
+            return Ok(None);
+        }
+        src.advance(HEADER_LEN);
+        let body = src.split_to(header.len).freeze();
+        Ok(Some(header.into_frame(body)))
     }
 }
 
@@ -302,13 +381,7 @@ impl Encoder<Frame> for FrameCodec {
             });
         }
         dst.reserve(HEADER_LEN + frame.body.len());
-        dst.put_u16(MAGIC);
-        dst.put_u8(VERSION);
-        dst.put_u8(frame.serializer.id());
-        dst.put_u8(frame.kind as u8);
-        dst.put_u8(frame.status as u8);
-        dst.put_u64(frame.request_id);
-        dst.put_u32(frame.body.len() as u32);
+        Header::put(&frame, dst);
         dst.put_slice(&frame.body);
         Ok(())
     }
@@ -436,6 +509,18 @@ mod tests {
             frame.request_parts(),
             Err(FrameError::BadRequestBody(_))
         ));
+    }
+
+    #[test]
+    fn go_away_round_trips_and_is_no_answer_to_a_request() {
+        let mut buf = encoded(Frame::go_away("idle"));
+        let got = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+        assert!(got.is_go_away());
+        assert_eq!(&got.body[..], b"idle");
+        let answer = Frame::response(1, Serializer::Json, Status::Unavailable, Bytes::new());
+        assert!(!answer.is_go_away());
+        let request = Frame::request(CONNECTION_ID, Serializer::Json, "a", "b", b"");
+        assert!(!request.is_go_away());
     }
 
     proptest! {

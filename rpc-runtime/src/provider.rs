@@ -77,15 +77,15 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// A provider configured by `config` (server address, version, registry).
+    /// A provider configured by `config` (server address and limits, version, registry).
     pub fn new(config: RpcConfig) -> Self {
         Provider {
+            server_options: ServerOptions::from_config(&config.server),
             config,
             services: Vec::new(),
             registry: None,
             weight: 1,
             metadata: BTreeMap::new(),
-            server_options: ServerOptions::default(),
         }
     }
 
@@ -114,7 +114,8 @@ impl Provider {
         self
     }
 
-    /// Sets the server options (frame limit, shutdown grace).
+    /// Sets the server options (frame, connection and memory limits, timeouts, shutdown
+    /// grace), replacing those taken from `rpc.server.*`.
     pub fn with_server_options(mut self, options: ServerOptions) -> Self {
         self.server_options = options;
         self

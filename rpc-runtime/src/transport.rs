@@ -4,12 +4,15 @@
 //! A connection has a writer task (batching frames into as few writes as possible) and a
 //! reader task that hands each response to the call waiting for its request id. When the
 //! socket breaks, every waiting call fails at once with [`TransportError::Broken`] and the
-//! next call dials again.
+//! next call dials again. A [go-away](crate::protocol::Frame::go_away) from the server fails
+//! the waiting calls as not run: [`TransportError::Rejected`] on a connection the server
+//! refused (it never answered on it: at its connection limit), [`TransportError::GoAway`] on
+//! one it served and then closed (idle).
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -65,43 +68,77 @@ pub enum TransportError {
         /// The limit.
         after: Duration,
     },
+    /// The node accepted the connection but refused to serve it (at its connection limit):
+    /// it read nothing, the request was not run.
+    #[error("{address} refused the connection ({reason}); the request was not run")]
+    Rejected {
+        /// The node.
+        address: String,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The node closed a connection it had served (idle) as the request was on its way: it
+    /// read nothing more, the request was not run. A new connection may well succeed.
+    #[error(
+        "{address} closed the connection ({reason}) before reading the request; it was not run"
+    )]
+    GoAway {
+        /// The node.
+        address: String,
+        /// The server's reason.
+        reason: String,
+    },
 }
 
 impl TransportError {
-    /// True when the request certainly never reached a server: safe to send elsewhere
-    /// whatever the method does.
+    /// True when the request certainly did not run (it never reached a server, or the server
+    /// said it did not read it): safe to send elsewhere whatever the method does.
     pub fn never_sent(&self) -> bool {
         matches!(
             self,
             TransportError::Refused { .. }
                 | TransportError::Connect { .. }
                 | TransportError::ConnectTimeout { .. }
+                | TransportError::Rejected { .. }
+                | TransportError::GoAway { .. }
         )
     }
 
-    /// True when the node looks gone (refused, unreachable, connection broken): the consumer
-    /// takes it out of its cache at once.
+    /// True when the node looks gone or cannot take this consumer (refused, unreachable,
+    /// connection broken or rejected): the consumer takes it out of its cache at once.
     pub fn node_unreachable(&self) -> bool {
         matches!(
             self,
             TransportError::Refused { .. }
                 | TransportError::Connect { .. }
                 | TransportError::Broken { .. }
+                | TransportError::Rejected { .. }
         )
     }
 
-    /// True when trying the same node again may succeed (timeouts, a broken connection).
+    /// True when trying the same node again may succeed (timeouts, a broken connection, an
+    /// idle connection closed by the server).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             TransportError::Timeout { .. }
                 | TransportError::ConnectTimeout { .. }
                 | TransportError::Broken { .. }
+                | TransportError::GoAway { .. }
         )
     }
 }
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Frame>>>;
+
+/// A go-away received on a connection.
+#[derive(Debug)]
+struct GoneAway {
+    reason: String,
+    /// Whether the server had answered on the connection before (it served it, then closed
+    /// it) or not (it refused it).
+    after_answers: bool,
+}
 
 /// One multiplexed connection to a node.
 #[derive(Debug)]
@@ -110,6 +147,7 @@ pub struct Connection {
     tx: mpsc::Sender<Frame>,
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
+    gone_away: Arc<OnceLock<GoneAway>>,
     next_id: AtomicU64,
 }
 
@@ -151,16 +189,17 @@ impl Connection {
         let (tx, rx) = mpsc::channel(1024);
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let gone_away = Arc::new(OnceLock::new());
         tokio::spawn(write_loop(
             FramedWrite::new(write, codec.clone()),
             rx,
-            Arc::clone(&pending),
             Arc::clone(&closed),
         ));
         tokio::spawn(read_loop(
             FramedRead::new(read, codec),
             Arc::clone(&pending),
             Arc::clone(&closed),
+            Arc::clone(&gone_away),
             address.to_owned(),
         ));
         debug!(%address, "connected");
@@ -169,6 +208,7 @@ impl Connection {
             tx,
             pending,
             closed,
+            gone_away,
             next_id: AtomicU64::new(1),
         })
     }
@@ -181,7 +221,8 @@ impl Connection {
     /// Sends a request built by `build(request_id)` and waits for its response.
     ///
     /// # Errors
-    /// [`TransportError::Broken`] or [`TransportError::Timeout`].
+    /// [`TransportError::Broken`], [`TransportError::Rejected`],
+    /// [`TransportError::GoAway`] or [`TransportError::Timeout`].
     pub async fn call(
         &self,
         build: impl FnOnce(u64) -> Frame,
@@ -219,9 +260,19 @@ impl Connection {
         }
     }
 
+    /// Why the connection failed the call: a go-away received, or broken.
     fn broken(&self) -> TransportError {
-        TransportError::Broken {
-            address: self.address.clone(),
+        let address = self.address.clone();
+        match self.gone_away.get() {
+            Some(g) if g.after_answers => TransportError::GoAway {
+                address,
+                reason: g.reason.clone(),
+            },
+            Some(g) => TransportError::Rejected {
+                address,
+                reason: g.reason.clone(),
+            },
+            None => TransportError::Broken { address },
         }
     }
 }
@@ -239,12 +290,13 @@ fn fail_all(pending: &Pending, closed: &AtomicBool) {
 async fn write_loop(
     mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
-    pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
 ) {
     if let Err(error) = write_frames(&mut sink, &mut rx).await {
+        // No new calls here; the reader fails the waiting ones when the socket ends, after
+        // whatever the server sent last (a go-away says they were not run).
         debug!(%error, "write failed, the connection is broken");
-        fail_all(&pending, &closed);
+        closed.store(true, Ordering::Release);
     }
 }
 
@@ -252,11 +304,23 @@ async fn read_loop(
     mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
+    gone_away: Arc<OnceLock<GoneAway>>,
     address: String,
 ) {
+    let mut answered = false;
     loop {
         match frames.next().await {
+            Some(Ok(frame)) if frame.is_go_away() => {
+                let reason = String::from_utf8_lossy(&frame.body).into_owned();
+                debug!(%address, %reason, "the server closed the connection (go-away)");
+                let _ = gone_away.set(GoneAway {
+                    reason,
+                    after_answers: answered,
+                });
+                break;
+            }
             Some(Ok(frame)) if frame.kind == Kind::Response => {
+                answered = true;
                 if let Some(waiting) = lock(&pending).remove(&frame.request_id) {
                     let _ = waiting.send(frame);
                 }
