@@ -48,6 +48,7 @@ pub mod memory;
 pub mod options;
 mod registrar;
 mod registry;
+pub mod signal;
 mod util;
 
 pub use backend::{

@@ -1,9 +1,9 @@
 //! RPC runtime on top of the service registry.
 //!
-//! - [`config`]: `RpcConfig`, loaded from `rpc.toml` / `rpc.yaml` / `rpc.json` / `application.properties`
-//!   plus environment overrides.
-//! - [`connect`]: a running `Registry` from `rpc.registryConfig`.
-//! - [`factory`]: registry backends by name (`memory`, `etcd`, ...), open to third-party backends.
+//! - [`config`], [`connect`], [`factory`]: re-exported from `rpc-config` (configuration and the
+//!   backend factory, usable without the transport): `RpcConfig` loaded from `rpc.toml` /
+//!   `rpc.yaml` / `rpc.json` / `application.properties` plus environment overrides, a running
+//!   `Registry` from `rpc.registryConfig`, registry backends by name.
 //! - [`protocol`]: the wire format (fixed header + body) and its codec.
 //! - [`serializer`]: `json` and `bincode` bodies.
 //! - [`service`]: [`rpc_service!`] turns a trait into a server dispatcher and a typed client.
@@ -13,10 +13,7 @@
 
 pub mod balance;
 mod budget;
-pub mod config;
-pub mod connect;
 pub mod consumer;
-pub mod factory;
 pub mod fault;
 pub mod protocol;
 pub mod provider;
@@ -24,6 +21,10 @@ pub mod serializer;
 pub mod server;
 pub mod service;
 pub mod transport;
+
+// Configuration and the backend factory live in `rpc-config` (usable without the transport);
+// re-exported here so user code keeps its paths.
+pub use rpc_config::{config, connect, factory};
 
 #[doc(hidden)]
 pub mod __private {

@@ -92,13 +92,9 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_millis(300);
 /// The most connections the default limit allows, whatever the open-files limit (see
 /// [`default_max_connections`]).
 pub const DEFAULT_MAX_CONNECTIONS_CAP: usize = 10_000;
-/// Default time after which a connection with nothing running and nothing received is closed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default time a frame may take to arrive once its first byte has, and a batch of answers
-/// to be written.
-pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default budget of frame bytes held by the whole server: 128 MiB.
-pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 128 * 1024 * 1024;
+pub use rpc_config::config::{
+    DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BUFFERED_BYTES,
+};
 /// Default budget of frame bytes held for one connection: 16 MiB (four largest frames).
 pub const DEFAULT_MAX_CONNECTION_BYTES: usize = 16 * 1024 * 1024;
 

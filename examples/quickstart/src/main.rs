@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use registry_core::{Registry, RegistryError, ServiceChange, ServiceMetaInfo};
-use rpc_runtime::config::RpcConfig;
-use rpc_runtime::connect::{connect_registry, registry_options};
-use rpc_runtime::factory::BackendFactory;
+use rpc_config::config::RpcConfig;
+use rpc_config::connect::{connect_registry, registry_options};
+use rpc_config::factory::BackendFactory;
 
 const SERVICE: &str = "user-service";
 const TTL: Duration = Duration::from_secs(3);

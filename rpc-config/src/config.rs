@@ -36,14 +36,14 @@
 //! | `rpc.server.maxBufferedBytes` | integer, bytes | `134217728` (128 MiB) | `RPC_SERVER_MAX_BUFFERED_BYTES` | ≥ 1 |
 //!
 //! The `rpc.server.*` keys are the provider's limits against hostile or too many clients (see
-//! [`server`](crate::server) for what each one does).
+//! `rpc_runtime::server` for what each one does).
 //!
 //! A bad value is an error naming the key and what it accepts. Unknown keys under `rpc.` are
 //! reported with a warning and otherwise ignored.
 //!
 //! ```
 //! use std::time::Duration;
-//! use rpc_runtime::config::{Format, RpcConfig};
+//! use rpc_config::config::{Format, RpcConfig};
 //!
 //! let config = RpcConfig::from_str_with_format(
 //!     "rpc.serverPort=8081\nrpc.registryConfig.registry=etcd\nrpc.registryConfig.timeout=1500",
@@ -53,7 +53,7 @@
 //! assert_eq!(config.registry_config.registry, "etcd");
 //! assert_eq!(config.registry_config.timeout, Duration::from_millis(1500));
 //! assert_eq!(config.registry_config.ttl, Duration::from_secs(30));
-//! # Ok::<(), rpc_runtime::config::ConfigError>(())
+//! # Ok::<(), rpc_config::config::ConfigError>(())
 //! ```
 
 use std::collections::BTreeMap;
@@ -88,6 +88,15 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default `rpc.registryConfig.root`.
 pub const DEFAULT_ROOT: &str = "/rpc/";
+/// Default `rpc.server.idleTimeout`: a connection with nothing running and nothing received for
+/// that long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `rpc.server.frameTimeout`: the time a frame may take to arrive once its first byte
+/// has, and a batch of answers to be written.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `rpc.server.maxBufferedBytes`: the budget of frame bytes held by the whole server,
+/// 128 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 128 * 1024 * 1024;
 
 /// Accepted `rpc.serializer` values.
 pub const SERIALIZERS: &[&str] = &["json", "bincode"];
@@ -274,10 +283,11 @@ impl Default for RegistryConfig {
     }
 }
 
-/// The provider's limits: `rpc.server`. See [`server`](crate::server) for what each does.
+/// The provider's limits: `rpc.server`. See `rpc_runtime::server` for what each does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// `rpc.server.maxConnections`; `None`: [`default_max_connections`](crate::server::default_max_connections).
+    /// `rpc.server.maxConnections`; `None`: the server's default, which follows the
+    /// open-files limit (`rpc_runtime::server::default_max_connections`).
     pub max_connections: Option<usize>,
     /// `rpc.server.idleTimeout`.
     pub idle_timeout: Duration,
@@ -291,9 +301,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_connections: None,
-            idle_timeout: crate::server::DEFAULT_IDLE_TIMEOUT,
-            frame_timeout: crate::server::DEFAULT_FRAME_TIMEOUT,
-            max_buffered_bytes: crate::server::DEFAULT_MAX_BUFFERED_BYTES,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -607,16 +617,16 @@ impl RpcConfig {
                 max_connections: count("rpc.server.maxConnections")?,
                 idle_timeout: duration(
                     "rpc.server.idleTimeout",
-                    crate::server::DEFAULT_IDLE_TIMEOUT,
+                    DEFAULT_IDLE_TIMEOUT,
                     Unit::Seconds,
                 )?,
                 frame_timeout: duration(
                     "rpc.server.frameTimeout",
-                    crate::server::DEFAULT_FRAME_TIMEOUT,
+                    DEFAULT_FRAME_TIMEOUT,
                     Unit::Seconds,
                 )?,
                 max_buffered_bytes: count("rpc.server.maxBufferedBytes")?
-                    .unwrap_or(crate::server::DEFAULT_MAX_BUFFERED_BYTES),
+                    .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES),
             },
         };
         config.validate()?;

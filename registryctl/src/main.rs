@@ -11,11 +11,11 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
+use registry_core::signal::shutdown_signal;
 use registry_core::{error_chain as chain, NodeStatus, Registry, ServiceChange, ServiceMetaInfo};
-use rpc_runtime::config::RpcConfig;
-use rpc_runtime::connect::{connect_registry, SetupError};
-use rpc_runtime::factory::BackendFactory;
-use rpc_runtime::provider::shutdown_signal;
+use rpc_config::config::RpcConfig;
+use rpc_config::connect::{connect_registry, SetupError};
+use rpc_config::factory::BackendFactory;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -218,7 +218,7 @@ fn apply_ttl(config: &mut RpcConfig, seconds: f64) -> Result<(), Failure> {
     }
     let ttl = Duration::from_secs_f64(seconds);
     let registry = &mut config.registry_config;
-    let configured = registry.heartbeat_interval != rpc_runtime::config::DEFAULT_HEARTBEAT_INTERVAL;
+    let configured = registry.heartbeat_interval != rpc_config::config::DEFAULT_HEARTBEAT_INTERVAL;
     registry.ttl = ttl;
     if !(configured && registry.heartbeat_interval * 2 < ttl) {
         registry.heartbeat_interval = ttl / 3;

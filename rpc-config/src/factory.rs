@@ -8,7 +8,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use registry_core::{Backend, MemoryBackend, MemoryStore};
-//! use rpc_runtime::factory::BackendFactory;
+//! use rpc_config::factory::BackendFactory;
 //!
 //! BackendFactory::global().register("my-store", |_options| async move {
 //!     // Connect to the store here.
