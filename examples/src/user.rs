@@ -2,7 +2,7 @@
 //! binaries: `getUser(User) -> User` and `getNumber() -> i32` (Rust spells them `get_user`
 //! and `get_number`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rpc_runtime::config::{ConfigError, RpcConfig};
 use rpc_runtime::rpc_service;
@@ -51,68 +51,25 @@ impl UserService for UserServiceImpl {
     }
 }
 
-/// The configuration the example binaries use: `--config FILE` when given, else the first of
-/// `rpc.toml`, `rpc.yaml`, `rpc.yml`, `rpc.json`, `application.properties` in the working
-/// directory; then environment overrides.
-///
-/// # Errors
-/// [`ConfigError`] naming the file or the key.
-pub fn load_config(file: Option<&Path>) -> Result<RpcConfig, ConfigError> {
-    match file {
-        Some(path) => RpcConfig::load_file(path),
-        None => RpcConfig::load(),
-    }
-}
-
-/// Command-line arguments shared by the binaries: `--config FILE` and the flags each binary
-/// names in `numeric` (`--port N`, `--calls N`, ...).
-#[derive(Debug, Default)]
-pub struct Args {
-    /// `--config FILE`.
+/// The flag every example binary takes: `--config FILE`.
+#[derive(Debug, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Config file (.toml, .yaml, .json, .properties); default: the first of rpc.toml,
+    /// rpc.yaml, rpc.yml, rpc.json, application.properties in the working directory.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// `--flag N` values, in the order of `numeric`.
-    pub numbers: Vec<Option<u64>>,
 }
 
-/// Parses `--config FILE` and the `numeric` flags.
-///
-/// # Errors
-/// A message naming the flag that is unknown or lacks a valid value.
-pub fn parse_args(args: impl Iterator<Item = String>, numeric: &[&str]) -> Result<Args, String> {
-    let mut parsed = Args {
-        config: None,
-        numbers: vec![None; numeric.len()],
-    };
-    let mut args = args.peekable();
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        if flag == "--config" {
-            parsed.config = Some(PathBuf::from(value()?));
-        } else if let Some(i) = numeric.iter().position(|f| *f == flag) {
-            let v = value()?;
-            parsed.numbers[i] = Some(
-                v.parse()
-                    .map_err(|_| format!("{flag} takes a non-negative number, got `{v}`"))?,
-            );
-        } else {
-            return Err(format!(
-                "unknown argument `{flag}` (accepted: --config FILE{})",
-                numeric
-                    .iter()
-                    .map(|f| format!(", {f} N"))
-                    .collect::<String>()
-            ));
+impl ConfigArgs {
+    /// The configuration: `--config FILE` when given, else the first config file found in the
+    /// working directory; then environment overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or the key.
+    pub fn load(&self) -> Result<RpcConfig, ConfigError> {
+        match &self.config {
+            Some(path) => RpcConfig::load_file(path),
+            None => RpcConfig::load(),
         }
     }
-    Ok(parsed)
-}
-
-/// Logs to stderr (stdout is the programs' story), filtered by `RUST_LOG` (default `warn`).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -65,7 +65,7 @@ pub use listener::{ServiceChange, ServiceListener, Subscription};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{EmptyProtection, RegistryOptions};
 pub use registry::{NodeStatus, Registry};
-pub use util::error_chain;
+pub use util::{error_chain, redact_address};
 
 #[cfg(test)]
 mod tests {

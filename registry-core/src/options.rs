@@ -18,6 +18,16 @@ pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(200);
 /// Default largest retry delay of a failed store operation.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// Shortest TTL accepted. A store may require more (etcd leases count whole seconds, a
+/// ZooKeeper server allows sessions of 2 to 20 ticks); its backend says so at connect time.
+pub const MIN_TTL: Duration = Duration::from_millis(100);
+/// Longest TTL accepted: one day.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Shortest heartbeat interval accepted.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest request timeout, relist cooldown and retry delay accepted: one hour.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// What the consumer cache does when a service's node list would become empty.
 ///
 /// A registry outage, a wiped store or a mass lease expiry can make the store report no nodes
@@ -128,22 +138,57 @@ impl RegistryOptions {
     /// Checks the options.
     ///
     /// # Errors
-    /// [`RegistryError::InvalidOptions`] naming the option: a zero TTL or timeout, or a heartbeat
-    /// interval that is not less than half of the TTL (a node must survive one missed beat).
+    /// [`RegistryError::InvalidOptions`] naming the option: a TTL outside
+    /// [`MIN_TTL`]..=[`MAX_TTL`], a timeout, cooldown or retry delay of zero or above
+    /// [`MAX_TIMEOUT`], or a heartbeat interval below [`MIN_HEARTBEAT_INTERVAL`] or not less than
+    /// half of the TTL (a node must survive one missed beat), or a root with a `.` or `..`
+    /// segment, spaces or control characters.
     pub fn validate(&self) -> Result<(), RegistryError> {
         let invalid =
             |key: &'static str, reason: String| RegistryError::InvalidOptions { key, reason };
-        if self.ttl.is_zero() {
-            return Err(invalid("ttl", "must be greater than 0".into()));
+        if !(MIN_TTL..=MAX_TTL).contains(&self.ttl) {
+            return Err(invalid(
+                "ttl",
+                format!(
+                    "must be from {MIN_TTL:?} to {MAX_TTL:?}, got {:?}",
+                    self.ttl
+                ),
+            ));
         }
-        if self.timeout.is_zero() {
-            return Err(invalid("timeout", "must be greater than 0".into()));
+        for (key, value) in [
+            ("timeout", self.timeout),
+            ("relistCooldown", self.relist_cooldown),
+            ("retryInitial", self.retry_initial),
+            ("retryMax", self.retry_max),
+        ] {
+            if value.is_zero() || value > MAX_TIMEOUT {
+                return Err(invalid(
+                    key,
+                    format!("must be greater than 0 and at most {MAX_TIMEOUT:?}, got {value:?}"),
+                ));
+            }
         }
-        if self.heartbeat_interval.is_zero() || self.heartbeat_interval * 2 >= self.ttl {
+        let root = self.keys.root();
+        if let Some(bad) = root.split('/').find(|segment| {
+            matches!(*segment, "." | "..")
+                || segment.chars().any(|c| c.is_control() || c.is_whitespace())
+        }) {
+            return Err(invalid(
+                "root",
+                format!(
+                    "`{}` has a segment `{}` (no `.`, `..`, spaces or control characters)",
+                    root.escape_debug(),
+                    bad.escape_debug()
+                ),
+            ));
+        }
+        if self.heartbeat_interval < MIN_HEARTBEAT_INTERVAL
+            || self.heartbeat_interval >= self.ttl / 2
+        {
             return Err(invalid(
                 "heartbeatInterval",
                 format!(
-                    "must be greater than 0 and less than half of ttl ({:?}), got {:?}",
+                    "must be at least {MIN_HEARTBEAT_INTERVAL:?} and less than half of ttl ({:?}), got {:?}",
                     self.ttl, self.heartbeat_interval
                 ),
             ));

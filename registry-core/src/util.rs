@@ -37,3 +37,43 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// `address` with the password of every `scheme://user:password@host` part replaced by
+/// `***`, for printing (logs, errors, command-line output). Addresses without credentials
+/// come back unchanged.
+///
+/// ```
+/// use registry_core::redact_address;
+///
+/// assert_eq!(redact_address("redis://:s3cret@10.0.0.1:6379/0"), "redis://:***@10.0.0.1:6379/0");
+/// assert_eq!(redact_address("redis+sentinel://app:pw@h1:26379,h2:26379/main"), "redis+sentinel://app:***@h1:26379,h2:26379/main");
+/// assert_eq!(redact_address("http://a:2379,http://u:p@b:2379"), "http://a:2379,http://u:***@b:2379");
+/// assert_eq!(redact_address("127.0.0.1:2181/chroot"), "127.0.0.1:2181/chroot");
+/// ```
+pub fn redact_address(address: &str) -> std::borrow::Cow<'_, str> {
+    if !address.contains('@') {
+        return std::borrow::Cow::Borrowed(address);
+    }
+    let parts: Vec<String> = address.split(',').map(redact_part).collect();
+    std::borrow::Cow::Owned(parts.join(","))
+}
+
+fn redact_part(part: &str) -> String {
+    let (scheme, rest) = match part.find("://") {
+        Some(i) => part.split_at(i + 3),
+        None => ("", part),
+    };
+    // The user info ends at the last `@` before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return part.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    if userinfo.contains(':') {
+        format!("{scheme}{user}:***{}", &rest[at..])
+    } else {
+        // A bare `secret@host` is a password for some clients: hide it too.
+        format!("{scheme}***{}", &rest[at..])
+    }
+}

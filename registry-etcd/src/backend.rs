@@ -33,6 +33,9 @@ enum PutError {
     Etcd(etcd_client::Error),
 }
 
+/// The shortest TTL etcd can honour: leases count whole seconds.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
 /// The `etcd` [`Backend`]. See the [crate docs](crate).
 pub struct EtcdBackend {
     endpoints: Arc<Endpoints>,
@@ -55,7 +58,7 @@ impl EtcdBackend {
     ///
     /// # Errors
     /// [`BackendError::Auth`] for wrong credentials, [`BackendError::Connect`] when no
-    /// endpoint answers.
+    /// endpoint answers, [`BackendError::Config`] for a TTL below [`MIN_TTL`].
     pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
         Self::connect_with(options, EtcdSettings::default()).await
     }
@@ -68,6 +71,15 @@ impl EtcdBackend {
         options: &ConnectOptions,
         settings: EtcdSettings,
     ) -> Result<Self, BackendError> {
+        if options.ttl < MIN_TTL {
+            return Err(BackendError::Config {
+                backend: NAME,
+                reason: format!(
+                    "rpc.registryConfig.ttl must be at least {MIN_TTL:?} on etcd (leases count whole seconds), got {:?}",
+                    options.ttl
+                ),
+            });
+        }
         let urls = parse_endpoints(&options.address);
         let timeout = options.timeout;
         let mut etcd = EtcdOptions::new()

@@ -93,7 +93,7 @@ mod paging;
 mod settings;
 mod watch;
 
-pub use backend::EtcdBackend;
+pub use backend::{EtcdBackend, MIN_TTL};
 pub use error::EtcdError;
 pub use settings::{EtcdSettings, DEFAULT_LIST_PAGE_KEYS, DEFAULT_MAX_DECODING_MESSAGE_SIZE};
 

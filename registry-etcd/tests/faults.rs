@@ -232,3 +232,21 @@ async fn one_of_200_nodes_deleted_behind_our_back_comes_back() {
     )
     .await;
 }
+
+/// etcd leases count whole seconds: a shorter TTL is refused at connect time, with the key.
+#[tokio::test]
+async fn a_ttl_below_one_second_is_a_config_error() {
+    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let options = ConnectOptions {
+        address: etcd.endpoint(),
+        ttl: Duration::from_millis(1),
+        ..ConnectOptions::default()
+    };
+    let err = EtcdBackend::connect(&options).await.unwrap_err();
+    assert!(matches!(err, BackendError::Config { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("rpc.registryConfig.ttl must be at least 1s"),
+        "{err}"
+    );
+}

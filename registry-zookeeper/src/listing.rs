@@ -4,7 +4,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use registry_core::{KeyValue, Revision};
 use zookeeper_client as zk;
 
-use crate::path::{is_address, join, path, Junk};
+use crate::path::{is_address, join, parent, path, Junk};
 
 /// Requests in flight at once while listing (pipelined on the session's one connection).
 const CONCURRENCY: usize = 64;
@@ -13,7 +13,8 @@ const CONCURRENCY: usize = 64;
 pub(crate) struct Snapshot {
     /// Node entries, sorted by key, each with the zxid of its last change.
     pub(crate) entries: Vec<(KeyValue, Revision)>,
-    /// The highest zxid seen: the directories' `pzxid` and the nodes' `mzxid`.
+    /// The highest zxid seen: the `pzxid` of the prefix's parent and of the directories, the
+    /// nodes' `mzxid`.
     pub(crate) revision: Revision,
     /// What was skipped.
     pub(crate) junk: Junk,
@@ -28,7 +29,16 @@ pub(crate) async fn snapshot(
     depth: usize,
 ) -> Result<Snapshot, zk::Error> {
     let mut junk = Junk::default();
-    let mut revision: i64 = 0;
+    // The parent's `pzxid` covers the prefix's own creation and deletion (an empty service
+    // directory is a container the server removes), so the revision never goes back while
+    // the store keeps its history; it does when the store lost it (see the watch).
+    let mut revision: i64 = match parent(prefix) {
+        Some(dir) => match client.check_stat(dir).await? {
+            Some(stat) => stat.pzxid,
+            None => 0,
+        },
+        None => 0,
+    };
     let mut dirs = vec![path(prefix).to_owned()];
     let mut candidates = Vec::new();
     for level in 1..=depth {

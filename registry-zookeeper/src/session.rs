@@ -7,7 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use registry_core::backend::with_timeout;
 use registry_core::{BackendError, KeySpace};
-use tracing::info;
+use tracing::{info, warn};
 use zookeeper_client as zk;
 
 use crate::NAME;
@@ -76,6 +76,15 @@ impl Session {
     /// Opens the first session.
     pub(crate) async fn open(settings: Settings) -> Result<Self, BackendError> {
         let client = open(&settings).await?;
+        let negotiated = client.session_timeout();
+        if negotiated != settings.session_timeout {
+            warn!(
+                requested = ?settings.session_timeout,
+                ?negotiated,
+                "ZooKeeper negotiated another session timeout than rpc.registryConfig.ttl (a server \
+                 allows 2 to 20 times its tickTime): the nodes of a dead process go after the negotiated one"
+            );
+        }
         Ok(Session {
             settings,
             client: ArcSwap::from_pointee(client),

@@ -72,6 +72,16 @@ async fn start(
         )
         .await?;
     snap.junk.report(&prefix);
+    if snap.revision < after {
+        // zxids only grow while the ensemble keeps its data: this one restarted empty or was
+        // restored from an older snapshot.
+        return Err(BackendError::HistoryLost {
+            reason: format!(
+                "the ZooKeeper zxid under {prefix} went back from {after:#x} to {:#x}: the store lost data",
+                snap.revision
+            ),
+        });
+    }
     let mut catch_up = Vec::new();
     if snap.revision > after + 1 {
         let Some(known) = inner.known().get(&prefix).cloned() else {

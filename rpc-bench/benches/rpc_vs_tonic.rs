@@ -127,8 +127,7 @@ async fn ours(serializer: Serializer, args: &Args) -> Result {
     let consumer = Consumer::new(
         registry(),
         ConsumerOptions::default().with_serializer(serializer),
-    )
-    .unwrap();
+    );
     let client = EchoClient::new(consumer);
     let result = drive(args.callers, args.secs, move || {
         let client = client.clone();

@@ -25,3 +25,5 @@
 pub mod config;
 pub mod connect;
 pub mod factory;
+#[cfg(feature = "logging")]
+pub mod logging;

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rpc_config::config::{ConfigError, Format, RpcConfig};
+use rpc_config::config::{
+    ConfigError, Format, LoadBalancerKind, RetryStrategyKind, RpcConfig, SerializerKind,
+    TolerantStrategyKind,
+};
 
 const TOML: &str = r#"
 [rpc]
@@ -95,10 +98,10 @@ fn expected() -> RpcConfig {
         .with_server_host("10.0.0.7")
         .with_server_port(8081);
     c.name = "user-provider".into();
-    c.serializer = "bincode".into();
-    c.load_balancer = "consistentHash".into();
-    c.retry_strategy = "fixedInterval".into();
-    c.tolerant_strategy = "failOver".into();
+    c.serializer = SerializerKind::Bincode;
+    c.load_balancer = LoadBalancerKind::ConsistentHash;
+    c.retry_strategy = RetryStrategyKind::FixedInterval;
+    c.tolerant_strategy = TolerantStrategyKind::FailOver;
     let r = &mut c.registry_config;
     r.username = Some("root".into());
     r.password = Some("secret".into());
@@ -139,7 +142,7 @@ fn defaults_follow_the_original_framework() {
     assert_eq!(c.registry_config.timeout, Duration::from_secs(10));
     assert_eq!(c.registry_config.root, "/rpc/");
     assert_eq!(
-        (c.serializer.as_str(), c.load_balancer.as_str()),
+        (c.serializer.name(), c.load_balancer.name()),
         ("json", "roundRobin")
     );
 }
@@ -276,4 +279,85 @@ fn bad_server_limits_name_the_key() {
     }
     let e = error("[rpc.server]\nmaxConnections = 1.5\n", Format::Toml).to_string();
     assert!(e.contains("`rpc.server.maxConnections`"), "{e}");
+}
+
+#[test]
+fn huge_and_tiny_durations_are_errors_naming_the_key_never_a_panic() {
+    for (text, key) in [
+        ("rpc.registryConfig.ttl=1e300", "rpc.registryConfig.ttl"),
+        (
+            "rpc.registryConfig.timeout=1e300",
+            "rpc.registryConfig.timeout",
+        ),
+        (
+            "rpc.registryConfig.ttl=1.8e19\nrpc.registryConfig.heartbeatInterval=1e19",
+            "rpc.registryConfig.ttl",
+        ),
+        (
+            "rpc.registryConfig.heartbeatInterval=1e19",
+            "rpc.registryConfig.heartbeatInterval",
+        ),
+        (
+            "rpc.registryConfig.ttl=99999999999999999999h",
+            "rpc.registryConfig.ttl",
+        ),
+        ("rpc.server.idleTimeout=1e300", "rpc.server.idleTimeout"),
+        ("rpc.server.frameTimeout=inf", "rpc.server.frameTimeout"),
+        ("rpc.registryConfig.ttl=0.001", "rpc.registryConfig.ttl"),
+        (
+            "rpc.registryConfig.ttl=30\nrpc.registryConfig.heartbeatInterval=0.001",
+            "rpc.registryConfig.heartbeatInterval",
+        ),
+    ] {
+        let err = RpcConfig::from_str_with_format(text, Format::Properties)
+            .expect_err(text)
+            .to_string();
+        assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+    }
+    let tiny = RpcConfig::from_str_with_format("rpc.registryConfig.ttl=0.001", Format::Properties)
+        .unwrap_err()
+        .to_string();
+    assert!(tiny.contains("from 100ms"), "{tiny}");
+    // The same through the environment.
+    let env: HashMap<&str, &str> = [("RPC_REGISTRY_CONFIG_TTL", "1e20")].into_iter().collect();
+    let err = RpcConfig::load_sources(None, &|k| env.get(k).map(|v| (*v).to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("RPC_REGISTRY_CONFIG_TTL") || err.contains("rpc.registryConfig.ttl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_yaml_alias_bomb_is_refused_before_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for pair in names.windows(2) {
+        let (prev, name) = (pair[0], pair[1]);
+        bomb.push_str(&format!(
+            "{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+    }
+    assert!(bomb.len() < 400, "a bomb of {} bytes", bomb.len());
+    let path = write(dir.path(), "rpc.yaml", &bomb);
+    let err = RpcConfig::load_sources(Some(&path), &no_env).unwrap_err();
+    assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("rpc.yaml"), "{err}");
+
+    let big = write(dir.path(), "big.toml", &"# padding\n".repeat(200_000));
+    let err = RpcConfig::load_sources(Some(&big), &no_env).unwrap_err();
+    assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+}
+
+#[test]
+fn a_root_that_climbs_out_is_refused() {
+    for root in ["../../etc", "/rpc/./x", "/rpc/a b/", "/rpc/\u{1b}[2J/"] {
+        let text = format!("rpc.registryConfig.root={root}");
+        let err = RpcConfig::from_str_with_format(&text, Format::Properties)
+            .expect_err(root)
+            .to_string();
+        assert!(err.contains("`rpc.registryConfig.root`"), "{root}: {err}");
+    }
 }

@@ -23,6 +23,7 @@
 //! assert_eq!(ch.pick(&nodes, 42, &|_| false).unwrap().service_port, a);
 //! ```
 
+use rpc_config::config::LoadBalancerKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use registry_core::Node;
@@ -41,14 +42,18 @@ pub trait LoadBalancer: Send + Sync + std::fmt::Debug + 'static {
     ) -> Option<&'a Node>;
 }
 
+/// The balancer `kind` names (`rpc.loadBalancer`).
+pub fn for_kind(kind: LoadBalancerKind) -> Box<dyn LoadBalancer> {
+    match kind {
+        LoadBalancerKind::Random => Box::new(Random),
+        LoadBalancerKind::ConsistentHash => Box::new(ConsistentHash),
+        _ => Box::new(RoundRobin::default()),
+    }
+}
+
 /// The balancer named `name` (as in `rpc.loadBalancer`), or `None`.
 pub fn by_name(name: &str) -> Option<Box<dyn LoadBalancer>> {
-    Some(match name {
-        "roundRobin" => Box::new(RoundRobin::default()),
-        "random" => Box::new(Random),
-        "consistentHash" => Box::new(ConsistentHash),
-        _ => return None,
-    })
+    name.parse().ok().map(for_kind)
 }
 
 /// Each call goes to the next node.
@@ -266,8 +271,8 @@ mod tests {
 
     #[test]
     fn names() {
-        for name in crate::config::LOAD_BALANCERS {
-            assert_eq!(by_name(name).unwrap().name(), *name);
+        for kind in LoadBalancerKind::ALL {
+            assert_eq!(for_kind(*kind).name(), kind.name());
         }
         assert!(by_name("leastActive").is_none());
     }

@@ -31,7 +31,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::balance::{self, LoadBalancer};
-use crate::config::RpcConfig;
+use crate::config::{LoadBalancerKind, RpcConfig};
 use crate::connect::{connect_registry, SetupError};
 use crate::fault::{RetryStrategy, TolerantStrategy};
 use crate::protocol::{Frame, Status, DEFAULT_MAX_FRAME};
@@ -144,7 +144,7 @@ pub struct ConsumerOptions {
     /// The body format (`rpc.serializer`).
     pub serializer: Serializer,
     /// `rpc.loadBalancer`.
-    pub load_balancer: String,
+    pub load_balancer: LoadBalancerKind,
     /// `rpc.retryStrategy`.
     pub retry: RetryStrategy,
     /// `rpc.tolerantStrategy`.
@@ -177,7 +177,7 @@ impl Default for ConsumerOptions {
         ConsumerOptions {
             version: registry_core::DEFAULT_VERSION.to_owned(),
             serializer: Serializer::Json,
-            load_balancer: "roundRobin".to_owned(),
+            load_balancer: LoadBalancerKind::RoundRobin,
             retry: RetryStrategy::No,
             tolerant: TolerantStrategy::FailFast,
             timeout: DEFAULT_CALL_TIMEOUT,
@@ -187,45 +187,18 @@ impl Default for ConsumerOptions {
     }
 }
 
-/// A consumer setting that does not name a known value.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid `{key}`: {message}")]
-pub struct OptionError {
-    key: &'static str,
-    message: String,
-}
-
 impl ConsumerOptions {
-    /// The options `config` describes.
-    ///
-    /// # Errors
-    /// [`OptionError`] naming the key whose value is unknown.
-    pub fn from_config(config: &RpcConfig) -> Result<Self, OptionError> {
-        let bad = |key: &'static str| {
-            move |e: &dyn std::fmt::Display| OptionError {
-                key,
-                message: e.to_string(),
-            }
-        };
-        let serializer = config
-            .serializer
-            .parse::<Serializer>()
-            .map_err(|e| bad("rpc.serializer")(&e))?;
-        balancer(&config.load_balancer)?;
-        Ok(ConsumerOptions {
+    /// The options `config` describes (`rpc.version`, `rpc.serializer`, `rpc.loadBalancer`,
+    /// `rpc.retryStrategy`, `rpc.tolerantStrategy`; names were checked while loading).
+    pub fn from_config(config: &RpcConfig) -> Self {
+        ConsumerOptions {
             version: config.version.clone(),
-            serializer,
-            load_balancer: config.load_balancer.clone(),
-            retry: config
-                .retry_strategy
-                .parse()
-                .map_err(|e| bad("rpc.retryStrategy")(&e))?,
-            tolerant: config
-                .tolerant_strategy
-                .parse()
-                .map_err(|e| bad("rpc.tolerantStrategy")(&e))?,
+            serializer: config.serializer.into(),
+            load_balancer: config.load_balancer,
+            retry: config.retry_strategy.into(),
+            tolerant: config.tolerant_strategy.into(),
             ..ConsumerOptions::default()
-        })
+        }
     }
 
     /// Sets the per-attempt timeout.
@@ -252,9 +225,9 @@ impl ConsumerOptions {
         self
     }
 
-    /// Sets the load balancer by name.
-    pub fn with_load_balancer(mut self, name: &str) -> Self {
-        name.clone_into(&mut self.load_balancer);
+    /// Sets the load balancer.
+    pub fn with_load_balancer(mut self, kind: LoadBalancerKind) -> Self {
+        self.load_balancer = kind;
         self
     }
 
@@ -263,18 +236,6 @@ impl ConsumerOptions {
         self.observer = Some(Arc::new(observer));
         self
     }
-}
-
-/// Why a consumer could not be built from configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConsumerSetupError {
-    /// A consumer option is invalid.
-    #[error(transparent)]
-    Option(#[from] OptionError),
-    /// The registry could not be set up.
-    #[error(transparent)]
-    Registry(#[from] SetupError),
 }
 
 /// Calls services through the registry. Cheap to clone; clones share connections, cache and
@@ -294,30 +255,25 @@ struct Inner {
 
 impl Consumer {
     /// A consumer of `registry` with `options`.
-    ///
-    /// # Errors
-    /// [`OptionError`] for an unknown load balancer name.
-    pub fn new(registry: Registry, options: ConsumerOptions) -> Result<Self, OptionError> {
-        let balancer = balancer(&options.load_balancer)?;
-        Ok(Consumer {
+    pub fn new(registry: Registry, options: ConsumerOptions) -> Self {
+        Consumer {
             inner: Arc::new(Inner {
                 registry,
                 pool: Pool::new(options.max_frame),
-                balancer,
+                balancer: balance::for_kind(options.load_balancer),
                 options,
             }),
-        })
+        }
     }
 
     /// Connects the registry `config` names and builds a consumer with its options.
     ///
     /// # Errors
-    /// [`ConsumerSetupError`]: a bad option (naming the key) or a registry that cannot be
-    /// set up.
-    pub async fn connect(config: &RpcConfig) -> Result<Self, ConsumerSetupError> {
-        let options = ConsumerOptions::from_config(config)?;
+    /// [`SetupError`]: a registry that cannot be set up.
+    pub async fn connect(config: &RpcConfig) -> Result<Self, SetupError> {
+        let options = ConsumerOptions::from_config(config);
         let registry = connect_registry(&config.registry_config).await?;
-        Ok(Consumer::new(registry, options)?)
+        Ok(Consumer::new(registry, options))
     }
 
     /// The registry this consumer discovers through.
@@ -520,16 +476,6 @@ impl Consumer {
             registry: self.inner.registry.backend_name(),
         }
     }
-}
-
-fn balancer(name: &str) -> Result<Box<dyn LoadBalancer>, OptionError> {
-    balance::by_name(name).ok_or_else(|| OptionError {
-        key: "rpc.loadBalancer",
-        message: format!(
-            "unknown `{name}` (known: {})",
-            crate::config::LOAD_BALANCERS.join(", ")
-        ),
-    })
 }
 
 fn same_node(a: &Node, b: &Node) -> bool {

@@ -23,6 +23,8 @@
 //! ```
 
 use std::str::FromStr;
+
+use rpc_config::config::{RetryStrategyKind, TolerantStrategyKind, UnknownChoice};
 use std::time::Duration;
 
 /// How a call is repeated on the same node after a transient failure.
@@ -74,41 +76,6 @@ impl RetryStrategy {
     }
 }
 
-/// An unknown strategy name.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown {kind} `{name}` (known: {known})")]
-pub struct UnknownStrategy {
-    kind: &'static str,
-    name: String,
-    known: String,
-}
-
-impl FromStr for RetryStrategy {
-    type Err = UnknownStrategy;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "no" => RetryStrategy::No,
-            "fixedInterval" => RetryStrategy::FixedInterval {
-                attempts: 3,
-                interval: Duration::from_millis(100),
-            },
-            "exponentialBackoff" => RetryStrategy::ExponentialBackoff {
-                attempts: 4,
-                initial: Duration::from_millis(50),
-                max: Duration::from_secs(1),
-            },
-            _ => {
-                return Err(UnknownStrategy {
-                    kind: "retry strategy",
-                    name: s.to_owned(),
-                    known: crate::config::RETRY_STRATEGIES.join(", "),
-                })
-            }
-        })
-    }
-}
-
 /// What happens when a call failed on a node for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -122,22 +89,51 @@ pub enum TolerantStrategy {
     FailSafe,
 }
 
+/// An unknown strategy name.
+pub type UnknownStrategy = UnknownChoice;
+
+impl From<RetryStrategyKind> for RetryStrategy {
+    /// The strategy `kind` names, with the framework's settings: `fixedInterval` 3 attempts
+    /// 100 ms apart, `exponentialBackoff` 4 attempts from 50 ms up to 1 s.
+    fn from(kind: RetryStrategyKind) -> Self {
+        match kind {
+            RetryStrategyKind::FixedInterval => RetryStrategy::FixedInterval {
+                attempts: 3,
+                interval: Duration::from_millis(100),
+            },
+            RetryStrategyKind::ExponentialBackoff => RetryStrategy::ExponentialBackoff {
+                attempts: 4,
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(1),
+            },
+            _ => RetryStrategy::No,
+        }
+    }
+}
+
+impl FromStr for RetryStrategy {
+    type Err = UnknownStrategy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<RetryStrategyKind>().map(Self::from)
+    }
+}
+
+impl From<TolerantStrategyKind> for TolerantStrategy {
+    fn from(kind: TolerantStrategyKind) -> Self {
+        match kind {
+            TolerantStrategyKind::FailOver => TolerantStrategy::FailOver,
+            TolerantStrategyKind::FailSafe => TolerantStrategy::FailSafe,
+            _ => TolerantStrategy::FailFast,
+        }
+    }
+}
+
 impl FromStr for TolerantStrategy {
     type Err = UnknownStrategy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "failFast" => TolerantStrategy::FailFast,
-            "failOver" => TolerantStrategy::FailOver,
-            "failSafe" => TolerantStrategy::FailSafe,
-            _ => {
-                return Err(UnknownStrategy {
-                    kind: "tolerant strategy",
-                    name: s.to_owned(),
-                    known: crate::config::TOLERANT_STRATEGIES.join(", "),
-                })
-            }
-        })
+        s.parse::<TolerantStrategyKind>().map(Self::from)
     }
 }
 

@@ -15,6 +15,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rpc_config::config::SerializerKind;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -117,6 +118,15 @@ impl Serializer {
 impl fmt::Display for Serializer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl From<SerializerKind> for Serializer {
+    fn from(kind: SerializerKind) -> Self {
+        match kind {
+            SerializerKind::Bincode => Serializer::Bincode,
+            _ => Serializer::Json,
+        }
     }
 }
 

@@ -112,8 +112,7 @@ async fn typed_calls_errors_and_both_serializers_on_the_memory_registry() {
         let consumer = Consumer::new(
             memory_registry(&store),
             ConsumerOptions::default().with_serializer(serializer),
-        )
-        .unwrap();
+        );
         let client = EchoClient::new(consumer.clone());
         assert_eq!(client.service_key(), "Echo:1.0");
         assert_eq!(client.echo("hi".into()).await.unwrap(), "hi");
@@ -168,7 +167,7 @@ async fn typed_calls_errors_and_both_serializers_on_the_memory_registry() {
 async fn concurrent_calls_are_multiplexed_and_answers_matched() {
     let store = MemoryStore::new();
     let provider = memory_provider(&store).await;
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     let client = EchoClient::new(consumer);
     // Slow and fast calls interleaved on one connection: each gets its own answer.
     let calls = (0..200u64).map(|i| {
@@ -190,7 +189,7 @@ async fn concurrent_calls_are_multiplexed_and_answers_matched() {
 async fn graceful_shutdown_deregisters_first_and_finishes_in_flight_calls() {
     let store = MemoryStore::new();
     let provider = memory_provider(&store).await;
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     let client = EchoClient::new(consumer.clone());
     client.echo("warm".into()).await.unwrap();
     let in_flight = tokio::spawn({
@@ -221,8 +220,7 @@ async fn fail_safe_returns_the_default_value() {
     let consumer = Consumer::new(
         memory_registry(&store),
         ConsumerOptions::default().with_tolerant(TolerantStrategy::FailSafe),
-    )
-    .unwrap();
+    );
     let client = EchoClient::new(consumer);
     assert_eq!(client.whoami().await.unwrap(), 0, "no provider: default");
 }
@@ -241,7 +239,7 @@ async fn garbage_and_oversized_frames_close_one_connection_only() {
     let store = MemoryStore::new();
     let provider = memory_provider(&store).await;
     let port = provider.local_addr().port();
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     let client = EchoClient::new(consumer);
     client.echo("warm".into()).await.unwrap();
 
@@ -396,15 +394,14 @@ async fn two_providers_on_etcd_sigkill_one_then_stop_the_last() {
     let mut config = RpcConfig::default()
         .with_registry("etcd")
         .with_address(etcd.endpoint());
-    config.tolerant_strategy = "failOver".into();
-    config.retry_strategy = "no".into();
+    config.tolerant_strategy = rpc_runtime::config::TolerantStrategyKind::FailOver;
+    config.retry_strategy = rpc_runtime::config::RetryStrategyKind::No;
     let consumer = Consumer::connect(&config).await.unwrap();
     let timeout = Duration::from_secs(1);
     let consumer = Consumer::new(
         consumer.registry().clone(),
         consumer.options().clone().with_timeout(timeout),
-    )
-    .unwrap();
+    );
     let client = EchoClient::new(consumer.clone());
 
     // Spread across both.
@@ -533,7 +530,7 @@ async fn a_refused_node_is_evicted_and_skipped_whatever_the_strategy() {
     let store = MemoryStore::new();
     let provider = memory_provider(&store).await;
     let _fake = register_fake(&store, dead_port()).await;
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     assert_eq!(
         consumer
             .registry()
@@ -560,7 +557,7 @@ async fn a_broken_connection_fails_fast_or_fails_over() {
     let _fake = register_fake(&store, bad_node(false)).await;
 
     // failFast: the request may have run on the node that broke the connection: error.
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     let client = EchoClient::new(consumer);
     let mut broken = 0;
     for _ in 0..2 {
@@ -583,8 +580,7 @@ async fn a_broken_connection_fails_fast_or_fails_over() {
     let consumer = Consumer::new(
         memory_registry(&store),
         ConsumerOptions::default().with_tolerant(TolerantStrategy::FailOver),
-    )
-    .unwrap();
+    );
     let client = EchoClient::new(consumer);
     for _ in 0..6 {
         assert_eq!(client.whoami().await.unwrap(), provider.local_addr().port());
@@ -610,7 +606,7 @@ async fn retries_repeat_on_the_same_node_after_a_timeout_then_fail_over() {
             .with_timeout(timeout)
             .with_retry(retry),
     );
-    let consumer = Consumer::new(memory_registry(&store), options).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), options);
     let started = Instant::now();
     match consumer.call::<_, u16>("Echo:1.0", "whoami", &()).await {
         Err(CallError::Transport(e)) => assert!(e.to_string().contains("no answer"), "{e}"),
@@ -626,9 +622,9 @@ async fn retries_repeat_on_the_same_node_after_a_timeout_then_fail_over() {
             .with_timeout(timeout)
             .with_retry(retry)
             .with_tolerant(TolerantStrategy::FailOver)
-            .with_load_balancer("consistentHash"),
+            .with_load_balancer(rpc_runtime::config::LoadBalancerKind::ConsistentHash),
     );
-    let consumer = Consumer::new(memory_registry(&store), options).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), options);
     let client = EchoClient::new(consumer);
     for _ in 0..3 {
         assert_eq!(client.whoami().await.unwrap(), provider.local_addr().port());
@@ -658,7 +654,7 @@ async fn a_stopping_server_loses_no_call_even_when_consumers_still_send_to_it() 
     let lagging = MemoryStore::new();
     let _ghost_a = register_fake(&lagging, a_port).await;
     let _ghost_b = register_fake(&lagging, b.local_addr().port()).await;
-    let consumer = Consumer::new(memory_registry(&lagging), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&lagging), ConsumerOptions::default());
     let client = EchoClient::new(consumer);
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..8)
@@ -753,7 +749,7 @@ async fn calls_per_connection_are_bounded_by_max_in_flight() {
         .start()
         .await
         .unwrap();
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     let client = EchoClient::new(consumer);
     client.echo("warm".into()).await.unwrap();
     let started = Instant::now();

@@ -150,7 +150,7 @@ async fn a_provider_full_of_idle_connections_refuses_at_once_and_consumers_fail_
 
     // The default tolerant strategy, failFast: the refused request never ran, so it moves on.
     let (options, records) = recorded(ConsumerOptions::default());
-    let consumer = Consumer::new(memory_registry(&store), options).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), options);
     let timeout = consumer.options().timeout;
     let client = EchoClient::new(consumer.clone());
     for _ in 0..10 {
@@ -224,7 +224,7 @@ async fn a_refused_connection_fails_its_calls_at_once_as_not_run() {
     }
     assert!(connection.is_closed());
     // Through a consumer: the only node is evicted at once, and the call ends at once.
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     match EchoClient::new(consumer).whoami().await {
         Err(CallError::NoProvider { .. }) => {}
         other => panic!("{other:?}"),
@@ -261,7 +261,7 @@ async fn idle_connections_are_closed_but_not_while_a_call_runs() {
     // A call running for three idle timeouts is not cut, and a consumer whose connection
     // was closed as idle meanwhile just dials again.
     let (options, records) = recorded(ConsumerOptions::default());
-    let client = EchoClient::new(Consumer::new(memory_registry(&store), options).unwrap());
+    let client = EchoClient::new(Consumer::new(memory_registry(&store), options));
     assert_eq!(client.slow(900).await.unwrap(), 900);
     tokio::time::sleep(idle_timeout * 2).await;
     assert_eq!(client.echo("again".into()).await.unwrap(), "again");
@@ -286,9 +286,10 @@ async fn slow_frames_are_closed_after_the_frame_timeout() {
     )
     .await;
     let port = provider.local_addr().port();
-    let client = EchoClient::new(
-        Consumer::new(memory_registry(&store), ConsumerOptions::default()).unwrap(),
-    );
+    let client = EchoClient::new(Consumer::new(
+        memory_registry(&store),
+        ConsumerOptions::default(),
+    ));
     client.echo("warm".into()).await.unwrap();
 
     let request = whoami_request(7);
@@ -382,7 +383,7 @@ async fn a_request_crossing_an_idle_close_is_sent_again_on_a_new_connection() {
         .await
         .unwrap();
     let (options, records) = recorded(ConsumerOptions::default());
-    let consumer = Consumer::new(memory_registry(&store), options).unwrap();
+    let consumer = Consumer::new(memory_registry(&store), options);
     let client = EchoClient::new(consumer.clone());
     for _ in 0..3 {
         assert_eq!(client.whoami().await.unwrap(), port);

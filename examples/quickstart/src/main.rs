@@ -31,11 +31,7 @@ async fn client(config: &RpcConfig) -> Result<Registry, Box<dyn std::error::Erro
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    rpc_config::logging::init();
     let start = Instant::now();
     // The runtime's configuration, with the defaults of the original framework (registry
     // `memory`), a store name for the address and a short TTL so the demo is quick.

@@ -14,23 +14,31 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use examples::user::{load_config, parse_args, User, UserServiceClient};
+use clap::Parser;
+use examples::user::{ConfigArgs, User, UserServiceClient};
 use registry_core::error_chain;
 use rpc_runtime::consumer::{CallRecord, Consumer, ConsumerOptions};
 
+/// Calls `UserService` through the configured registry.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Rounds of `getUser` + `getNumber`.
+    #[arg(long, default_value_t = 3)]
+    calls: u64,
+    /// Pause between rounds, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    interval_ms: u64,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    examples::user::init_tracing();
-    let args = match parse_args(std::env::args().skip(1), &["--calls", "--interval-ms"]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("consumer: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let calls = args.numbers[0].unwrap_or(3);
-    let interval = Duration::from_millis(args.numbers[1].unwrap_or(1000));
-    let config = match load_config(args.config.as_deref()) {
+    rpc_config::logging::init();
+    let cli = Cli::parse();
+    let calls = cli.calls;
+    let interval = Duration::from_millis(cli.interval_ms);
+    let config = match cli.config.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("consumer: {}", error_chain(&e));
@@ -38,14 +46,7 @@ async fn main() -> ExitCode {
         }
     };
     let last: Arc<Mutex<Option<CallRecord>>> = Arc::default();
-    let options = match ConsumerOptions::from_config(&config) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("consumer: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let options = options.with_observer({
+    let options = ConsumerOptions::from_config(&config).with_observer({
         let last = Arc::clone(&last);
         move |record: &CallRecord| {
             if let Ok(mut slot) = last.lock() {
@@ -60,13 +61,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(if e.is_config_error() { 2 } else { 1 });
         }
     };
-    let consumer = match Consumer::new(registry, options) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("consumer: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let consumer = Consumer::new(registry, options);
     let client = UserServiceClient::new(consumer.clone());
     let served = |what: &str| {
         let record = last.lock().ok().and_then(|r| r.clone());

@@ -11,38 +11,37 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use examples::user::{load_config, parse_args, UserServiceImpl, UserServiceServer};
+use clap::Parser;
+use examples::user::{ConfigArgs, UserServiceImpl, UserServiceServer};
 use registry_core::error_chain;
 use rpc_runtime::provider::{shutdown_signal, Provider};
 
+/// Serves `UserService` and registers it in the configured registry.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Port to serve on (overrides rpc.serverPort, so several providers can run at once).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    examples::user::init_tracing();
-    let args = match parse_args(std::env::args().skip(1), &["--port"]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("provider: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut config = match load_config(args.config.as_deref()) {
+    rpc_config::logging::init();
+    let cli = Cli::parse();
+    let mut config = match cli.config.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("provider: {}", error_chain(&e));
             return ExitCode::from(2);
         }
     };
-    if let Some(port) = args.numbers[0] {
-        match u16::try_from(port) {
-            Ok(port) => config.server_port = port,
-            Err(_) => {
-                eprintln!("provider: --port must be at most 65535, got {port}");
-                return ExitCode::from(2);
-            }
-        }
+    if let Some(port) = cli.port {
+        config.server_port = port;
     }
     let registry = config.registry_config.registry.clone();
-    let registry_address = config.registry_config.address.clone();
+    let registry_address = config.registry_config.display_address().into_owned();
     let signal = shutdown_signal();
     let service = UserServiceImpl {
         address: format!("{}:{}", config.server_host, config.server_port),

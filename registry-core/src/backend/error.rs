@@ -10,11 +10,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum BackendError {
     /// The store could not be reached.
-    #[error("cannot connect to {backend} at `{address}`")]
+    #[error("cannot connect to {backend} at `{}`", crate::redact_address(address))]
     Connect {
         /// Backend name.
         backend: &'static str,
-        /// Address tried.
+        /// Address tried (printed with its password redacted).
         address: String,
         /// Cause.
         #[source]
