@@ -1,0 +1,269 @@
+//! The [`Backend`] implementation: one script call per operation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Client;
+use registry_core::backend::with_timeout;
+use registry_core::{
+    Backend, BackendError, ConnectOptions, KeyValue, Listing, Liveness, Revision, WatchStream,
+};
+use tracing::{debug, warn};
+
+use crate::address;
+use crate::error::{classify, request};
+use crate::scripts::{meta_keys, Scripts, DEADLINES, INDEX, MAX_CHANGES, REVISION};
+use crate::watch::{self, Reaper};
+use crate::NAME;
+
+/// The Redis [`Backend`]. See the [crate docs](crate).
+pub struct RedisBackend {
+    client: Client,
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    timeout: Duration,
+    /// Expiry and history checks, shared by this client's watches.
+    reaper: Arc<Reaper>,
+    address: String,
+    /// This client's id in `rpc-registry:owners`.
+    owner: String,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection failure as [`BackendError::Connect`], refused credentials as they are.
+fn connect_error(error: BackendError, address: &str) -> BackendError {
+    match error {
+        auth @ BackendError::Auth { .. } => auth,
+        other => BackendError::Connect {
+            backend: NAME,
+            address: address.to_owned(),
+            source: Box::new(other),
+        },
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the server `options.address` names (default
+    /// [`DEFAULT_ADDRESS`](crate::DEFAULT_ADDRESS)) and checks that it answers and accepts the
+    /// credentials.
+    ///
+    /// # Errors
+    /// [`BackendError::Config`] for an unusable address, [`BackendError::Auth`] for refused
+    /// credentials, [`BackendError::Connect`] when the server cannot be reached.
+    pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
+        let address = address::url(&options.address);
+        let client = address::client(&address, options)?;
+        let timeout = if options.timeout.is_zero() {
+            Duration::from_secs(10)
+        } else {
+            options.timeout
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connecting = client.get_connection_manager_with_config(config);
+        let mut conn = with_timeout(NAME, timeout, || "connect".into(), connecting)
+            .await
+            .map_err(|e| connect_error(e, &address))?
+            .map_err(|e| connect_error(classify(e, String::new), &address))?;
+        // Credentials are checked by the first command when the server requires them.
+        let _: String = request(
+            timeout,
+            || "PING".into(),
+            redis::cmd("PING").query_async(&mut conn),
+        )
+        .await
+        .map_err(|e| connect_error(e, &address))?;
+        let ttl = if options.ttl.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            options.ttl
+        };
+        let reap_every = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
+        Ok(RedisBackend {
+            client,
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            timeout,
+            reaper: Arc::new(Reaper::new(reap_every)),
+            address,
+            owner: format!("{:016x}", rand::random::<u64>()),
+        })
+    }
+
+    /// Runs one request under the timeout.
+    async fn run<T, F>(&self, operation: impl Fn() -> String, call: F) -> Result<T, BackendError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        request(self.timeout, operation, call).await
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.put.prepare_invoke();
+        meta_keys(&mut invocation);
+        invocation
+            .key(key)
+            .arg(value)
+            .arg(ttl.as_millis() as u64)
+            .arg(MAX_CHANGES)
+            .arg(&self.owner);
+        let reply: Vec<String> = self
+            .run(|| format!("put {key}"), invocation.invoke_async(&mut conn))
+            .await?;
+        match reply.as_slice() {
+            [status, holder] if status == "held" => Err(BackendError::Held {
+                backend: NAME,
+                key: key.to_owned(),
+                holder: format!("client {holder}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.delete.prepare_invoke();
+        meta_keys(&mut invocation);
+        invocation.key(key).arg(MAX_CHANGES).arg(&self.owner);
+        let _: i64 = self
+            .run(
+                || format!("delete {key}"),
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.list.prepare_invoke();
+        invocation
+            .key(REVISION)
+            .key(INDEX)
+            .key(DEADLINES)
+            .arg(prefix);
+        let reply: Vec<Vec<u8>> = self
+            .run(
+                || format!("list {prefix}"),
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        let mut items = reply.into_iter();
+        let revision = items
+            .next()
+            .and_then(|r| std::str::from_utf8(&r).ok()?.parse::<Revision>().ok())
+            .unwrap_or(0);
+        let mut entries = Vec::new();
+        while let (Some(key), Some(value)) = (items.next(), items.next()) {
+            match String::from_utf8(key) {
+                Ok(key) => entries.push(KeyValue { key, value }),
+                Err(_) => warn!("skipping a Redis key that is not UTF-8"),
+            }
+        }
+        Ok(Listing { entries, revision })
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
+        watch::watch(
+            watch::Context {
+                client: self.client.clone(),
+                conn: self.conn.clone(),
+                scripts: Arc::clone(&self.scripts),
+                reaper: Arc::clone(&self.reaper),
+                prefix: prefix.to_owned(),
+                timeout: self.timeout,
+            },
+            after,
+        )
+    }
+
+    async fn keep_alive(&self, keys: &[String], ttl: Duration) -> Result<Liveness, BackendError> {
+        if keys.is_empty() {
+            return Ok(Liveness::Alive {
+                missing: Vec::new(),
+            });
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.keep_alive.prepare_invoke();
+        meta_keys(&mut invocation);
+        for key in keys {
+            invocation.key(key.as_str());
+        }
+        invocation
+            .arg(ttl.as_millis() as u64)
+            .arg(MAX_CHANGES)
+            .arg(&self.owner);
+        let missing: Vec<String> = self
+            .run(
+                || format!("keep-alive of {} nodes", keys.len()),
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        if !missing.is_empty() {
+            debug!(
+                missing = missing.len(),
+                "nodes lost by the store, putting them back"
+            );
+        }
+        Ok(Liveness::Alive { missing })
+    }
+
+    async fn ttl_remaining(&self, key: &str) -> Result<Option<Duration>, BackendError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.ttl.prepare_invoke();
+        invocation.key(DEADLINES).arg(key);
+        let left: i64 = self
+            .run(|| format!("ttl {key}"), invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(u64::try_from(left).ok().map(Duration::from_millis))
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let _: String = self
+            .run(|| "PING".into(), redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        Ok(())
+    }
+
+    async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.delete.prepare_invoke();
+        meta_keys(&mut invocation);
+        for key in keys {
+            invocation.key(key.as_str());
+        }
+        invocation.arg(MAX_CHANGES).arg(&self.owner);
+        let _: i64 = self
+            .run(
+                || format!("delete {} nodes", keys.len()),
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+}
