@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::address;
 use crate::error::{classify, request};
-use crate::scripts::{meta_keys, Scripts, DEADLINES, INDEX, MAX_CHANGES, REVISION};
+use crate::scripts::{meta_keys, report_rebase, revision, Scripts, DEADLINES, MAX_CHANGES};
 use crate::watch::{self, Reaper};
 use crate::NAME;
 
@@ -128,17 +128,18 @@ impl Backend for RedisBackend {
             .arg(ttl.as_millis() as u64)
             .arg(MAX_CHANGES)
             .arg(&self.owner);
-        let reply: Vec<String> = self
+        let (rebased, status, holder): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) = self
             .run(|| format!("put {key}"), invocation.invoke_async(&mut conn))
             .await?;
-        match reply.as_slice() {
-            [status, holder] if status == "held" => Err(BackendError::Held {
+        report_rebase(&rebased);
+        if status == b"held" {
+            return Err(BackendError::Held {
                 backend: NAME,
                 key: key.to_owned(),
-                holder: format!("client {holder}"),
-            }),
-            _ => Ok(()),
+                holder: format!("client {}", String::from_utf8_lossy(&holder)),
+            });
         }
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
@@ -146,23 +147,21 @@ impl Backend for RedisBackend {
         let mut invocation = self.scripts.delete.prepare_invoke();
         meta_keys(&mut invocation);
         invocation.key(key).arg(MAX_CHANGES).arg(&self.owner);
-        let _: i64 = self
+        let (rebased, _): (Vec<Vec<u8>>, i64) = self
             .run(
                 || format!("delete {key}"),
                 invocation.invoke_async(&mut conn),
             )
             .await?;
+        report_rebase(&rebased);
         Ok(())
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.list.prepare_invoke();
-        invocation
-            .key(REVISION)
-            .key(INDEX)
-            .key(DEADLINES)
-            .arg(prefix);
+        meta_keys(&mut invocation);
+        invocation.arg(prefix);
         let reply: Vec<Vec<u8>> = self
             .run(
                 || format!("list {prefix}"),
@@ -170,10 +169,7 @@ impl Backend for RedisBackend {
             )
             .await?;
         let mut items = reply.into_iter();
-        let revision = items
-            .next()
-            .and_then(|r| std::str::from_utf8(&r).ok()?.parse::<Revision>().ok())
-            .unwrap_or(0);
+        let revision = items.next().map_or(0, |r| revision(&r));
         let mut entries = Vec::new();
         while let (Some(key), Some(value)) = (items.next(), items.next()) {
             match String::from_utf8(key) {
@@ -214,12 +210,13 @@ impl Backend for RedisBackend {
             .arg(ttl.as_millis() as u64)
             .arg(MAX_CHANGES)
             .arg(&self.owner);
-        let missing: Vec<String> = self
+        let (rebased, missing): (Vec<Vec<u8>>, Vec<String>) = self
             .run(
                 || format!("keep-alive of {} nodes", keys.len()),
                 invocation.invoke_async(&mut conn),
             )
             .await?;
+        report_rebase(&rebased);
         if !missing.is_empty() {
             debug!(
                 missing = missing.len(),
@@ -258,12 +255,13 @@ impl Backend for RedisBackend {
             invocation.key(key.as_str());
         }
         invocation.arg(MAX_CHANGES).arg(&self.owner);
-        let _: i64 = self
+        let (rebased, _): (Vec<Vec<u8>>, i64) = self
             .run(
                 || format!("delete {} nodes", keys.len()),
                 invocation.invoke_async(&mut conn),
             )
             .await?;
+        report_rebase(&rebased);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::error::request;
-use crate::scripts::{meta_keys, Scripts, MAX_CHANGES, REAP_BATCH};
+use crate::scripts::{meta_keys, report_rebase, revision, Scripts, MAX_CHANGES, REAP_BATCH};
 
 /// The reaping clock and the store's revision, shared by one client's watches (one reaper
 /// per client, not one per watched service).
@@ -64,12 +64,14 @@ impl Reaper {
         let mut invocation = scripts.reap.prepare_invoke();
         meta_keys(&mut invocation);
         invocation.arg(MAX_CHANGES).arg(REAP_BATCH);
-        let (current, first, reaped): (u64, u64, u64) = request(
+        let (rebased, current, first, reaped): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>, u64) = request(
             timeout,
             || "reap expired nodes".into(),
             invocation.invoke_async(conn),
         )
         .await?;
+        report_rebase(&rebased);
+        let (current, first) = (revision(&current), revision(&first));
         if reaped > 0 {
             debug!(reaped, "removed nodes whose deadline passed");
         }
@@ -77,7 +79,7 @@ impl Reaper {
         if current < after {
             return Err(went_back(after, current));
         }
-        if first > after + 1 {
+        if first > after.saturating_add(1) {
             return Err(BackendError::HistoryLost {
                 reason: format!("changes after revision {after} were trimmed from the stream"),
             });

@@ -123,12 +123,14 @@ impl WatchSource for ChangeStream {
         let mut batch = Vec::new();
         for (id, fields) in stream_entries(reply) {
             let revision = revision_of(&id);
-            if revision > self.seen + 1 {
-                // Every revision has entries: a gap means the stream was trimmed past us.
+            if revision > self.seen.saturating_add(1) {
+                // Every revision has entries: a gap means the stream was trimmed past us, or
+                // the revisions jumped (a re-based counter, a stray entry with a large id).
                 let seen = self.seen;
                 return Err(BackendError::HistoryLost {
                     reason: format!(
-                        "changes between revisions {seen} and {revision} were trimmed from the stream"
+                        "the change stream goes from revision {seen} to {revision} (entry {id}): \
+                         trimmed past this watch, or the revisions jumped"
                     ),
                 });
             }
