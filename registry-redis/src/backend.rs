@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use crate::address;
 use crate::error::{classify, request};
 use crate::scripts::{meta_keys, report_rebase, revision, Scripts, DEADLINES, MAX_CHANGES};
-use crate::watch::{self, Reaper};
+use crate::watch;
 use crate::NAME;
 
 /// The Redis [`Backend`]. See the [crate docs](crate).
@@ -24,8 +24,8 @@ pub struct RedisBackend {
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
     timeout: Duration,
-    /// Expiry and history checks, shared by this client's watches.
-    reaper: Arc<Reaper>,
+    /// What this client's watches share (reaping, warnings).
+    watches: Arc<watch::Shared>,
     address: String,
     /// This client's id in `rpc-registry:owners`.
     owner: String,
@@ -97,7 +97,7 @@ impl RedisBackend {
             conn,
             scripts: Arc::new(Scripts::new()),
             timeout,
-            reaper: Arc::new(Reaper::new(reap_every)),
+            watches: Arc::new(watch::Shared::new(reap_every)),
             address,
             owner: format!("{:016x}", rand::random::<u64>()),
         })
@@ -186,7 +186,7 @@ impl Backend for RedisBackend {
                 client: self.client.clone(),
                 conn: self.conn.clone(),
                 scripts: Arc::clone(&self.scripts),
-                reaper: Arc::clone(&self.reaper),
+                shared: Arc::clone(&self.watches),
                 prefix: prefix.to_owned(),
                 timeout: self.timeout,
             },

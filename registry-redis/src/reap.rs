@@ -1,7 +1,6 @@
 //! Expiry without keyspace notifications: the watching clients reap expired nodes, and the
 //! same script call tells them whether the history they read is still there.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -13,15 +12,15 @@ use tracing::debug;
 use crate::error::request;
 use crate::scripts::{meta_keys, report_rebase, revision, Scripts, MAX_CHANGES, REAP_BATCH};
 
-/// The reaping clock and the store's revision, shared by one client's watches (one reaper
+/// The reaping clock and what the last reap saw, shared by one client's watches (one reaper
 /// per client, not one per watched service).
 pub(crate) struct Reaper {
     /// How often a watching client reaps expired nodes.
     pub(crate) every: Duration,
     /// When this client last reaped.
     last: Mutex<Instant>,
-    /// The store's revision as the last reap saw it (`u64::MAX` before the first).
-    store_revision: AtomicU64,
+    /// The newest reap's start and the store's revision it saw.
+    observed: Mutex<Option<(Instant, Revision)>>,
 }
 
 impl Reaper {
@@ -29,7 +28,7 @@ impl Reaper {
         Reaper {
             every,
             last: Mutex::new(Instant::now()),
-            store_revision: AtomicU64::new(u64::MAX),
+            observed: Mutex::new(None),
         }
     }
 
@@ -44,9 +43,11 @@ impl Reaper {
         }
     }
 
-    /// The store's revision as the last reap saw it (`u64::MAX` before the first).
-    pub(crate) fn store_revision(&self) -> Revision {
-        self.store_revision.load(Ordering::Acquire)
+    /// The store's revision as seen by a reap that started after `since`, if one did. Every
+    /// change a watch read before `since` is at or below it, unless the store went back.
+    pub(crate) fn revision_since(&self, since: Instant) -> Option<Revision> {
+        let observed = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        observed.and_then(|(started, revision)| (started > since).then_some(revision))
     }
 
     /// Reaps expired nodes and checks that the history after `after` is still available.
@@ -64,6 +65,7 @@ impl Reaper {
         let mut invocation = scripts.reap.prepare_invoke();
         meta_keys(&mut invocation);
         invocation.arg(MAX_CHANGES).arg(REAP_BATCH);
+        let started = Instant::now();
         let (rebased, current, first, reaped): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>, u64) = request(
             timeout,
             || "reap expired nodes".into(),
@@ -71,11 +73,16 @@ impl Reaper {
         )
         .await?;
         report_rebase(&rebased);
-        let (current, first) = (revision(&current), revision(&first));
         if reaped > 0 {
             debug!(reaped, "removed nodes whose deadline passed");
         }
-        self.store_revision.store(current, Ordering::Release);
+        let (current, first) = (revision(&current), revision(&first));
+        {
+            let mut observed = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+            if observed.is_none_or(|(newest, _)| newest < started) {
+                *observed = Some((started, current));
+            }
+        }
         if current < after {
             return Err(went_back(after, current));
         }
@@ -88,11 +95,13 @@ impl Reaper {
     }
 }
 
-/// The store's revision is below one already seen: the server lost its data.
+/// The store's revision is below one already seen: the server lost its data (or the change
+/// stream was restarted).
 pub(crate) fn went_back(seen: Revision, current: Revision) -> BackendError {
     BackendError::HistoryLost {
         reason: format!(
-            "the Redis revision went back from {seen} to {current}: the server lost its data"
+            "the Redis revision went back from {seen} to {current}: the server lost its data \
+             or the change stream was restarted"
         ),
     }
 }
