@@ -1,0 +1,44 @@
+//! Redis errors as the core's kinds: one classification, one timed request.
+
+use std::future::Future;
+use std::time::Duration;
+
+use registry_core::backend::with_timeout;
+use registry_core::BackendError;
+
+use crate::NAME;
+
+/// Maps a client error to the core's kinds: refused credentials are
+/// [`BackendError::Auth`], anything else a failed request naming `operation` (built only
+/// then), the Redis error kept as its source.
+pub(crate) fn classify(
+    error: redis::RedisError,
+    operation: impl FnOnce() -> String,
+) -> BackendError {
+    if error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
+    {
+        return BackendError::Auth {
+            backend: NAME,
+            source: Box::new(error),
+        };
+    }
+    BackendError::request(NAME, operation(), error)
+}
+
+/// Runs one request under `timeout`, its error classified.
+///
+/// # Errors
+/// [`BackendError::Timeout`] when it takes longer, [`classify`] of its error otherwise.
+pub(crate) async fn request<T, F>(
+    timeout: Duration,
+    operation: impl Fn() -> String,
+    call: F,
+) -> Result<T, BackendError>
+where
+    F: Future<Output = redis::RedisResult<T>>,
+{
+    with_timeout(NAME, timeout, &operation, call)
+        .await?
+        .map_err(|e| classify(e, operation))
+}

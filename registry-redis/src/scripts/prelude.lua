@@ -1,0 +1,135 @@
+-- Shared by every script (prepended to each). KEYS[1..5] of the scripts that take the
+-- bookkeeping keys: revision, changes, index, deadlines, owners.
+--
+-- All or nothing: a writing script first reads and checks (the bookkeeping keys hold their
+-- types, the stream takes the next revision), then writes; none of its writes can fail, so
+-- a failed script has written nothing.
+
+-- Revisions the scripts write stay below 10^15: at most 15 digits, exact as Lua numbers.
+local MAX_REV = 1e15
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function alive(k, now)
+  local d = redis.call('ZSCORE', KEYS[4], k)
+  return d and tonumber(d) > now and redis.call('EXISTS', k) == 1
+end
+
+-- The revision `s` holds (a string of at most 15 digits), nil when it holds none.
+local function as_rev(s)
+  if type(s) ~= 'string' or #s > 15 or not string.match(s, '^%d+$') then return nil end
+  return tonumber(s)
+end
+
+-- The revision part of a stream entry id, as a string.
+local function id_rev(id)
+  return string.match(id, '^(%d+)-') or '0'
+end
+
+-- Fails the script, before it wrote anything, when a bookkeeping key holds another type.
+-- (The counter is not checked: one that holds no revision is re-based by `record`.)
+local function check_types()
+  local want = { 'stream', 'zset', 'zset', 'hash' }
+  for i = 2, 5 do
+    local t = redis.call('TYPE', KEYS[i])['ok']
+    if t ~= 'none' and t ~= want[i - 1] then
+      error({ err = 'ERR ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. want[i - 1]
+        .. ': nothing was written; delete it to let the registry write again' })
+    end
+  end
+end
+
+-- The revision the store is at, as a string: the counter's, or the revision of the stream's
+-- last entry when that is higher (the counter was lost, or a stray entry was added).
+local function current_revision()
+  local counter = as_rev(redis.pcall('GET', KEYS[1])) or 0
+  local top = redis.pcall('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if type(top) ~= 'table' or not top[1] then return string.format('%d', counter) end
+  local last = id_rev(top[1][1])
+  if not as_rev(last) then return last end
+  return string.format('%d', math.max(counter, tonumber(last)))
+end
+
+-- The revision of the stream's first entry, as a string ('0': none).
+local function first_revision()
+  local first = redis.pcall('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if type(first) ~= 'table' or not first[1] then return '0' end
+  return id_rev(first[1][1])
+end
+
+-- The counter's value for a report: what it held, bounded.
+local function shown(raw)
+  if raw == false then return 'nothing' end
+  if type(raw) ~= 'string' then return 'a ' .. redis.call('TYPE', KEYS[1])['ok'] end
+  return string.sub(raw, 1, 40)
+end
+
+-- Records `changes` ({ op, key[, value] } each) in the stream under the next revision, as
+-- the script's first write: the first XADD is the check that the stream takes the revision.
+-- When it does not (the counter was lost or set back, or a stray entry has a larger id), the
+-- counter is re-based above the stream's last id (the last one ever given, even if that entry
+-- was deleted); when no revision fits above that id, the stream is restarted. Returns what
+-- was re-based: {} or { what, counter before, revision now, stream's last id }.
+local function record(changes, maxlen)
+  if #changes == 0 then return {} end
+  local raw = redis.pcall('GET', KEYS[1])
+  local counter = as_rev(raw)
+  if counter and counter + 1 >= MAX_REV then counter = nil end
+  local rev = (counter or 0) + 1
+  local function xadd(call, n)
+    local c = changes[n]
+    local id = string.format('%d-%d', rev, n)
+    if c[3] then
+      return call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, id, 'op', c[1], 'key', c[2], 'value', c[3])
+    end
+    return call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, id, 'op', c[1], 'key', c[2])
+  end
+  local report = {}
+  local added = xadd(redis.pcall, 1)
+  if type(added) == 'table' and added['err'] then
+    -- The types were checked: the stream's last id is at or above the one tried.
+    local info = redis.call('XINFO', 'STREAM', KEYS[2])
+    local last_id = '0-0'
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then last_id = info[i + 1] end
+    end
+    local last = as_rev(id_rev(last_id))
+    if last and last + 1 < MAX_REV then
+      rev = last + 1
+      report = { 'behind', shown(raw), string.format('%d', rev), last_id }
+    else
+      redis.call('DEL', KEYS[2])
+      report = { 'restarted', shown(raw), string.format('%d', rev), last_id }
+    end
+    xadd(redis.call, 1)
+  elseif raw and not counter then
+    report = { 'junk', shown(raw), string.format('%d', rev), '' }
+  end
+  for n = 2, #changes do xadd(redis.call, n) end
+  redis.call('SET', KEYS[1], string.format('%d', rev))
+  return report
+end
+
+-- Removes the nodes `ks` with their index, deadline and owner entries, recording those the
+-- registry could see (the node or its index entry was there). Returns what `record`
+-- re-based, and the number recorded.
+local function remove(ks, maxlen)
+  local changes, seen = {}, {}
+  for _, k in ipairs(ks) do
+    if not seen[k] and (redis.call('EXISTS', k) == 1 or redis.call('ZSCORE', KEYS[3], k)) then
+      table.insert(changes, { 'del', k })
+    end
+    seen[k] = true
+  end
+  local rebased = record(changes, maxlen)
+  for _, k in ipairs(ks) do
+    redis.call('DEL', k)
+    redis.call('ZREM', KEYS[3], k)
+    redis.call('ZREM', KEYS[4], k)
+    redis.call('HDEL', KEYS[5], k)
+  end
+  return rebased, #changes
+end
