@@ -24,7 +24,10 @@ pub(crate) fn client(url: &str, options: &ConnectOptions) -> Result<redis::Clien
     let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| BackendError::Config {
             backend: NAME,
-            reason: format!("`{url}` is not a Redis address: {e}"),
+            reason: format!(
+                "`{}` is not a Redis address: {e}",
+                registry_core::redact_address(url)
+            ),
         })?;
     let mut settings = info.redis_settings().clone();
     if let Some(user) = options.username.as_deref().filter(|u| !u.is_empty()) {

@@ -96,11 +96,13 @@ async fn start(
                 revision: snap.revision,
             });
         }
+        // Every catch-up event carries the snapshot's revision: they are delivered in key
+        // order, and a cache ignores an event older than the last one it applied.
         for (kv, revision) in &snap.entries {
             if *revision > after || !known.contains(&kv.key) {
                 catch_up.push(WatchEvent::Put {
                     kv: kv.clone(),
-                    revision: (*revision).max(after + 1),
+                    revision: snap.revision,
                 });
             }
         }
