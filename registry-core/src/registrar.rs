@@ -18,9 +18,9 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, BackendError, Liveness};
 use crate::backoff::Backoff;
-use crate::cache::TruthObserver;
 use crate::instance::ServiceMetaInfo;
 use crate::options::RegistryOptions;
+use crate::truth::TruthObserver;
 use crate::util::{error_chain, timed};
 
 /// How many puts run at once when many nodes must be written again.

@@ -15,6 +15,7 @@ use crate::instance::ServiceMetaInfo;
 use crate::listener::{self, ServiceListener, Subscription};
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
+use crate::truth::TruthObserver;
 use crate::util::timed;
 
 /// The cache key of the whole-root entry used by [`Registry::subscribe_all`].
@@ -102,7 +103,7 @@ impl Registry {
         let cache = ServiceCache::new(
             backend.clone(),
             options.clone(),
-            registrar.clone(),
+            registrar.clone() as Arc<dyn TruthObserver>,
             cancel.clone(),
         );
         runtime.spawn(registrar.clone().run(heartbeat.clone()));

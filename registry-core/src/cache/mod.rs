@@ -34,7 +34,7 @@ use tracing::debug;
 use crate::backend::Backend;
 use crate::error::RegistryError;
 use crate::options::RegistryOptions;
-use crate::registrar::Registrar;
+use crate::truth::TruthObserver;
 pub(crate) use state::decode_node;
 use state::ServiceState;
 pub use state::{Node, NodeDiff};
@@ -115,17 +115,6 @@ impl Deref for ServiceNodes {
     }
 }
 
-/// Receives the changes a watcher applied to the store truth, so the registrar can confirm its
-/// own writes and repair the ones deleted behind its back.
-pub(crate) trait TruthObserver: Send + Sync + 'static {
-    /// `key` is in the store.
-    fn seen(&self, key: &str);
-    /// `key` left the store.
-    fn gone(&self, key: &str);
-    /// A full listing of `prefix` was applied; `present` tells which keys it holds.
-    fn listed(&self, prefix: &str, present: &dyn Fn(&str) -> bool);
-}
-
 /// The cache entry of one service key.
 pub(crate) struct ServiceEntry {
     state: Mutex<ServiceState>,
@@ -196,7 +185,7 @@ pub(crate) struct ServiceCache {
     loading: Mutex<HashMap<String, Arc<OnceCell<Arc<ServiceEntry>>>>>,
     backend: Arc<dyn Backend>,
     options: Arc<RegistryOptions>,
-    observer: Arc<Registrar>,
+    observer: Arc<dyn TruthObserver>,
     cancel: CancellationToken,
 }
 
@@ -204,7 +193,7 @@ impl ServiceCache {
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
         options: Arc<RegistryOptions>,
-        observer: Arc<Registrar>,
+        observer: Arc<dyn TruthObserver>,
         cancel: CancellationToken,
     ) -> Self {
         Self {

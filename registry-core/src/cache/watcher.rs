@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::state::Cause;
-use super::{ServiceEntry, TruthObserver};
+use super::ServiceEntry;
 use crate::backend::{Backend, BackendError, Listing, WatchEvent};
 use crate::backoff::{jitter, Backoff};
 use crate::options::RegistryOptions;
+use crate::truth::TruthObserver;
 use crate::util::{error_chain, sleep_or_cancel, timed};
 
 /// Most events applied before one publish, when a burst is already waiting in the stream.
