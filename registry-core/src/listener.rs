@@ -126,7 +126,22 @@ fn deliver(
         resync,
         stale: current.stale,
     };
-    if std::panic::catch_unwind(AssertUnwindSafe(|| listener.on_change(&change))).is_err() {
-        error!(service = %service_key, "a service listener panicked; it stays subscribed");
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| listener.on_change(&change))) {
+        error!(
+            service = %service_key,
+            panic = panic_message(&*panic),
+            "a service listener panicked; it stays subscribed"
+        );
+    }
+}
+
+/// The message of a panic payload (`panic!("...")` carries a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(not a string)"
     }
 }

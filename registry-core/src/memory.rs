@@ -480,7 +480,7 @@ fn spawn_reaper(store: Weak<MemoryStore>) {
         });
     if let Err(error) = spawned {
         // Expiry still happens on every request to the store.
-        tracing::warn!(%error, "cannot start the memory store reaper thread");
+        tracing::warn!(error = %crate::util::error_chain(&error), "cannot start the memory store reaper thread");
     }
 }
 

@@ -205,7 +205,7 @@ impl Registry {
                 match result {
                     Ok(_) => return,
                     Err(error) => {
-                        debug!(service = %service_key, %error, "cannot watch own service yet")
+                        debug!(service = %service_key, error = %crate::util::error_chain(&error), "cannot watch own service yet")
                     }
                 }
                 if !crate::util::sleep_or_cancel(backoff.next_delay(), &cancel).await {

@@ -81,7 +81,7 @@ pub(crate) fn decode_node(
     let node: ServiceMetaInfo = match serde_json::from_slice(&kv.value) {
         Ok(node) => node,
         Err(error) => {
-            warn!(key = %kv.key, %error, "skipping malformed node entry");
+            warn!(key = %kv.key, error = %crate::util::error_chain(&error), "skipping malformed node entry");
             return None;
         }
     };
