@@ -48,6 +48,7 @@ pub mod memory;
 pub mod options;
 mod registrar;
 mod registry;
+mod tasks;
 mod truth;
 mod util;
 

@@ -25,10 +25,11 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::DropGuard;
 use tracing::error;
 
 use crate::cache::{Node, NodeDiff, ServiceEntry, Snapshot};
+use crate::tasks::Tasks;
 
 /// One change of a service's node list, as delivered to a [`ServiceListener`].
 #[derive(Clone, Debug)]
@@ -78,15 +79,17 @@ impl Subscription {
     pub fn cancel(self) {}
 }
 
+/// Spawns the task of `listener` among `tasks`; `None` when the registry is shutting down.
 pub(crate) fn spawn(
     service_key: Arc<str>,
     entry: &ServiceEntry,
     listener: Arc<dyn ServiceListener>,
-    cancel: CancellationToken,
-) -> Subscription {
+    tasks: &Tasks,
+) -> Option<Subscription> {
     let mut rx = entry.subscribe();
+    let cancel = tasks.child_token();
     let guard = cancel.clone().drop_guard();
-    tokio::spawn(async move {
+    let spawned = tasks.spawn(async move {
         let mut last: Option<Arc<Snapshot>> = None;
         loop {
             let current = rx.borrow_and_update().clone();
@@ -98,7 +101,7 @@ pub(crate) fn spawn(
             }
         }
     });
-    Subscription { _guard: guard }
+    spawned.then(|| Subscription { _guard: guard })
 }
 
 fn deliver(

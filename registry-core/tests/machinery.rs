@@ -452,3 +452,48 @@ async fn inspect_and_subscribe_all_see_every_service_and_skip_junk() {
         "the root watch is not a service"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_listener_runs_after_shutdown_returned() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (s, f) = (started.clone(), finished.clone());
+    let _sub = consumer
+        .subscribe("svc:1.0", move |_: &ServiceChange| {
+            s.fetch_add(1, Ordering::SeqCst);
+            // A listener that takes its time: shutdown must wait for it.
+            std::thread::sleep(Duration::from_millis(20));
+            f.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap();
+    // Another client keeps changing the service, before, during and after the shutdown.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for port in 1.. {
+                raw_put(&store, &node(port));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    eventually(
+        Duration::from_secs(3),
+        "listener called a few times",
+        || async { finished.load(Ordering::SeqCst) >= 3 },
+    )
+    .await;
+    consumer.shutdown().await.unwrap();
+    let calls = started.load(Ordering::SeqCst);
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        calls,
+        "a call still running"
+    );
+    // Changes keep arriving; nobody is told any more.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(started.load(Ordering::SeqCst), calls);
+    writer.abort();
+}

@@ -24,16 +24,16 @@ mod watcher;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, OnceCell};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::backend::Backend;
 use crate::error::RegistryError;
 use crate::options::RegistryOptions;
+use crate::tasks::Tasks;
 use crate::truth::TruthObserver;
 pub(crate) use state::decode_node;
 use state::ServiceState;
@@ -186,7 +186,7 @@ pub(crate) struct ServiceCache {
     backend: Arc<dyn Backend>,
     options: Arc<RegistryOptions>,
     observer: Arc<dyn TruthObserver>,
-    cancel: CancellationToken,
+    tasks: Arc<Tasks>,
 }
 
 impl ServiceCache {
@@ -194,7 +194,7 @@ impl ServiceCache {
         backend: Arc<dyn Backend>,
         options: Arc<RegistryOptions>,
         observer: Arc<dyn TruthObserver>,
-        cancel: CancellationToken,
+        tasks: Arc<Tasks>,
     ) -> Self {
         Self {
             entries: ArcSwap::default(),
@@ -202,7 +202,7 @@ impl ServiceCache {
             backend,
             options,
             observer,
-            cancel,
+            tasks,
         }
     }
 
@@ -253,6 +253,9 @@ impl ServiceCache {
         if let Some(entry) = self.entry(service_key) {
             return Ok(entry);
         }
+        if self.tasks.is_cancelled() {
+            return Err(RegistryError::Shutdown);
+        }
         let mut state = ServiceState::new(
             &self.options.keys,
             service_key,
@@ -274,18 +277,21 @@ impl ServiceCache {
             "listed service, starting its watch"
         );
         let entry = Arc::new(ServiceEntry::new(state));
+        let watcher = watcher::run(
+            entry.clone(),
+            self.backend.clone(),
+            self.options.clone(),
+            self.observer.clone(),
+            self.tasks.child_token(),
+        );
+        if !self.tasks.spawn(watcher) {
+            return Err(RegistryError::Shutdown);
+        }
         self.entries.rcu(|map| {
             let mut map = EntryMap::clone(map);
             map.insert(service_key.to_owned(), entry.clone());
             map
         });
-        tokio::spawn(watcher::run(
-            entry.clone(),
-            self.backend.clone(),
-            self.options.clone(),
-            self.observer.clone(),
-            self.cancel.child_token(),
-        ));
         Ok(entry)
     }
 }

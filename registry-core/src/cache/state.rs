@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use tracing::{debug, warn};
 
