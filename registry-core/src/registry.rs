@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::cache::{ServiceCache, ServiceNodes};
 use crate::error::RegistryError;
 use crate::instance::ServiceMetaInfo;
-use crate::listener::{self, ServiceListener, Subscription};
+use crate::listener::{self, ServiceListener, ServiceWatch, Subscription};
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
 use crate::tasks::Tasks;
@@ -350,6 +350,57 @@ impl Registry {
         self.subscribe(ALL_SERVICES, listener).await
     }
 
+    /// The changes of `service_key` as a [`Stream`](futures::Stream): the stream counterpart
+    /// of [`subscribe`](Self::subscribe), on the same cache entry (one watch per service,
+    /// whatever the number of streams and listeners). The first item is the current list
+    /// (every node as added, marked `resync`); a consumer that falls behind gets one folded
+    /// change marked `resync`. The stream ends when the registry shuts down or is dropped. See
+    /// [`ServiceWatch`] for an example.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the service was not cached and listing it failed;
+    /// [`RegistryError::Shutdown`] after [`shutdown`](Self::shutdown).
+    pub async fn watch(&self, service_key: &str) -> Result<ServiceWatch, RegistryError> {
+        self.check_open()?;
+        let entry = self.inner.cache.load(service_key).await?;
+        Ok(ServiceWatch::new(
+            Arc::from(service_key),
+            &entry,
+            self.inner.tasks.child_token(),
+        ))
+    }
+
+    /// The changes of every service under the root as a stream, like
+    /// [`subscribe_all`](Self::subscribe_all) (one watch on the whole root, shared); items
+    /// carry an empty [`service_key`](crate::ServiceChange::service_key).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures::StreamExt as _;
+    /// use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), registry_core::RegistryError> {
+    /// let registry = Registry::new(
+    ///     Arc::new(MemoryBackend::new(MemoryStore::new())),
+    ///     RegistryOptions::default(),
+    /// )?;
+    /// registry.register(ServiceMetaInfo::new("users", "127.0.0.1", 8080)).await?;
+    /// registry.register(ServiceMetaInfo::new("orders", "127.0.0.1", 8081)).await?;
+    /// let mut all = registry.watch_all().await?;
+    /// let first = all.next().await.expect("the current nodes");
+    /// assert_eq!(first.nodes.len(), 2);
+    /// registry.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when listing the root failed;
+    /// [`RegistryError::Shutdown`] after [`shutdown`](Self::shutdown).
+    pub async fn watch_all(&self) -> Result<ServiceWatch, RegistryError> {
+        self.watch(ALL_SERVICES).await
+    }
+
     /// Takes `address` (`host:port`) out of this client's cached list of `service_key` at once,
     /// and asks for the service to be listed again. Used by the RPC layer when a node refuses
     /// connections. The node stays out until the store shows it registered anew, or for one
@@ -430,7 +481,8 @@ impl Registry {
     /// Graceful shutdown: stops heart-beating, removes every node this client registered (in as
     /// few requests as the store allows), then stops every background task of this client
     /// (heartbeat, watches, listeners) and waits until they have ended. Later calls to the
-    /// registry fail with [`RegistryError::Shutdown`]; a second `shutdown` does nothing.
+    /// registry fail with [`RegistryError::Shutdown`], and streams from
+    /// [`watch`](Self::watch) end; a second `shutdown` does nothing.
     ///
     /// # Time
     /// Removing the nodes is one store request bounded by the options'

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
+
 use registry_core::conformance::{addresses, eventually, Recorder};
 use registry_core::{
     EmptyProtection, KeySpace, MemoryBackend, MemoryStore, Registry, RegistryError,
@@ -496,4 +498,132 @@ async fn no_listener_runs_after_shutdown_returned() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(started.load(Ordering::SeqCst), calls);
     writer.abort();
+}
+
+// ---- the stream API (paused time: every wait is on the stream itself or the cache) ----
+
+fn ports(nodes: &[registry_core::Node]) -> Vec<u16> {
+    let mut p: Vec<u16> = nodes.iter().map(|n| n.service_port).collect();
+    p.sort_unstable();
+    p
+}
+
+/// The next item, failing the test instead of hanging.
+async fn next(changes: &mut registry_core::ServiceWatch) -> Option<ServiceChange> {
+    tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("the stream answers")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_stream_yields_the_list_then_each_change_in_order() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    raw_put(&store, &node(1));
+    let mut changes = consumer.watch("svc:1.0").await.unwrap();
+    assert_eq!(changes.service_key(), "svc:1.0");
+
+    let first = next(&mut changes).await.unwrap();
+    assert!(first.resync, "the current list comes first, as a resync");
+    assert_eq!(ports(&first.diff.added), [1]);
+    assert_eq!(&*first.service_key, "svc:1.0");
+
+    raw_put(&store, &node(2));
+    let added = next(&mut changes).await.unwrap();
+    assert_eq!(ports(&added.diff.added), [2]);
+    assert!(added.diff.removed.is_empty() && !added.resync);
+    assert_eq!(ports(&added.nodes), [1, 2]);
+
+    store.delete(&KeySpace::default().node_path(&node(1)));
+    let removed = next(&mut changes).await.unwrap();
+    assert_eq!(ports(&removed.diff.removed), [1]);
+    assert!(removed.diff.added.is_empty() && !removed.resync);
+    assert_eq!(ports(&removed.nodes), [2]);
+
+    raw_put(&store, &node(2).with_weight(5));
+    let updated = next(&mut changes).await.unwrap();
+    assert_eq!(ports(&updated.diff.updated), [2]);
+    assert_eq!(updated.nodes[0].weight, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_stream_not_polled_gets_one_folded_change() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    let mut changes = consumer.watch("svc:1.0").await.unwrap();
+    assert!(next(&mut changes).await.unwrap().nodes.is_empty());
+    // Five changes, each published on its own while nobody polls the stream.
+    for port in 1..=5u16 {
+        raw_put(&store, &node(port));
+        eventually(Duration::from_secs(3), "cache follows", || async {
+            consumer
+                .cached("svc:1.0")
+                .is_some_and(|n| n.len() == usize::from(port))
+        })
+        .await;
+    }
+    let folded = next(&mut changes).await.unwrap();
+    assert!(
+        folded.resync,
+        "several changes folded into one are a resync"
+    );
+    assert_eq!(ports(&folded.diff.added), [1, 2, 3, 4, 5]);
+    // Caught up: the next change is a plain one.
+    store.delete(&KeySpace::default().node_path(&node(3)));
+    let one = next(&mut changes).await.unwrap();
+    assert!(!one.resync);
+    assert_eq!(ports(&one.diff.removed), [3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_stream_ends_when_the_registry_shuts_down_or_is_dropped() {
+    let store = MemoryStore::new();
+    let consumer = client(&store, options());
+    let mut changes = consumer.watch("svc:1.0").await.unwrap();
+    next(&mut changes).await.unwrap();
+    // A listener on the same service: streams and listeners share one cache entry.
+    let rec = Recorder::default();
+    let _sub = consumer.subscribe("svc:1.0", rec.listener()).await.unwrap();
+    consumer.shutdown().await.unwrap();
+    raw_put(&store, &node(1));
+    assert!(next(&mut changes).await.is_none());
+    assert!(next(&mut changes).await.is_none(), "stays ended");
+    assert!(matches!(
+        consumer.watch("svc:1.0").await,
+        Err(RegistryError::Shutdown)
+    ));
+
+    let dropped = client(&store, options());
+    let mut changes = dropped.watch_all().await.unwrap();
+    assert_eq!(ports(&next(&mut changes).await.unwrap().nodes), [1]);
+    drop(dropped);
+    raw_put(&store, &node(2));
+    assert!(next(&mut changes).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_all_stream_sees_every_service() {
+    let store = MemoryStore::new();
+    let provider = client(&store, options());
+    let tool = client(&store, options());
+    provider.register(node(1)).await.unwrap();
+    provider
+        .register(ServiceMetaInfo::new("other", "127.0.0.1", 1))
+        .await
+        .unwrap();
+    let mut all = tool.watch_all().await.unwrap();
+    assert_eq!(all.service_key(), "");
+    let first = next(&mut all).await.unwrap();
+    assert_eq!(first.nodes.len(), 2);
+    provider
+        .register(ServiceMetaInfo::new("third", "127.0.0.1", 1))
+        .await
+        .unwrap();
+    let third = next(&mut all).await.unwrap();
+    assert_eq!(third.diff.added.len(), 1);
+    assert_eq!(third.diff.added[0].service_name, "third");
+    provider.shutdown().await.unwrap();
+    let gone = next(&mut all).await.unwrap();
+    assert_eq!(gone.diff.removed.len(), 3);
+    assert!(gone.nodes.is_empty());
 }
