@@ -1,5 +1,12 @@
 //! The shared machinery under faults, on the memory store (which can fail on demand): outages,
 //! lost history, failed registrations, slow listeners, empty protection, eviction.
+//!
+//! Most tests run on Tokio's paused clock (`start_paused`): the memory store's leases and every
+//! timer of the registry follow it, so a TTL passes in no real time and in the same order on
+//! every run. Sleeps remain only where time passing is the point (leases running out, retries
+//! failing, nothing happening for a while); everything else waits on something observable: the
+//! store's open watches and listings served, the cache, a stream. The tests with a listener
+//! that blocks its thread run on the real clock with several worker threads.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,7 +49,22 @@ fn raw_put(store: &MemoryStore, n: &ServiceMetaInfo) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Takes the store down once the clients watch it (`watches` watches open), and returns when
+/// every client noticed: their watches broke (and do not reopen while the store is down), so
+/// what the store does next reaches them only after the outage, as a resumed watch.
+async fn outage(store: &MemoryStore, watches: usize) {
+    eventually(Duration::from_secs(3), "every watch open", || async {
+        store.watch_count() == watches
+    })
+    .await;
+    store.set_down(true);
+    eventually(Duration::from_secs(3), "every watch broke", || async {
+        store.watch_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn nodes_come_back_after_an_outage_longer_than_the_ttl() {
     let store = MemoryStore::new();
     let provider = client(&store, options());
@@ -54,9 +76,7 @@ async fn nodes_come_back_after_an_outage_longer_than_the_ttl() {
     let b = provider.register(node(2)).await.unwrap();
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
 
-    store.set_down(true);
-    // Let the clients notice the outage (their watches break) before the store changes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    outage(&store, 2).await;
     // Unregistering during the outage fails to delete, but the node is no longer wanted.
     assert!(provider.unregister(&b).await.is_err());
     // The leases run out while the provider cannot reach the store (many failed retries).
@@ -86,17 +106,16 @@ async fn nodes_come_back_after_an_outage_longer_than_the_ttl() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_failed_register_is_retried_in_the_background() {
     let store = MemoryStore::new();
     let provider = client(&store, options());
     store.set_down(true);
-    // Let the clients notice the outage (their watches break) before the store changes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let err = provider.register(node(3)).await.unwrap_err();
     assert!(matches!(err, RegistryError::Store { .. }), "{err}");
     assert!(err.is_retryable());
     assert_eq!(provider.registered().len(), 1, "still wanted");
+    // A few background retries fail meanwhile.
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.set_down(false);
     let consumer = client(&store, options());
@@ -108,15 +127,13 @@ async fn a_failed_register_is_retried_in_the_background() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn changes_made_while_the_watch_was_down_are_not_lost() {
     let store = MemoryStore::new();
     let consumer = client(&store, options());
     raw_put(&store, &node(1));
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 1);
-    store.set_down(true);
-    // Let the clients notice the outage (their watches break) before the store changes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    outage(&store, 1).await;
     // Changes the consumer cannot see yet.
     raw_put(&store, &node(2));
     raw_put(&store, &node(3));
@@ -138,16 +155,14 @@ async fn changes_made_while_the_watch_was_down_are_not_lost() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn compacted_history_leads_to_a_relist_that_misses_nothing() {
     let store = MemoryStore::new();
     let consumer = client(&store, options());
     raw_put(&store, &node(1));
     let rec = Recorder::default();
     let _sub = consumer.subscribe("svc:1.0", rec.listener()).await.unwrap();
-    store.set_down(true);
-    // Let the clients notice the outage (their watches break) before the store changes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    outage(&store, 1).await;
     raw_put(&store, &node(2));
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.compact(store.revision());
@@ -172,7 +187,7 @@ async fn compacted_history_leads_to_a_relist_that_misses_nothing() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn empty_protection_keeps_nodes_through_a_wiped_store() {
     let store = MemoryStore::new();
     let protected = client(&store, options());
@@ -184,9 +199,7 @@ async fn empty_protection_keeps_nodes_through_a_wiped_store() {
     assert_eq!(addresses(&protected, "svc:1.0").await.len(), 1);
     assert_eq!(addresses(&unprotected, "svc:1.0").await.len(), 1);
     // The store loses everything while clients are cut off (a restart with a wiped data dir).
-    store.set_down(true);
-    // Let the clients notice the outage (their watches break) before the store changes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    outage(&store, 2).await;
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.compact(store.revision());
     store.set_down(false);
@@ -222,27 +235,28 @@ async fn empty_protection_keeps_nodes_through_a_wiped_store() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn mass_expiry_seen_on_reconnect_is_protected() {
     let store = MemoryStore::new();
     let consumer = client(&store, options());
     raw_put(&store, &node(1));
     raw_put(&store, &node(2));
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
-    store.set_down(true);
-    // Let the clients notice the outage (their watches break) before the store changes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    outage(&store, 1).await;
     store.delete(&KeySpace::default().node_path(&node(1)));
     store.delete(&KeySpace::default().node_path(&node(2)));
     store.set_down(false);
     // The resumed watch replays both deletes; they are applied as a resync, so the list is kept.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(Duration::from_secs(3), "deletes applied", || async {
+        consumer.cached("svc:1.0").is_some_and(|n| n.is_stale())
+    })
+    .await;
     let nodes = consumer.discover("svc:1.0").await.unwrap();
     assert_eq!(nodes.len(), 2);
     assert!(nodes.is_stale());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn graceful_removal_of_the_last_node_empties_the_list() {
     let store = MemoryStore::new();
     let provider = client(&store, options());
@@ -315,7 +329,7 @@ async fn a_slow_listener_never_delays_the_cache_and_gets_a_resync() {
     assert_eq!(added, 31);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_panicking_listener_stays_subscribed() {
     let store = MemoryStore::new();
     let consumer = client(&store, options());
@@ -357,22 +371,35 @@ async fn one_listing_and_one_watch_per_service() {
         assert_eq!(t.await.unwrap().unwrap(), 1);
     }
     assert_eq!(consumer.cached_services(), vec!["svc:1.0".to_owned()]);
+    eventually(Duration::from_secs(3), "the watch is open", || async {
+        store.watch_count() == 1
+    })
+    .await;
+    assert_eq!(store.list_count(), 1, "one listing");
+    assert_eq!(store.watch_count(), 1, "one watch");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn evicted_node_stays_out_until_registered_again() {
     let store = MemoryStore::new();
     let consumer = client(&store, options());
     raw_put(&store, &node(1));
     raw_put(&store, &node(2));
     assert_eq!(addresses(&consumer, "svc:1.0").await.len(), 2);
+    let lists = store.list_count();
     consumer.evict("svc:1.0", "127.0.0.1:1");
     assert_eq!(
         addresses(&consumer, "svc:1.0").await,
         vec!["127.0.0.1:2".to_owned()]
     );
-    // The relist it triggers still shows the node (its TTL has not run out): it stays out.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The eviction asks for a relist; it happens (the store serves one more listing, and on
+    // this single-threaded runtime the watcher applies it in the same step)...
+    eventually(Duration::from_secs(3), "the eviction's relist", || async {
+        store.list_count() > lists
+    })
+    .await;
+    assert_eq!(store.list_count(), lists + 1, "one relist");
+    // ... and still shows the node (its TTL has not run out): it stays out.
     assert_eq!(
         addresses(&consumer, "svc:1.0").await,
         vec!["127.0.0.1:2".to_owned()]
@@ -387,7 +414,7 @@ async fn evicted_node_stays_out_until_registered_again() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn bad_options_are_rejected_naming_the_option() {
     let err = Registry::new(
         Arc::new(MemoryBackend::new(MemoryStore::new())),
@@ -409,7 +436,7 @@ fn creating_a_registry_outside_a_runtime_is_an_error() {
     assert!(matches!(err, RegistryError::NoRuntime));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn inspect_and_subscribe_all_see_every_service_and_skip_junk() {
     let store = MemoryStore::new();
     let provider = client(&store, options());
