@@ -111,6 +111,7 @@ impl Subscription {
 ///     RegistryOptions::default(),
 /// )?;
 /// let mut changes = registry.watch("users:1.0").await?;
+/// assert_eq!(changes.service_key(), "users:1.0");
 /// let first = changes.next().await.expect("the current list");
 /// assert!(first.nodes.is_empty() && first.resync);
 ///

@@ -160,12 +160,33 @@ impl MemoryStore {
     /// from every client's [`Backend::watch`], not yet ended or dropped). A watch ends when the
     /// store goes down, so a test can wait for this to reach 0 to know every client noticed an
     /// outage.
+    ///
+    /// ```
+    /// use registry_core::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// let watch = store.watch("/rpc/", 0);
+    /// assert_eq!(store.watch_count(), 1);
+    /// drop(watch);
+    /// assert_eq!(store.watch_count(), 0);
+    /// # }
+    /// ```
     pub fn watch_count(&self) -> usize {
         self.events.receiver_count()
     }
 
     /// How many listings this store served ([`list`](Self::list) calls, hence every client's
     /// [`Backend::list`]): a test can tell from it that a client listed (again).
+    ///
+    /// ```
+    /// use registry_core::MemoryStore;
+    ///
+    /// let store = MemoryStore::new();
+    /// store.list("/rpc/");
+    /// assert_eq!(store.list_count(), 1);
+    /// ```
     pub fn list_count(&self) -> u64 {
         self.lists.load(Ordering::Relaxed)
     }
