@@ -65,12 +65,15 @@ fn options_with(ttl: Duration, heartbeat: Duration) -> RegistryOptions {
 }
 
 /// Polls `check` every 20 ms until it is true; panics with `what` after `limit`.
+///
+/// Time is Tokio's: under `tokio::time::pause()` the limit and the returned duration are in
+/// paused time (the real clock otherwise).
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     loop {
         if check().await {
             return start.elapsed();

@@ -38,6 +38,20 @@ pub const DEFAULT_ROOT: &str = "/rpc/";
 ///
 /// Serialized as camelCase JSON (the field names of the original Java framework), with the
 /// registration time as an RFC 3339 string.
+///
+/// Built with by-value setters (each returns the changed node, so it must be used):
+///
+/// ```
+/// use registry_core::ServiceMetaInfo;
+///
+/// let node = ServiceMetaInfo::new("users", "10.0.0.7", 8080)
+///     .with_version("2.0")
+///     .with_group("canary")
+///     .with_weight(3)
+///     .with_metadata("zone", "eu-1");
+/// assert_eq!(node.service_key(), "users:2.0:canary");
+/// assert_eq!(node.address(), "10.0.0.7:8080");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceMetaInfo {
@@ -109,24 +123,28 @@ impl ServiceMetaInfo {
     }
 
     /// Sets the version.
+    #[must_use]
     pub fn with_version(mut self, version: impl Into<String>) -> Self {
         self.service_version = version.into();
         self
     }
 
     /// Sets the group.
+    #[must_use]
     pub fn with_group(mut self, group: impl Into<String>) -> Self {
         self.service_group = group.into();
         self
     }
 
     /// Sets the weight.
+    #[must_use]
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self
     }
 
     /// Adds one metadata entry.
+    #[must_use]
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self

@@ -2,7 +2,8 @@
 //!
 //! Providers [`register`](Registry::register) themselves and are kept alive by heartbeats;
 //! consumers [`discover`](Registry::discover) live providers through a per-service cache kept
-//! current by one watch per service, and may [`subscribe`](Registry::subscribe) listeners.
+//! current by one watch per service, and may [`subscribe`](Registry::subscribe) listeners or
+//! [`watch`](Registry::watch) the changes as a stream.
 //!
 //! The store is pluggable: a [`Backend`] implements a small contract (write with liveness,
 //! delete, list with a revision, watch from a revision, keep alive). Everything else lives here
@@ -14,7 +15,7 @@
 //!   re-registration that never gives up, graceful shutdown.
 //! - the cache (internal): one entry per service key, lock-free reads, events applied one
 //!   by one, relists swapped in whole, [`EmptyProtection`].
-//! - [`listener`]: observers of one service's changes, with diffs.
+//! - [`listener`]: observers and streams of one service's changes, with diffs.
 //! - [`memory`]: the embedded in-memory backend, the default.
 //!
 //! ```
@@ -49,6 +50,8 @@ pub mod options;
 mod registrar;
 mod registry;
 pub mod signal;
+mod tasks;
+mod truth;
 mod util;
 
 pub use backend::{
@@ -61,7 +64,7 @@ pub use error::RegistryError;
 pub use instance::{
     service_key, InvalidService, KeySpace, ServiceMetaInfo, DEFAULT_GROUP, DEFAULT_VERSION,
 };
-pub use listener::{ServiceChange, ServiceListener, Subscription};
+pub use listener::{ServiceChange, ServiceListener, ServiceWatch, Subscription};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{EmptyProtection, RegistryOptions};
 pub use registry::{NodeStatus, Registry};
@@ -77,5 +80,6 @@ mod tests {
         assert_send_sync::<crate::BackendError>();
         assert_send_sync::<crate::Registry>();
         assert_send_sync::<crate::ServiceNodes>();
+        assert_send_sync::<crate::ServiceWatch>();
     }
 }

@@ -10,19 +10,35 @@
 //! Named stores ([`MemoryStore::named`]) are shared process-wide: a provider and a consumer in
 //! one process that both use the `memory` registry meet in the same store.
 //!
-//! For tests it can also delete keys behind a client's back, write junk, compact its history and
-//! simulate an outage ([`MemoryStore::set_down`]).
+//! For tests it can also delete keys behind a client's back, write junk, compact its history,
+//! simulate an outage ([`MemoryStore::set_down`]) and tell what its clients are doing (open
+//! watches, listings served).
+//!
+//! # Time
+//! Lease deadlines follow Tokio's clock ([`tokio::time::Instant`]), so a test under
+//! `tokio::time::pause()` (or `#[tokio::test(start_paused = true)]`) sees leases run out
+//! exactly when it advances time, without waiting for it. Nothing reaps in the background:
+//! - every operation on the store first expires the leases whose deadline has passed, so no
+//!   read ever shows a key whose lease ran out, and a store nobody uses costs nothing;
+//! - every open watch also sleeps until the earliest lease deadline and expires the leases
+//!   then, so a watcher sees a dead owner's keys go on time even when nobody calls the store.
+//!
+//! Both read the clock of the runtime that calls (the system clock outside a runtime), and a
+//! watch needs a runtime with time enabled (as a [`Registry`](crate::Registry) does). A store
+//! follows one clock: do not share one between a paused test runtime and another runtime.
 //!
 //! # Memory
 //! Every key and value once, plus the last [`DEFAULT_HISTORY`] events.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::backend::{
     Backend, BackendError, KeyValue, Listing, Liveness, Revision, WatchEvent, WatchStream,
@@ -30,8 +46,6 @@ use crate::backend::{
 
 /// Events kept for watches that resume from an older revision.
 pub const DEFAULT_HISTORY: usize = 10_000;
-/// How often expired leases are reaped.
-const REAP_EVERY: Duration = Duration::from_millis(10);
 /// Events buffered per live watch before it is told to relist.
 const WATCH_BUFFER: usize = 16_384;
 const NAME: &str = "memory";
@@ -71,7 +85,10 @@ struct State {
 /// An in-process store. See the [module docs](self).
 pub struct MemoryStore {
     name: String,
+    /// This store, for the watches it hands out (they expire leases on time).
+    me: Weak<MemoryStore>,
     state: Mutex<State>,
+    lists: AtomicU64,
     history_limit: usize,
     events: broadcast::Sender<Arc<WatchEvent>>,
     down: tokio::sync::watch::Sender<bool>,
@@ -97,15 +114,15 @@ impl MemoryStore {
     }
 
     fn build(name: String, history_limit: usize) -> Arc<Self> {
-        let store = Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             name,
+            me: me.clone(),
             state: Mutex::default(),
+            lists: AtomicU64::new(0),
             history_limit: history_limit.max(1),
             events: broadcast::channel(WATCH_BUFFER).0,
             down: tokio::sync::watch::Sender::new(false),
-        });
-        spawn_reaper(Arc::downgrade(&store));
-        store
+        })
     }
 
     /// The process-wide store called `name` (created on first use). The `memory` registry
@@ -127,9 +144,51 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The state, with every lease whose deadline has passed expired first.
+    fn current(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        state
+    }
+
     /// The current revision.
     pub fn revision(&self) -> Revision {
-        self.lock().revision
+        self.current().revision
+    }
+
+    /// How many watches are open on this store (streams from [`watch`](Self::watch), hence
+    /// from every client's [`Backend::watch`], not yet ended or dropped). A watch ends when the
+    /// store goes down, so a test can wait for this to reach 0 to know every client noticed an
+    /// outage.
+    ///
+    /// ```
+    /// use registry_core::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// let watch = store.watch("/rpc/", 0);
+    /// assert_eq!(store.watch_count(), 1);
+    /// drop(watch);
+    /// assert_eq!(store.watch_count(), 0);
+    /// # }
+    /// ```
+    pub fn watch_count(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// How many listings this store served ([`list`](Self::list) calls, hence every client's
+    /// [`Backend::list`]): a test can tell from it that a client listed (again).
+    ///
+    /// ```
+    /// use registry_core::MemoryStore;
+    ///
+    /// let store = MemoryStore::new();
+    /// store.list("/rpc/");
+    /// assert_eq!(store.list_count(), 1);
+    /// ```
+    pub fn list_count(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed)
     }
 
     /// Simulates an outage: while down every client request fails and live watches end with
@@ -157,7 +216,7 @@ impl MemoryStore {
 
     /// Grants a lease that expires `ttl` from now unless kept alive.
     pub fn grant(&self, ttl: Duration) -> LeaseId {
-        let mut state = self.lock();
+        let mut state = self.current();
         state.next_lease += 1;
         let id = state.next_lease;
         state.leases.insert(
@@ -173,9 +232,8 @@ impl MemoryStore {
 
     /// Renews a lease for its TTL; false when it does not exist (expired or revoked).
     pub fn keep_alive(&self, lease: LeaseId) -> bool {
-        let mut state = self.lock();
+        let mut state = self.current();
         let now = Instant::now();
-        Self::expire_locked(&mut state, &self.events, self.history_limit, now);
         match state.leases.get_mut(&lease) {
             Some(l) => {
                 l.deadline = now + l.ttl;
@@ -185,9 +243,9 @@ impl MemoryStore {
         }
     }
 
-    /// Time left on a lease.
+    /// Time left on a lease; `None` when it does not exist (expired or revoked).
     pub fn lease_remaining(&self, lease: LeaseId) -> Option<Duration> {
-        let state = self.lock();
+        let state = self.current();
         state
             .leases
             .get(&lease)
@@ -196,7 +254,7 @@ impl MemoryStore {
 
     /// Revokes a lease, deleting every key bound to it.
     pub fn revoke(&self, lease: LeaseId) {
-        let mut state = self.lock();
+        let mut state = self.current();
         Self::drop_lease(&mut state, &self.events, self.history_limit, lease);
     }
 
@@ -207,16 +265,14 @@ impl MemoryStore {
         value: &[u8],
         lease: Option<LeaseId>,
     ) -> Result<Revision, LeaseId> {
-        let mut state = self.lock();
-        Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        let mut state = self.current();
         self.put_locked(&mut state, key, value, lease)
     }
 
     /// Writes `key` bound to `lease` unless another live lease holds it (then returns that
     /// lease): the ownership rule of [`Backend::put`].
     fn put_owned(&self, key: &str, value: &[u8], lease: LeaseId) -> Result<Revision, PutRefused> {
-        let mut state = self.lock();
-        Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        let mut state = self.current();
         if let Some(holder) = state.kv.get(key).and_then(|s| s.lease) {
             if holder != lease && state.leases.contains_key(&holder) {
                 return Err(PutRefused::Held(holder));
@@ -270,7 +326,7 @@ impl MemoryStore {
 
     /// Deletes `key` when it is bound to `lease` or to no live lease.
     fn delete_owned(&self, key: &str, lease: Option<LeaseId>) {
-        let mut state = self.lock();
+        let mut state = self.current();
         let holder = state.kv.get(key).and_then(|s| s.lease);
         let held_by_other =
             holder.is_some_and(|h| Some(h) != lease && state.leases.contains_key(&h));
@@ -281,14 +337,14 @@ impl MemoryStore {
 
     /// Deletes `key`; returns the revision of the delete, or `None` when it did not exist.
     pub fn delete(&self, key: &str) -> Option<Revision> {
-        let mut state = self.lock();
+        let mut state = self.current();
         Self::delete_locked(&mut state, &self.events, self.history_limit, key)
     }
 
     /// Every entry under `prefix`, with the current revision.
     pub fn list(&self, prefix: &str) -> Listing {
-        let mut state = self.lock();
-        Self::expire_locked(&mut state, &self.events, self.history_limit, Instant::now());
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        let state = self.current();
         let entries = state
             .kv
             .range(prefix.to_owned()..)
@@ -307,7 +363,7 @@ impl MemoryStore {
     /// Forgets the history before `revision` (as etcd's compaction does): watches from before
     /// it fail with `HistoryLost`, a watch from `revision` on still works.
     pub fn compact(&self, revision: Revision) {
-        let mut state = self.lock();
+        let mut state = self.current();
         while state
             .history
             .front()
@@ -325,7 +381,7 @@ impl MemoryStore {
             return futures::stream::once(async move { Err(e) }).boxed();
         }
         let (backlog, rx) = {
-            let state = self.lock();
+            let state = self.current();
             if after < state.compacted {
                 let reason = format!(
                     "revision {after} is compacted (history starts after {})",
@@ -348,15 +404,32 @@ impl MemoryStore {
         };
         let down = self.down.subscribe();
         let prefix = prefix.to_owned();
+        let store = self.me.clone();
         let live = futures::stream::unfold(Some((rx, down)), move |channels| {
             let prefix = prefix.clone();
+            let store = store.clone();
             async move {
                 let (mut rx, mut down) = channels?;
                 loop {
+                    // Expire leases on time even when nobody calls the store: wake at the
+                    // earliest deadline (looked at again after every event, as keep-alives
+                    // and new leases move it).
+                    let deadline = store.upgrade()?.next_deadline();
+                    let lease_runs_out = async {
+                        match deadline {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     let received = tokio::select! {
                         biased;
                         _ = down.wait_for(|d| *d) => None,
                         received = rx.recv() => Some(received),
+                        () = lease_runs_out => {
+                            // The expiry's deletes reach `rx` like any change.
+                            drop(store.upgrade()?.current());
+                            continue;
+                        }
                     };
                     match received {
                         None => {
@@ -452,35 +525,17 @@ impl MemoryStore {
         }
     }
 
-    fn expire(&self, now: Instant) {
-        let mut state = self.lock();
-        Self::expire_locked(&mut state, &self.events, self.history_limit, now);
+    /// The earliest lease deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.lock().leases.values().map(|l| l.deadline).min()
     }
 
     /// Whether `key` is stored bound to `lease`.
     fn bound_to(&self, key: &str, lease: LeaseId) -> bool {
-        self.lock()
+        self.current()
             .kv
             .get(key)
             .is_some_and(|s| s.lease == Some(lease))
-    }
-}
-
-/// Reaps expired leases from a plain thread, so expiry does not depend on any runtime; the
-/// thread ends with the store.
-fn spawn_reaper(store: Weak<MemoryStore>) {
-    let spawned = std::thread::Builder::new()
-        .name("memory-store-reaper".into())
-        .spawn(move || loop {
-            std::thread::sleep(REAP_EVERY);
-            match store.upgrade() {
-                Some(store) => store.expire(Instant::now()),
-                None => return,
-            }
-        });
-    if let Err(error) = spawned {
-        // Expiry still happens on every request to the store.
-        tracing::warn!(%error, "cannot start the memory store reaper thread");
     }
 }
 
@@ -575,7 +630,7 @@ impl Backend for MemoryBackend {
 
     async fn ttl_remaining(&self, key: &str) -> Result<Option<Duration>, BackendError> {
         self.store.check_up()?;
-        let lease = self.store.lock().kv.get(key).and_then(|s| s.lease);
+        let lease = self.store.current().kv.get(key).and_then(|s| s.lease);
         Ok(lease.and_then(|id| self.store.lease_remaining(id)))
     }
 
@@ -621,13 +676,14 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn leases_expire_and_delete_their_keys() {
         let store = MemoryStore::new();
         let lease = store.grant(Duration::from_millis(50));
         store.put("/k", b"v", Some(lease)).unwrap();
         let mut w = store.watch("/", store.revision());
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Nobody polls the watch: the next operation expires the lease first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(store.list("/").entries.is_empty());
         assert!(matches!(
             w.next().await,
@@ -635,6 +691,47 @@ mod tests {
         ));
         assert!(!store.keep_alive(lease));
         assert!(store.put("/k", b"v", Some(lease)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_sees_an_expiry_on_time_without_any_other_call() {
+        let store = MemoryStore::new();
+        let lease = store.grant(Duration::from_secs(3));
+        store.put("/k", b"v", Some(lease)).unwrap();
+        let mut w = store.watch("/", store.revision());
+        let start = Instant::now();
+        // Kept alive once after 2 s: the deadline moves to 5 s.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(store.keep_alive(lease));
+        let event = tokio::time::timeout(Duration::from_secs(60), w.next())
+            .await
+            .unwrap();
+        assert!(matches!(event, Some(Ok(WatchEvent::Delete { .. }))));
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(store.lease_remaining(lease), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_open_watches_and_listings() {
+        let store = MemoryStore::new();
+        let backend = MemoryBackend::new(store.clone());
+        assert_eq!(store.watch_count(), 0);
+        let mut w = backend.watch("/", 0);
+        assert_eq!(store.watch_count(), 1);
+        store.set_down(true);
+        assert!(w.next().await.unwrap().is_err());
+        assert_eq!(
+            store.watch_count(),
+            0,
+            "a watch ends when the store goes down"
+        );
+        let _refused = backend.watch("/", 0);
+        assert_eq!(store.watch_count(), 0);
+        store.set_down(false);
+        assert_eq!(store.list_count(), 0);
+        backend.list("/").await.unwrap();
+        store.list("/a/");
+        assert_eq!(store.list_count(), 2);
     }
 
     #[tokio::test]

@@ -56,6 +56,22 @@ pub enum EmptyProtection {
 }
 
 /// Options of a [`Registry`](crate::Registry).
+///
+/// The defaults are the `DEFAULT_*` constants of this module; by-value setters change one
+/// option each (and return the options, so they must be used):
+///
+/// ```
+/// use std::time::Duration;
+/// use registry_core::{EmptyProtection, RegistryOptions};
+///
+/// let options = RegistryOptions::default()
+///     .with_root("/services/")
+///     .with_ttl(Duration::from_secs(10))
+///     .with_heartbeat_interval(Duration::from_secs(3))
+///     .with_empty_protection(EmptyProtection::Always);
+/// assert!(options.validate().is_ok());
+/// assert_eq!(options.keys.root(), "/services/");
+/// ```
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {
     /// Key layout (root, default `/rpc/`).
@@ -93,42 +109,49 @@ impl Default for RegistryOptions {
 
 impl RegistryOptions {
     /// Sets the root of the key layout.
+    #[must_use]
     pub fn with_root(mut self, root: &str) -> Self {
         self.keys = KeySpace::new(root);
         self
     }
 
     /// Sets the TTL.
+    #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
     /// Sets the heartbeat interval.
+    #[must_use]
     pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
         self
     }
 
     /// Sets the request timeout.
+    #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// Sets the empty-list protection policy.
+    #[must_use]
     pub fn with_empty_protection(mut self, policy: EmptyProtection) -> Self {
         self.empty_protection = policy;
         self
     }
 
     /// Sets the relist cooldown.
+    #[must_use]
     pub fn with_relist_cooldown(mut self, cooldown: Duration) -> Self {
         self.relist_cooldown = cooldown;
         self
     }
 
     /// Sets the retry backoff bounds.
+    #[must_use]
     pub fn with_retry(mut self, initial: Duration, max: Duration) -> Self {
         self.retry_initial = initial;
         self.retry_max = max;

@@ -18,10 +18,10 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, BackendError, Liveness};
 use crate::backoff::Backoff;
-use crate::cache::TruthObserver;
 use crate::instance::ServiceMetaInfo;
 use crate::options::RegistryOptions;
-use crate::util::{error_chain, timed};
+use crate::truth::TruthObserver;
+use crate::util::{error_chain, timed, Failures};
 
 /// How many puts run at once when many nodes must be written again.
 const REPAIR_CONCURRENCY: usize = 32;
@@ -215,7 +215,7 @@ impl Registrar {
             self.options.retry_initial,
             self.options.retry_max.min(interval),
         );
-        let mut failures = 0u32;
+        let mut failures = Failures::default();
         loop {
             let beat = tokio::select! {
                 () = cancel.cancelled() => return,
@@ -230,15 +230,15 @@ impl Registrar {
                 };
                 match result {
                     Ok(()) => {
+                        let failures = failures.reset();
                         if failures > 0 {
                             info!(failures, "registrations restored");
                         }
-                        failures = 0;
                         backoff.reset();
                         break;
                     }
                     Err(error) => {
-                        failures += 1;
+                        let failures = failures.record();
                         let delay = backoff.next_delay();
                         let log = error_chain(&error);
                         if failures == 1 {

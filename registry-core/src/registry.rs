@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -12,9 +12,11 @@ use crate::backend::Backend;
 use crate::cache::{ServiceCache, ServiceNodes};
 use crate::error::RegistryError;
 use crate::instance::ServiceMetaInfo;
-use crate::listener::{self, ServiceListener, Subscription};
+use crate::listener::{self, ServiceListener, ServiceWatch, Subscription};
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
+use crate::tasks::Tasks;
+use crate::truth::TruthObserver;
 use crate::util::timed;
 
 /// The cache key of the whole-root entry used by [`Registry::subscribe_all`].
@@ -65,14 +67,14 @@ struct Inner {
     cache: ServiceCache,
     /// Stops the heartbeat task.
     heartbeat: CancellationToken,
-    /// Stops every task of this client (watchers, listeners, heartbeat).
-    cancel: CancellationToken,
+    /// Every task of this client (heartbeat, watchers, listeners, own-service watches).
+    tasks: Arc<Tasks>,
     closed: AtomicBool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.tasks.cancel();
     }
 }
 
@@ -96,16 +98,17 @@ impl Registry {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?;
         let options = Arc::new(options);
-        let cancel = CancellationToken::new();
-        let heartbeat = cancel.child_token();
+        let tasks = Arc::new(Tasks::new());
+        let heartbeat = tasks.child_token();
         let registrar = Arc::new(Registrar::new(backend.clone(), options.clone()));
         let cache = ServiceCache::new(
             backend.clone(),
             options.clone(),
-            registrar.clone(),
-            cancel.clone(),
+            registrar.clone() as Arc<dyn TruthObserver>,
+            tasks.clone(),
         );
-        runtime.spawn(registrar.clone().run(heartbeat.clone()));
+        // A new tracker accepts every spawn.
+        tasks.spawn_on(registrar.clone().run(heartbeat.clone()), &runtime);
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
@@ -113,7 +116,7 @@ impl Registry {
                 registrar,
                 cache,
                 heartbeat,
-                cancel,
+                tasks,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -191,21 +194,27 @@ impl Registry {
             return;
         }
         let registry = Arc::downgrade(&self.inner);
-        let cancel = self.inner.cancel.clone();
-        tokio::spawn(async move {
+        let cancel = self.inner.tasks.child_token();
+        // Refused only when the registry is shutting down: nothing to watch then.
+        self.inner.tasks.spawn(async move {
             let mut backoff =
                 crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
             loop {
                 let Some(inner) = registry.upgrade() else {
                     return;
                 };
-                let result = inner.cache.load(&service_key).await;
+                let result = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    result = inner.cache.load(&service_key) => result,
+                };
                 drop(inner);
                 match result {
-                    Ok(_) => return,
-                    Err(error) => {
-                        debug!(service = %service_key, %error, "cannot watch own service yet")
-                    }
+                    Ok(_) | Err(RegistryError::Shutdown) => return,
+                    Err(error) => debug!(
+                        service = %service_key,
+                        error = %crate::util::error_chain(&error),
+                        "cannot watch own service yet"
+                    ),
                 }
                 if !crate::util::sleep_or_cancel(backoff.next_delay(), &cancel).await {
                     return;
@@ -320,12 +329,13 @@ impl Registry {
     ) -> Result<Subscription, RegistryError> {
         self.check_open()?;
         let entry = self.inner.cache.load(service_key).await?;
-        Ok(listener::spawn(
+        listener::spawn(
             Arc::from(service_key),
             &entry,
             Arc::new(listener),
-            self.inner.cancel.child_token(),
-        ))
+            &self.inner.tasks,
+        )
+        .ok_or(RegistryError::Shutdown)
     }
 
     /// Subscribes `listener` to the changes of every service under the root (for tools such as
@@ -340,6 +350,57 @@ impl Registry {
         self.subscribe(ALL_SERVICES, listener).await
     }
 
+    /// The changes of `service_key` as a [`Stream`](futures::Stream): the stream counterpart
+    /// of [`subscribe`](Self::subscribe), on the same cache entry (one watch per service,
+    /// whatever the number of streams and listeners). The first item is the current list
+    /// (every node as added, marked `resync`); a consumer that falls behind gets one folded
+    /// change marked `resync`. The stream ends when the registry shuts down or is dropped. See
+    /// [`ServiceWatch`] for an example.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the service was not cached and listing it failed;
+    /// [`RegistryError::Shutdown`] after [`shutdown`](Self::shutdown).
+    pub async fn watch(&self, service_key: &str) -> Result<ServiceWatch, RegistryError> {
+        self.check_open()?;
+        let entry = self.inner.cache.load(service_key).await?;
+        Ok(ServiceWatch::new(
+            Arc::from(service_key),
+            &entry,
+            self.inner.tasks.child_token(),
+        ))
+    }
+
+    /// The changes of every service under the root as a stream, like
+    /// [`subscribe_all`](Self::subscribe_all) (one watch on the whole root, shared); items
+    /// carry an empty [`service_key`](crate::ServiceChange::service_key).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures::StreamExt as _;
+    /// use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), registry_core::RegistryError> {
+    /// let registry = Registry::new(
+    ///     Arc::new(MemoryBackend::new(MemoryStore::new())),
+    ///     RegistryOptions::default(),
+    /// )?;
+    /// registry.register(ServiceMetaInfo::new("users", "127.0.0.1", 8080)).await?;
+    /// registry.register(ServiceMetaInfo::new("orders", "127.0.0.1", 8081)).await?;
+    /// let mut all = registry.watch_all().await?;
+    /// let first = all.next().await.expect("the current nodes");
+    /// assert_eq!(first.nodes.len(), 2);
+    /// registry.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when listing the root failed;
+    /// [`RegistryError::Shutdown`] after [`shutdown`](Self::shutdown).
+    pub async fn watch_all(&self) -> Result<ServiceWatch, RegistryError> {
+        self.watch(ALL_SERVICES).await
+    }
+
     /// Takes `address` (`host:port`) out of this client's cached list of `service_key` at once,
     /// and asks for the service to be listed again. Used by the RPC layer when a node refuses
     /// connections. The node stays out until the store shows it registered anew, or for one
@@ -348,7 +409,7 @@ impl Registry {
         let Some(entry) = self.inner.cache.entry(service_key) else {
             return;
         };
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         {
             let mut state = entry.lock();
             if state
@@ -418,8 +479,18 @@ impl Registry {
     }
 
     /// Graceful shutdown: stops heart-beating, removes every node this client registered (in as
-    /// few requests as the store allows), stops the watches and listeners. Later calls to
-    /// the registry fail with [`RegistryError::Shutdown`]; a second `shutdown` does nothing.
+    /// few requests as the store allows), then stops every background task of this client
+    /// (heartbeat, watches, listeners) and waits until they have ended. Later calls to the
+    /// registry fail with [`RegistryError::Shutdown`], and streams from
+    /// [`watch`](Self::watch) end; a second `shutdown` does nothing.
+    ///
+    /// # Time
+    /// Removing the nodes is one store request bounded by the options'
+    /// [`timeout`](RegistryOptions::timeout); waiting for the tasks is bounded by the same
+    /// timeout again. The tasks end at once when told to, except a listener busy in its
+    /// callback, which finishes that call first: when `shutdown` returns, no task of this
+    /// registry runs and no listener is called any more, unless a listener blocked for longer
+    /// than the timeout (logged as a warning; its task ends when the callback returns).
     ///
     /// # Errors
     /// [`RegistryError::Store`] when removing the nodes failed; they expire after their TTL.
@@ -432,7 +503,14 @@ impl Registry {
         let timeout = self.inner.options.timeout;
         let backend = &self.inner.backend;
         let result = timed(&**backend, timeout, || "close".into(), backend.close(&keys)).await;
-        self.inner.cancel.cancel();
+        let running = self.inner.tasks.stop(timeout).await;
+        if running > 0 {
+            warn!(
+                tasks = running,
+                ?timeout,
+                "background tasks still running after shutdown (a listener blocking in its callback?)"
+            );
+        }
         match result {
             Ok(()) => {
                 info!(nodes = keys.len(), "registry shut down, nodes removed");
@@ -443,5 +521,80 @@ impl Registry {
                 source,
             }),
         }
+    }
+
+    /// Background tasks of this client not ended yet (for tests).
+    #[cfg(test)]
+    pub(crate) fn running_tasks(&self) -> usize {
+        self.inner.tasks.running()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{MemoryBackend, MemoryStore, ServiceChange};
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_every_task_and_starts_none_after() {
+        let store = MemoryStore::new();
+        let registry = Registry::new(
+            Arc::new(MemoryBackend::new(store)),
+            RegistryOptions::default(),
+        )
+        .unwrap();
+        // Heartbeat, the own-service watch (which starts the watcher of `users`), the watchers
+        // of `orders` and of the root, and two listeners.
+        registry
+            .register(ServiceMetaInfo::new("users", "127.0.0.1", 1))
+            .await
+            .unwrap();
+        assert!(registry.discover("orders:1.0").await.is_err());
+        let _one = registry
+            .subscribe("users:1.0", |_: &ServiceChange| {})
+            .await
+            .unwrap();
+        let _all = registry
+            .subscribe_all(|_: &ServiceChange| {})
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(registry.running_tasks(), 6);
+
+        registry.shutdown().await.unwrap();
+        assert_eq!(registry.running_tasks(), 0);
+        assert!(matches!(
+            registry
+                .subscribe("users:1.0", |_: &ServiceChange| {})
+                .await,
+            Err(RegistryError::Shutdown)
+        ));
+        assert_eq!(registry.running_tasks(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_clone_stops_every_task() {
+        let store = MemoryStore::new();
+        let registry = Registry::new(
+            Arc::new(MemoryBackend::new(store)),
+            RegistryOptions::default(),
+        )
+        .unwrap();
+        let tasks = registry.inner.tasks.clone();
+        registry
+            .register(ServiceMetaInfo::new("users", "127.0.0.1", 1))
+            .await
+            .unwrap();
+        let subscription = registry
+            .subscribe("users:1.0", |_: &ServiceChange| {})
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(tasks.running(), 3);
+        drop(registry);
+        assert!(tasks.is_cancelled(), "the drop told every task to stop");
+        assert_eq!(tasks.stop(Duration::from_secs(1)).await, 0);
+        drop(subscription);
     }
 }

@@ -26,6 +26,29 @@ pub(crate) async fn timed<T>(
     crate::backend::with_timeout(backend.name(), timeout, operation, request).await?
 }
 
+/// The consecutive failures of one retry loop, for its logs: a warning on the first failure of
+/// an episode, `debug!` while it keeps failing, one line when it works again.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(u32);
+
+impl Failures {
+    /// Counts one more failure; returns the count, 1 for the first of an episode.
+    pub(crate) fn record(&mut self) -> u32 {
+        self.0 = self.0.saturating_add(1);
+        self.0
+    }
+
+    /// Ends the episode; returns how many failures it had (0 when there was none).
+    pub(crate) fn reset(&mut self) -> u32 {
+        std::mem::take(&mut self.0)
+    }
+
+    /// Whether the loop is failing now.
+    pub(crate) fn ongoing(&self) -> bool {
+        self.0 > 0
+    }
+}
+
 /// `error: cause: cause` on one line, for logs and command-line tools.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

@@ -24,17 +24,17 @@ mod watcher;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, OnceCell};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::backend::Backend;
 use crate::error::RegistryError;
 use crate::options::RegistryOptions;
-use crate::registrar::Registrar;
+use crate::tasks::Tasks;
+use crate::truth::TruthObserver;
 pub(crate) use state::decode_node;
 use state::ServiceState;
 pub use state::{Node, NodeDiff};
@@ -115,17 +115,6 @@ impl Deref for ServiceNodes {
     }
 }
 
-/// Receives the changes a watcher applied to the store truth, so the registrar can confirm its
-/// own writes and repair the ones deleted behind its back.
-pub(crate) trait TruthObserver: Send + Sync + 'static {
-    /// `key` is in the store.
-    fn seen(&self, key: &str);
-    /// `key` left the store.
-    fn gone(&self, key: &str);
-    /// A full listing of `prefix` was applied; `present` tells which keys it holds.
-    fn listed(&self, prefix: &str, present: &dyn Fn(&str) -> bool);
-}
-
 /// The cache entry of one service key.
 pub(crate) struct ServiceEntry {
     state: Mutex<ServiceState>,
@@ -196,16 +185,16 @@ pub(crate) struct ServiceCache {
     loading: Mutex<HashMap<String, Arc<OnceCell<Arc<ServiceEntry>>>>>,
     backend: Arc<dyn Backend>,
     options: Arc<RegistryOptions>,
-    observer: Arc<Registrar>,
-    cancel: CancellationToken,
+    observer: Arc<dyn TruthObserver>,
+    tasks: Arc<Tasks>,
 }
 
 impl ServiceCache {
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
         options: Arc<RegistryOptions>,
-        observer: Arc<Registrar>,
-        cancel: CancellationToken,
+        observer: Arc<dyn TruthObserver>,
+        tasks: Arc<Tasks>,
     ) -> Self {
         Self {
             entries: ArcSwap::default(),
@@ -213,7 +202,7 @@ impl ServiceCache {
             backend,
             options,
             observer,
-            cancel,
+            tasks,
         }
     }
 
@@ -264,6 +253,9 @@ impl ServiceCache {
         if let Some(entry) = self.entry(service_key) {
             return Ok(entry);
         }
+        if self.tasks.is_cancelled() {
+            return Err(RegistryError::Shutdown);
+        }
         let mut state = ServiceState::new(
             &self.options.keys,
             service_key,
@@ -285,18 +277,21 @@ impl ServiceCache {
             "listed service, starting its watch"
         );
         let entry = Arc::new(ServiceEntry::new(state));
+        let watcher = watcher::run(
+            entry.clone(),
+            self.backend.clone(),
+            self.options.clone(),
+            self.observer.clone(),
+            self.tasks.child_token(),
+        );
+        if !self.tasks.spawn(watcher) {
+            return Err(RegistryError::Shutdown);
+        }
         self.entries.rcu(|map| {
             let mut map = EntryMap::clone(map);
             map.insert(service_key.to_owned(), entry.clone());
             map
         });
-        tokio::spawn(watcher::run(
-            entry.clone(),
-            self.backend.clone(),
-            self.options.clone(),
-            self.observer.clone(),
-            self.cancel.child_token(),
-        ));
         Ok(entry)
     }
 }

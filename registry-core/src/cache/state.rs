@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use tracing::{debug, warn};
 
@@ -81,7 +82,7 @@ pub(crate) fn decode_node(
     let node: ServiceMetaInfo = match serde_json::from_slice(&kv.value) {
         Ok(node) => node,
         Err(error) => {
-            warn!(key = %kv.key, %error, "skipping malformed node entry");
+            warn!(key = %kv.key, error = %crate::util::error_chain(&error), "skipping malformed node entry");
             return None;
         }
     };

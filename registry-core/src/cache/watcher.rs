@@ -3,20 +3,28 @@
 //! States: *watching from revision R* -> (event) apply, stay; (transient error or end of stream)
 //! back off, watch again from R; (history lost, or a relist asked by an eviction) wait a jittered
 //! cooldown, list, swap the list in, watch from the listing's revision.
+//!
+//! # Logs
+//! A failure (a broken watch, lost history, a failed relist) is a warning when it starts an
+//! episode and `debug!` while the watch keeps failing; "watch restored" (`info!`) ends the
+//! episode, when an event arrives, a relist succeeds, or a new watch has not failed for one
+//! request timeout.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::state::Cause;
-use super::{ServiceEntry, TruthObserver};
+use super::ServiceEntry;
 use crate::backend::{Backend, BackendError, Listing, WatchEvent};
 use crate::backoff::{jitter, Backoff};
 use crate::options::RegistryOptions;
-use crate::util::{error_chain, sleep_or_cancel, timed};
+use crate::truth::TruthObserver;
+use crate::util::{error_chain, sleep_or_cancel, timed, Failures};
 
 /// Most events applied before one publish, when a burst is already waiting in the stream.
 const MAX_BATCH: usize = 1024;
@@ -43,6 +51,27 @@ enum Next {
     Relist { cooldown: bool },
 }
 
+/// Logs one failure of the watch (rewatch and relist alike): a warning for the first of an
+/// episode, `debug!` while it keeps failing.
+macro_rules! failed {
+    ($failures:expr, $($field:tt)+) => {
+        let failures = $failures.record();
+        if failures == 1 {
+            warn!($($field)+);
+        } else {
+            debug!(failures, $($field)+);
+        }
+    };
+}
+
+/// Ends a failure episode, logging it when there was one.
+fn restored(service: &str, failures: &mut Failures) {
+    let failures = failures.reset();
+    if failures > 0 {
+        info!(%service, failures, "watch restored");
+    }
+}
+
 pub(crate) async fn run(
     entry: Arc<ServiceEntry>,
     backend: Arc<dyn Backend>,
@@ -55,6 +84,7 @@ pub(crate) async fn run(
         (state.service_key().clone(), state.prefix().to_owned())
     };
     let mut backoff = Backoff::new(options.retry_initial, options.retry_max);
+    let mut failures = Failures::default();
     // The first batch after a broken watch carries what happened during the outage: it is
     // applied as a resync, so the empty protection covers a mass expiry seen on reconnect.
     let mut resumed = false;
@@ -64,12 +94,22 @@ pub(crate) async fn run(
         // of a multi-key revision replays that revision whole (re-applying is harmless).
         let mut stream = backend.watch(&prefix, revision.saturating_sub(1));
         debug!(%service, revision, "watching");
+        // A watch that did not fail for one request timeout after it was opened works again
+        // (a quiet service has no event to prove it sooner).
+        let proven_at = Instant::now() + options.timeout;
         let next = loop {
             let deadline = entry.lock().next_eviction_deadline();
             let eviction_over = async {
                 match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
+                }
+            };
+            let proven = async {
+                if failures.ongoing() {
+                    tokio::time::sleep_until(proven_at).await;
+                } else {
+                    std::future::pending::<()>().await;
                 }
             };
             tokio::select! {
@@ -82,9 +122,11 @@ pub(crate) async fn run(
                         entry.publish(&state);
                     }
                 }
+                () = proven => restored(&service, &mut failures),
                 item = stream.next() => match item {
                     Some(Ok(event)) => {
                         backoff.reset();
+                        restored(&service, &mut failures);
                         let mut batch = vec![event];
                         while batch.len() < MAX_BATCH {
                             match stream.next().now_or_never() {
@@ -96,11 +138,16 @@ pub(crate) async fn run(
                         apply(&entry, &batch, &*observer, cause);
                     }
                     Some(Err(BackendError::HistoryLost { reason })) => {
-                        warn!(%service, %reason, "watch history lost, relisting");
+                        failed!(failures, %service, %reason, "watch history lost, relisting");
                         break Next::Relist { cooldown: true };
                     }
                     Some(Err(error)) => {
-                        warn!(%service, error = %error_chain(&error), "watch failed, serving cached nodes and watching again");
+                        failed!(
+                            failures,
+                            %service,
+                            error = %error_chain(&error),
+                            "watch failed, serving cached nodes and watching again"
+                        );
                         break Next::Rewatch;
                     }
                     None => {
@@ -120,7 +167,18 @@ pub(crate) async fn run(
                 if cooldown && !sleep_or_cancel(jitter(options.relist_cooldown), &cancel).await {
                     return;
                 }
-                if !relist(&entry, &*backend, &options, &*observer, &prefix, &cancel).await {
+                let relisted = relist(
+                    &entry,
+                    &*backend,
+                    &options,
+                    &*observer,
+                    &service,
+                    &prefix,
+                    &mut failures,
+                    &cancel,
+                )
+                .await;
+                if !relisted {
                     return;
                 }
                 continue;
@@ -149,12 +207,15 @@ fn apply(entry: &ServiceEntry, batch: &[WatchEvent], observer: &dyn TruthObserve
 
 /// Lists until it succeeds (or the registry stops), then swaps the listing in.
 /// Returns false when cancelled.
+#[allow(clippy::too_many_arguments)]
 async fn relist(
     entry: &ServiceEntry,
     backend: &dyn Backend,
     options: &RegistryOptions,
     observer: &dyn TruthObserver,
+    service: &str,
     prefix: &str,
+    failures: &mut Failures,
     cancel: &CancellationToken,
 ) -> bool {
     let mut backoff = Backoff::new(options.retry_initial, options.retry_max);
@@ -165,20 +226,151 @@ async fn relist(
         };
         match result {
             Ok(listing) => {
-                let mut state = entry.lock();
-                if state.relist(&listing, Instant::now()).is_some() {
-                    entry.publish(&state);
+                {
+                    let mut state = entry.lock();
+                    if state.relist(&listing, Instant::now()).is_some() {
+                        entry.publish(&state);
+                    }
+                    observer.listed(prefix, &|key| state.holds(key));
                 }
-                observer.listed(prefix, &|key| state.holds(key));
                 debug!(%prefix, revision = listing.revision, "relisted");
+                restored(service, failures);
                 return true;
             }
             Err(error) => {
-                warn!(%prefix, error = %error_chain(&error), "relist failed, serving cached nodes and retrying");
+                failed!(
+                    failures,
+                    %service,
+                    error = %error_chain(&error),
+                    "relist failed, serving cached nodes and retrying"
+                );
                 if !sleep_or_cancel(backoff.next_delay(), cancel).await {
                     return false;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Mutex;
+
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::layer::{Context, SubscriberExt as _};
+    use tracing_subscriber::Layer;
+
+    use super::*;
+    use crate::{KeySpace, MemoryBackend, MemoryStore, Registry, ServiceMetaInfo};
+
+    /// The events of the watcher module: level and message.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<Mutex<Vec<(Level, String)>>>);
+
+    impl Logged {
+        fn count(&self, level: Level, message: &str) -> usize {
+            let logged = self.0.lock().unwrap();
+            logged
+                .iter()
+                .filter(|(l, m)| *l == level && m == message)
+                .count()
+        }
+    }
+
+    struct Message(String);
+
+    impl Visit for Message {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl<S: Subscriber> Layer<S> for Logged {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() != "registry_core::cache::watcher" {
+                return;
+            }
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            let level = *event.metadata().level();
+            self.0.lock().unwrap().push((level, message.0));
+        }
+    }
+
+    fn raw_put(store: &MemoryStore, port: u16) {
+        let node = ServiceMetaInfo::new("svc", "127.0.0.1", port);
+        let path = KeySpace::default().node_path(&node);
+        store
+            .put(&path, &serde_json::to_vec(&node).unwrap(), None)
+            .unwrap();
+    }
+
+    /// One warning per outage, however many rewatches and relists fail during it, and one
+    /// "watch restored" when it ends.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_one_warning_then_debug_then_restored() {
+        let logged = Logged::default();
+        let _default =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+        let store = MemoryStore::new();
+        let options = RegistryOptions::default()
+            .with_timeout(Duration::from_secs(2))
+            .with_retry(Duration::from_millis(20), Duration::from_millis(200))
+            .with_relist_cooldown(Duration::from_millis(50));
+        let consumer = Registry::new(Arc::new(MemoryBackend::new(store.clone())), options).unwrap();
+        raw_put(&store, 1);
+        assert_eq!(consumer.discover("svc:1.0").await.unwrap().len(), 1);
+
+        store.set_down(true);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // History lost while down: after the outage the resumed watch must relist.
+        raw_put(&store, 2);
+        store.compact(store.revision());
+        let warned = |m| logged.count(Level::WARN, m);
+        let debugged = |m| logged.count(Level::DEBUG, m);
+        let failed = "watch failed, serving cached nodes and watching again";
+        assert_eq!(warned(failed), 1);
+        assert!(debugged(failed) > 5, "{}", debugged(failed));
+        assert_eq!(logged.count(Level::INFO, "watch restored"), 0);
+
+        store.set_down(false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(consumer.cached("svc:1.0").unwrap().len(), 2, "relisted");
+        assert_eq!(warned("watch history lost, relisting"), 0);
+        assert_eq!(debugged("watch history lost, relisting"), 1);
+        assert_eq!(logged.count(Level::INFO, "watch restored"), 1);
+
+        // A later outage is a new episode: warned again.
+        store.set_down(true);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(warned(failed), 2);
+        consumer.shutdown().await.ok();
+    }
+
+    /// A watch that comes back on a quiet service (nothing to replay, no event) is restored
+    /// after one request timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_watch_is_restored_after_a_timeout() {
+        let logged = Logged::default();
+        let _default =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+        let store = MemoryStore::new();
+        let options = RegistryOptions::default()
+            .with_timeout(Duration::from_secs(2))
+            .with_retry(Duration::from_millis(20), Duration::from_millis(200));
+        let consumer = Registry::new(Arc::new(MemoryBackend::new(store.clone())), options).unwrap();
+        assert!(consumer.discover("svc:1.0").await.is_err(), "no node");
+        store.set_down(true);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        store.set_down(false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(logged.count(Level::INFO, "watch restored"), 0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(logged.count(Level::INFO, "watch restored"), 1);
+        consumer.shutdown().await.unwrap();
     }
 }
