@@ -95,16 +95,20 @@ pub enum InvalidService {
     /// A field that must be set is empty.
     #[error("`{0}` must not be empty")]
     Empty(&'static str),
-    /// A field contains a character that would break the key layout.
-    #[error("`{field}` must not contain `{ch}` (got `{value}`)")]
+    /// A field contains a character that would break the key layout, or a control character
+    /// or whitespace (which would reach operators' terminals raw).
+    #[error("`{field}` must not contain {ch:?} (got `{value}`)")]
     ForbiddenChar {
         /// The field.
         field: &'static str,
         /// The offending character.
         ch: char,
-        /// The value given.
+        /// The value given (control characters escaped).
         value: String,
     },
+    /// Port 0 is not an address a consumer can call.
+    #[error("`servicePort` must be from 1 to 65535, got 0")]
+    ZeroPort,
 }
 
 impl ServiceMetaInfo {
@@ -173,7 +177,8 @@ impl ServiceMetaInfo {
     ///
     /// # Errors
     /// [`InvalidService`] naming the field that is empty or contains `/` (or `:` in the name,
-    /// version or group, which would make the service key ambiguous).
+    /// version or group, which would make the service key ambiguous), whitespace or a control
+    /// character, or a port of 0.
     pub fn validate(&self) -> Result<(), InvalidService> {
         let checks: [(&'static str, &str, &[char]); 4] = [
             ("serviceName", &self.service_name, &['/', ':']),
@@ -187,14 +192,17 @@ impl ServiceMetaInfo {
             }
             if let Some(ch) = value
                 .chars()
-                .find(|c| forbidden.contains(c) || c.is_whitespace())
+                .find(|c| forbidden.contains(c) || c.is_whitespace() || c.is_control())
             {
                 return Err(InvalidService::ForbiddenChar {
                     field,
                     ch,
-                    value: value.to_owned(),
+                    value: value.escape_debug().to_string(),
                 });
             }
+        }
+        if self.service_port == 0 {
+            return Err(InvalidService::ZeroPort);
         }
         Ok(())
     }
@@ -377,5 +385,17 @@ mod tests {
         let err = ServiceMetaInfo::new("a", "", 1).validate().unwrap_err();
         assert_eq!(err, InvalidService::Empty("serviceHost"));
         assert!(ServiceMetaInfo::new("a", "::1", 1).validate().is_ok());
+        let err = ServiceMetaInfo::new("a\u{1b}[2J", "h", 1)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("\\u{1b}"), "{err}");
+        let err = ServiceMetaInfo::new("a", "h\nforged 1.2.3.4:5", 1)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("serviceHost"), "{err}");
+        assert_eq!(
+            ServiceMetaInfo::new("a", "h", 0).validate(),
+            Err(InvalidService::ZeroPort)
+        );
     }
 }

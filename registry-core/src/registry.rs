@@ -442,40 +442,71 @@ impl Registry {
             operation: format!("list {prefix}"),
             source,
         };
-        let listing = crate::cache::list(&*self.inner.backend, &prefix, self.inner.options.timeout)
+        let timeout = self.inner.options.timeout;
+        let backend = &*self.inner.backend;
+        let listing = crate::cache::list(backend, &prefix, timeout)
             .await
             .map_err(store_error)?;
-        let mut nodes = Vec::with_capacity(listing.entries.len());
-        for kv in &listing.entries {
-            let Some(node) = crate::cache::decode_node(keys, kv, service_key) else {
-                continue;
-            };
-            let ttl_remaining = self
-                .inner
-                .backend
-                .ttl_remaining(&kv.key)
-                .await
-                .map_err(store_error)?;
-            nodes.push(NodeStatus {
-                node,
-                ttl_remaining,
-            });
-        }
+        // One request per liveness handle, not one per node.
+        let ttls = timed(
+            backend,
+            timeout,
+            || format!("ttls {prefix}"),
+            backend.ttls(&prefix),
+        )
+        .await
+        .map_err(store_error)?;
+        let nodes: Vec<NodeStatus> =
+            crate::cache::decode_listing(keys, &prefix, &listing.entries, service_key)
+                .into_iter()
+                .map(|(kv, node)| NodeStatus {
+                    node,
+                    ttl_remaining: ttls.get(&kv.key).copied(),
+                })
+                .collect();
         Ok(nodes)
     }
 
-    /// Checks that the store answers.
+    /// Checks that the store answers **and that this client may write under the root**: a
+    /// probe key three levels below the root (`<root>.health/<random>/probe`, never taken
+    /// for a node) is written and deleted. A store that answers reads but refuses this
+    /// client's writes (missing credentials, a read-only role, an ACL) fails the check.
     ///
     /// # Errors
-    /// [`RegistryError::Store`] with the backend's error.
+    /// [`RegistryError::Store`] with the backend's error (an authentication or permission
+    /// error is [`BackendError::Auth`](crate::BackendError::Auth)).
     pub async fn health(&self) -> Result<(), RegistryError> {
         let timeout = self.inner.options.timeout;
-        let backend = &self.inner.backend;
-        let result = timed(&**backend, timeout, || "health".into(), backend.health()).await;
-        result.map_err(|source| RegistryError::Store {
-            operation: "health check".into(),
-            source,
-        })
+        let backend = &*self.inner.backend;
+        let failed = |operation: &str| {
+            let operation = operation.to_owned();
+            move |source| RegistryError::Store { operation, source }
+        };
+        timed(backend, timeout, || "health".into(), backend.health())
+            .await
+            .map_err(failed("health check"))?;
+        let probe = format!(
+            "{}.health/{:016x}/probe",
+            self.inner.options.keys.root(),
+            rand::random::<u64>()
+        );
+        let ttl = self.inner.options.ttl;
+        timed(
+            backend,
+            timeout,
+            || format!("put {probe}"),
+            backend.put(&probe, b"{}", ttl),
+        )
+        .await
+        .map_err(failed("health check: writing under the root"))?;
+        timed(
+            backend,
+            timeout,
+            || format!("delete {probe}"),
+            backend.delete(&probe),
+        )
+        .await
+        .map_err(failed("health check: deleting the probe"))
     }
 
     /// Graceful shutdown: stops heart-beating, removes every node this client registered (in as

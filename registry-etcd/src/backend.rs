@@ -1,5 +1,6 @@
 //! The [`Backend`] implementation: puts and deletes under ownership, the rest delegated.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,9 @@ enum PutError {
     /// The request failed.
     Etcd(etcd_client::Error),
 }
+
+/// Keys per page of the keys-only read behind [`Backend::ttls`].
+const TTL_PAGE_KEYS: i64 = 10_000;
 
 /// The shortest TTL etcd can honour: leases count whole seconds.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
@@ -81,6 +85,22 @@ impl EtcdBackend {
             });
         }
         let urls = parse_endpoints(&options.address);
+        let config_error = |reason: String| BackendError::Config {
+            backend: NAME,
+            reason,
+        };
+        if urls.is_empty() {
+            return Err(config_error(format!(
+                "no endpoint in `{}` (expected http://host:port,...)",
+                registry_core::redact_address(&options.address)
+            )));
+        }
+        if let Some(url) = urls.iter().find(|u| !u.starts_with("http://")) {
+            return Err(config_error(format!(
+                "`{}`: only http:// endpoints are supported (TLS to etcd is not built in yet)",
+                registry_core::redact_address(url)
+            )));
+        }
         let timeout = options.timeout;
         let mut etcd = EtcdOptions::new()
             .with_timeout(timeout)
@@ -259,6 +279,61 @@ impl Backend for EtcdBackend {
             )
             .await?;
         Ok((ttl.ttl() >= 0).then(|| Duration::from_secs(ttl.ttl() as u64)))
+    }
+
+    /// One keys-only range read of `prefix` (in pages of [`TTL_PAGE_KEYS`] keys), then one
+    /// `LeaseTimeToLive` per distinct lease: a process's nodes share one lease, so listing
+    /// 5,000 nodes costs a handful of requests, not 5,000.
+    async fn ttls(&self, prefix: &str) -> Result<HashMap<String, Duration>, BackendError> {
+        let range_end = crate::paging::prefix_range_end(prefix.as_bytes());
+        let mut by_lease: HashMap<i64, Vec<String>> = HashMap::new();
+        let mut from = prefix.as_bytes().to_vec();
+        loop {
+            let options = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_keys_only()
+                .with_limit(TTL_PAGE_KEYS);
+            let key = from.clone();
+            let page = self
+                .endpoints
+                .call(
+                    || format!("keys under {prefix}"),
+                    |mut c| {
+                        let (key, options) = (key.clone(), options.clone());
+                        async move { c.get(key, Some(options)).await }
+                    },
+                )
+                .await?;
+            for kv in page.kvs() {
+                if kv.lease() != 0 {
+                    if let Ok(key) = kv.key_str() {
+                        by_lease.entry(kv.lease()).or_default().push(key.to_owned());
+                    }
+                }
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        let mut ttls = HashMap::new();
+        for (lease, keys) in by_lease {
+            let answer = self
+                .endpoints
+                .call(
+                    || format!("lease time-to-live {lease}"),
+                    |mut c| async move { c.lease_time_to_live(lease, None).await },
+                )
+                .await?;
+            if answer.ttl() >= 0 {
+                let left = Duration::from_secs(answer.ttl() as u64);
+                ttls.extend(keys.into_iter().map(|k| (k, left)));
+            }
+        }
+        Ok(ttls)
     }
 
     async fn health(&self) -> Result<(), BackendError> {

@@ -99,7 +99,8 @@ impl Endpoints {
     }
 }
 
-/// Splits `address` into endpoint URLs (`http://` added when missing).
+/// Splits `address` into endpoint URLs (`http://` added when missing); empty when it names
+/// none (`",,,"`).
 pub(crate) fn parse_endpoints(address: &str) -> Vec<String> {
     let address = if address.trim().is_empty() {
         DEFAULT_ADDRESS
@@ -131,5 +132,6 @@ mod tests {
             parse_endpoints("127.0.0.1:1, http://h:2 ,"),
             vec!["http://127.0.0.1:1".to_owned(), "http://h:2".to_owned()]
         );
+        assert!(parse_endpoints(",,,").is_empty());
     }
 }

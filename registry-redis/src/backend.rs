@@ -1,5 +1,6 @@
 //! The [`Backend`] implementation: one script call per operation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::address;
 use crate::error::{classify, request};
-use crate::scripts::{meta_keys, report_rebase, revision, Scripts, DEADLINES, MAX_CHANGES};
+use crate::scripts::{meta_keys, report_rebase, revision, Scripts, DEADLINES, INDEX, MAX_CHANGES};
 use crate::watch;
 use crate::NAME;
 
@@ -234,6 +235,23 @@ impl Backend for RedisBackend {
             .run(|| format!("ttl {key}"), invocation.invoke_async(&mut conn))
             .await?;
         Ok(u64::try_from(left).ok().map(Duration::from_millis))
+    }
+
+    /// One script call for the whole prefix (the deadlines of the indexed nodes under it).
+    async fn ttls(&self, prefix: &str) -> Result<HashMap<String, Duration>, BackendError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.ttls.prepare_invoke();
+        invocation.key(INDEX).key(DEADLINES).arg(prefix);
+        let pairs: Vec<(String, u64)> = self
+            .run(
+                || format!("ttls {prefix}"),
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(pairs
+            .into_iter()
+            .map(|(key, ms)| (key, Duration::from_millis(ms)))
+            .collect())
     }
 
     async fn health(&self) -> Result<(), BackendError> {

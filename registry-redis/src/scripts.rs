@@ -2,7 +2,7 @@
 //! bookkeeping keys they take.
 //!
 //! Each script is its own file under `scripts/`, prefixed with the shared `prelude.lua`. The
-//! first five `KEYS` of every script but `ttl` are the bookkeeping keys, in the order
+//! first five `KEYS` of every script but `ttl` and `ttls` are the bookkeeping keys, in the order
 //! [`meta_keys`] passes them. A writing script is all or nothing: it checks before it writes
 //! (see `prelude.lua`), and reports a re-based revision counter as the first item of its
 //! reply, which [`report_rebase`] logs.
@@ -44,6 +44,8 @@ pub(crate) struct Scripts {
     pub(crate) list: Script,
     /// Time left of one node (see `scripts/ttl.lua`).
     pub(crate) ttl: Script,
+    /// Time left of every node under a prefix (see `scripts/ttls.lua`).
+    pub(crate) ttls: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -59,6 +61,7 @@ impl Scripts {
             keep_alive: script(include_str!("scripts/keep_alive.lua")),
             list: script(include_str!("scripts/list.lua")),
             ttl: script(include_str!("scripts/ttl.lua")),
+            ttls: script(include_str!("scripts/ttls.lua")),
         }
     }
 }

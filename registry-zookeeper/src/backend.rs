@@ -306,6 +306,11 @@ impl Backend for ZkBackend {
         Ok(Liveness::Alive { missing })
     }
 
+    /// Nothing: liveness is the owner's session, not a per-node timer.
+    async fn ttls(&self, _prefix: &str) -> Result<HashMap<String, Duration>, BackendError> {
+        Ok(HashMap::new())
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         let session = &self.inner.session;
         let client = session.get().await?;

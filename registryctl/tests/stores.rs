@@ -269,3 +269,79 @@ fn unknown_backend_lists_etcd_among_the_known_ones() {
         "{msg}"
     );
 }
+
+/// `registryctl watch | head -1`: once the reader is gone, the next change ends the watch
+/// quietly (exit 0), instead of running forever.
+#[test]
+fn watch_ends_quietly_when_its_reader_goes() {
+    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = etcd.endpoint();
+    let address = ("etcd", endpoint.as_str());
+    let mut watch = command(address, &["watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = Background::spawn(address, &["register", "a:1.0", "127.0.0.1:7101"]);
+    first.wait_lines(Duration::from_secs(10), 1, |l| l.starts_with("registered"));
+    let mut stdout = BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("added"), "{line}");
+    drop(stdout); // `head -1` exits
+    let mut second = Background::spawn(address, &["register", "a:1.0", "127.0.0.1:7102"]);
+    second.wait_lines(Duration::from_secs(10), 1, |l| l.starts_with("registered"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watch kept running after its reader left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("registryctl:"), "quietly: {stderr}");
+}
+
+/// A store that answers but refuses this client's writes fails `health` (it used to pass):
+/// etcd with authentication on and no credentials given. `register` says the registration is
+/// pending with the cause, not "registered".
+#[test]
+fn health_and_register_tell_when_writes_are_refused() {
+    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    for args in [
+        vec!["user", "add", "root", "--new-user-password=rootpw"],
+        vec!["auth", "enable"],
+    ] {
+        let out = etcd.etcdctl(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let endpoint = etcd.endpoint();
+    let address = ("etcd", endpoint.as_str());
+    let out = run(address, &["health"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("writing under the root"),
+        "{}",
+        text(&out)
+    );
+
+    let mut provider = Background::spawn(address, &["register", "users:1.0", "127.0.0.1:7001"]);
+    provider.wait_lines(Duration::from_secs(10), 1, |l| {
+        l.starts_with("registration pending")
+    });
+    assert!(
+        !provider.seen.iter().any(|l| l.starts_with("registered")),
+        "{:?}",
+        provider.seen
+    );
+}

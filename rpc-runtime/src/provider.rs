@@ -149,6 +149,7 @@ impl Provider {
             warn!(%local, "serverHost is a wildcard address: consumers need a reachable one, set rpc.serverHost");
         }
         let mut nodes = Vec::new();
+        let mut pending = Vec::new();
         for service in &self.services {
             let mut node = ServiceMetaInfo::new(
                 service.name(),
@@ -159,14 +160,18 @@ impl Provider {
             .with_weight(self.weight);
             node.metadata = self.metadata.clone();
             let node = match registry.register(node.clone()).await {
-                Ok(stored) => stored,
+                Ok(stored) => {
+                    info!(service = %stored.service_key(), node = %stored.address(), registry = registry.backend_name(), "registered");
+                    stored
+                }
                 Err(e @ RegistryError::Store { .. }) => {
-                    warn!(service = service.name(), error = %registry_core::error_chain(&e), "registration failed, retrying in the background");
+                    let cause = registry_core::error_chain(&e);
+                    warn!(service = service.name(), error = %cause, "registration pending, retrying in the background");
+                    pending.push((node.service_key(), cause));
                     node
                 }
                 Err(e) => return Err(e.into()),
             };
-            info!(service = %node.service_key(), node = %node.address(), registry = registry.backend_name(), "registered");
             nodes.push(node);
         }
         Ok(RunningProvider {
@@ -174,6 +179,7 @@ impl Provider {
             registry,
             owned,
             nodes,
+            pending,
         })
     }
 
@@ -198,6 +204,8 @@ pub struct RunningProvider {
     registry: Registry,
     owned: bool,
     nodes: Vec<ServiceMetaInfo>,
+    /// Service keys whose first registration the store did not take, with the cause.
+    pending: Vec<(String, String)>,
 }
 
 impl RunningProvider {
@@ -211,9 +219,19 @@ impl RunningProvider {
         &self.registry
     }
 
-    /// The registered nodes (one per service).
+    /// The nodes of this provider (one per service), registered or pending.
     pub fn nodes(&self) -> &[ServiceMetaInfo] {
         &self.nodes
+    }
+
+    /// Why `service_key`'s registration was still pending when [`start`](Provider::start)
+    /// returned (the store did not take it; it is retried in the background), or `None` when
+    /// it was registered.
+    pub fn pending(&self, service_key: &str) -> Option<&str> {
+        self.pending
+            .iter()
+            .find(|(key, _)| key == service_key)
+            .map(|(_, cause)| cause.as_str())
     }
 
     /// Deregisters, stops accepting, lets in-flight calls finish (bounded), closes.

@@ -903,14 +903,11 @@ async fn handle(services: &Services, frame: Frame, max_frame: usize) -> Frame {
         Err(e) => return text(Status::BadRequest, e.to_string()),
     };
     let Some(service) = services.get(service_key) else {
-        let mut known: Vec<&str> = services.keys().map(String::as_str).collect();
-        known.sort_unstable();
+        // Not the list of what is served here: a caller that names no served service has
+        // nothing to learn from this node.
         return text(
             Status::UnknownService,
-            format!(
-                "no service `{service_key}` here (serving: {})",
-                known.join(", ")
-            ),
+            format!("no service `{}` here", service_key.escape_debug()),
         );
     };
     let call = service.call(method, serializer, args);

@@ -462,3 +462,32 @@ fn reaching_the_connection_limit_is_logged_once() {
         "{text}"
     );
 }
+
+/// A call for a service the provider does not serve is answered "unknown service" without
+/// the list of the services it does serve (nothing to learn for a prober).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_service_is_answered_without_the_list_of_services() {
+    let store = MemoryStore::new();
+    let running = provider(&store, ServerOptions::default()).await;
+    let address = running.local_addr();
+    let frame = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(address).unwrap();
+        s.write_all(&encode(Frame::request(
+            7,
+            Serializer::Json,
+            "Secret:1.0",
+            "x",
+            b"null",
+        )))
+        .unwrap();
+        read_frame(&mut s)
+    })
+    .await
+    .unwrap()
+    .expect("an answer");
+    assert_eq!(frame.status, Status::UnknownService);
+    let text = String::from_utf8_lossy(&frame.body).to_string();
+    assert!(text.contains("Secret:1.0"), "{text}");
+    assert!(!text.contains("Echo"), "the served services leak: {text}");
+    running.shutdown().await.unwrap();
+}

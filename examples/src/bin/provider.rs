@@ -58,13 +58,20 @@ async fn main() -> ExitCode {
         }
     };
     for node in running.nodes() {
-        println!(
-            "provider: {} serving on {}, registered in the {registry} registry at {registry_address} (ttl {:?}, heartbeat every {:?})",
-            node.service_key(),
-            node.address(),
-            config.registry_config.ttl,
-            config.registry_config.heartbeat_interval,
-        );
+        match running.pending(&node.service_key()) {
+            None => println!(
+                "provider: {} serving on {}, registered in the {registry} registry at {registry_address} (ttl {:?}, heartbeat every {:?})",
+                node.service_key(),
+                node.address(),
+                config.registry_config.ttl,
+                config.registry_config.heartbeat_interval,
+            ),
+            Some(cause) => println!(
+                "provider: {} serving on {}, registration pending in the {registry} registry at {registry_address}: {cause}; retrying",
+                node.service_key(),
+                node.address(),
+            ),
+        }
     }
     let _ = std::io::stdout().flush();
     signal.await;

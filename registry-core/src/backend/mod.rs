@@ -38,6 +38,7 @@
 //! [`WatchStream`] (errors as the last item, a batch delivered event by event), and
 //! [`with_timeout`] bounds one request, turning a timeout into [`BackendError::Timeout`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -166,6 +167,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn ttl_remaining(&self, key: &str) -> Result<Option<Duration>, BackendError> {
         let _ = key;
         Ok(None)
+    }
+
+    /// Time left before each key under `prefix` expires, where the store can tell (keys
+    /// without one are left out), for tools that show many nodes at once. The default lists
+    /// the prefix and asks [`ttl_remaining`](Self::ttl_remaining) per key; a backend whose
+    /// keys share a liveness handle answers with one request per handle (etcd: per lease).
+    async fn ttls(&self, prefix: &str) -> Result<HashMap<String, Duration>, BackendError> {
+        let listing = self.list(prefix).await?;
+        let mut ttls = HashMap::with_capacity(listing.entries.len());
+        for kv in listing.entries {
+            if let Some(left) = self.ttl_remaining(&kv.key).await? {
+                ttls.insert(kv.key, left);
+            }
+        }
+        Ok(ttls)
     }
 
     /// Checks that the store answers.

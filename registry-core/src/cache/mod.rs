@@ -35,7 +35,7 @@ use crate::error::RegistryError;
 use crate::options::RegistryOptions;
 use crate::tasks::Tasks;
 use crate::truth::TruthObserver;
-pub(crate) use state::decode_node;
+pub(crate) use state::decode_listing;
 use state::ServiceState;
 pub use state::{Node, NodeDiff};
 pub(crate) use watcher::list;

@@ -67,38 +67,81 @@ impl NodeDiff {
     }
 }
 
-/// Decodes a raw store entry into a node, or `None` with a warning when it is junk: not a node
-/// path under the root, not JSON of a node, a value that does not match its key, or (when
-/// `service` is given) a node of another service.
+/// Decodes a raw store entry into a node, or says why it is junk: not a node path under the
+/// root, not JSON of a node, a value that does not match its key, or (when `service` is given)
+/// a node of another service.
 pub(crate) fn decode_node(
     keys: &KeySpace,
     kv: &KeyValue,
     service: Option<&str>,
-) -> Option<ServiceMetaInfo> {
-    let Some((path_service, address)) = keys.split_node_path(&kv.key) else {
-        warn!(key = %kv.key, "skipping entry: not a node path");
-        return None;
-    };
-    let node: ServiceMetaInfo = match serde_json::from_slice(&kv.value) {
-        Ok(node) => node,
-        Err(error) => {
-            warn!(key = %kv.key, error = %crate::util::error_chain(&error), "skipping malformed node entry");
-            return None;
-        }
-    };
+) -> Result<ServiceMetaInfo, &'static str> {
+    let (path_service, address) = keys.split_node_path(&kv.key).ok_or("not a node path")?;
+    let node: ServiceMetaInfo =
+        serde_json::from_slice(&kv.value).map_err(|_| "not the JSON of a node")?;
     if service.is_some_and(|s| s != path_service)
         || node.service_key() != path_service
         || node.address() != address
     {
-        warn!(
-            key = %kv.key,
-            value_service = %node.service_key(),
-            value_address = %node.address(),
-            "skipping node entry whose value does not match its key"
-        );
-        return None;
+        return Err("value does not match its key");
     }
-    Some(node)
+    Ok(node)
+}
+
+/// Junk entries met by one listing: counted, a few kept, reported in one warning (not one per
+/// entry: 5,000 junk keys make one line per listing, not 5,000).
+#[derive(Debug, Default)]
+pub(crate) struct Junk {
+    count: usize,
+    examples: Vec<String>,
+}
+
+impl Junk {
+    const EXAMPLES: usize = 3;
+
+    /// Records one junk entry.
+    pub(crate) fn note(&mut self, key: &str, why: &str) {
+        self.count += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples
+                .push(format!("{} ({why})", key.escape_debug()));
+        }
+    }
+
+    /// One warning for the listing of `prefix`, when something was skipped.
+    pub(crate) fn report(&self, prefix: &str) {
+        if self.count > 0 {
+            warn!(
+                %prefix,
+                skipped = self.count,
+                examples = ?self.examples,
+                "skipped store entries that are not registry nodes"
+            );
+        }
+    }
+}
+
+/// Decodes a listing's entries of `service` (every service when `None`) under `prefix`,
+/// reporting the junk in one warning.
+pub(crate) fn decode_listing<'a>(
+    keys: &KeySpace,
+    prefix: &str,
+    entries: &'a [KeyValue],
+    service: Option<&str>,
+) -> Vec<(&'a KeyValue, ServiceMetaInfo)> {
+    let mut junk = Junk::default();
+    let nodes = entries
+        .iter()
+        .filter(|kv| kv.key.starts_with(prefix))
+        .filter_map(|kv| match decode_node(keys, kv, service) {
+            Ok(node) => Some((kv, node)),
+            Err(why) => {
+                junk.note(&kv.key, why);
+                None
+            }
+        })
+        .collect();
+    junk.report(prefix);
+    nodes
 }
 
 /// Why the truth changed: decides how the empty protection applies.
@@ -178,21 +221,23 @@ impl ServiceState {
         self.truth.contains_key(key)
     }
 
-    /// Decodes one raw entry, or `None` (with a warning) when it is not a node of this service.
-    fn decode(&self, kv: &KeyValue) -> Option<Node> {
-        let service = Some(&*self.service_key).filter(|s| !s.is_empty());
-        decode_node(&self.keys, kv, service).map(Arc::new)
+    /// The service filter of this state: `None` for the whole root.
+    fn service_filter(&self) -> Option<&str> {
+        Some(&*self.service_key).filter(|s| !s.is_empty())
     }
 
     /// Replaces the truth with a full listing, built aside and swapped in at once.
     /// Returns the diff of the served list.
     pub(crate) fn relist(&mut self, listing: &Listing, now: Instant) -> Option<NodeDiff> {
-        let truth: BTreeMap<String, Node> = listing
-            .entries
-            .iter()
-            .filter(|kv| kv.key.starts_with(&self.prefix))
-            .filter_map(|kv| self.decode(kv).map(|n| (kv.key.clone(), n)))
-            .collect();
+        let truth: BTreeMap<String, Node> = decode_listing(
+            &self.keys,
+            &self.prefix,
+            &listing.entries,
+            self.service_filter(),
+        )
+        .into_iter()
+        .map(|(kv, node)| (kv.key.clone(), Arc::new(node)))
+        .collect();
         self.truth = truth;
         self.revision = listing.revision;
         self.republish(Cause::Resync, now)
@@ -216,17 +261,23 @@ impl ServiceState {
             return false;
         }
         match event {
-            WatchEvent::Put { kv, .. } => match self.decode(kv) {
-                Some(node) => {
-                    // A new registration of an evicted address ends its eviction.
-                    self.evicted.remove(&node.address());
-                    let changed = self.truth.get(&kv.key) != Some(&node);
-                    self.truth.insert(kv.key.clone(), node);
-                    changed
+            WatchEvent::Put { kv, .. } => {
+                match decode_node(&self.keys, kv, self.service_filter()) {
+                    Ok(node) => {
+                        let node = Arc::new(node);
+                        // A new registration of an evicted address ends its eviction.
+                        self.evicted.remove(&node.address());
+                        let changed = self.truth.get(&kv.key) != Some(&node);
+                        self.truth.insert(kv.key.clone(), node);
+                        changed
+                    }
+                    // A key that turned into junk is no node any more.
+                    Err(why) => {
+                        debug!(key = %kv.key.escape_debug(), why, "skipping a junk entry seen by the watch");
+                        self.truth.remove(&kv.key).is_some()
+                    }
                 }
-                // A key that turned into junk is no node any more.
-                None => self.truth.remove(&kv.key).is_some(),
-            },
+            }
             WatchEvent::Delete { key, .. } => self.truth.remove(key).is_some(),
         }
     }

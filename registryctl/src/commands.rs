@@ -1,0 +1,122 @@
+//! The subcommands.
+
+use std::io::{self, Write as _};
+
+use futures::StreamExt as _;
+use registry_core::signal::shutdown_signal;
+use registry_core::{error_chain, Registry, ServiceMetaInfo};
+use rpc_config::config::RpcConfig;
+
+use crate::output::{cell, print_change, print_list};
+use crate::setup::Failure;
+
+/// Stops quietly on a closed pipe; any other write error is a failure.
+fn written(result: io::Result<()>) -> Result<bool, Failure> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::store(format!("cannot write the output: {e}"))),
+    }
+}
+
+/// `list`.
+pub(crate) async fn list(
+    registry: &Registry,
+    service_key: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
+    let nodes = registry
+        .inspect(service_key)
+        .await
+        .map_err(|e| Failure::registry(&e))?;
+    written(print_list(&mut io::stdout().lock(), &nodes, json))?;
+    let _ = registry.shutdown().await;
+    Ok(())
+}
+
+/// `watch`: the current nodes as `added`, then each change, until SIGINT/SIGTERM or a closed
+/// pipe.
+pub(crate) async fn watch(
+    registry: &Registry,
+    service_key: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut stop = Box::pin(shutdown_signal());
+    let mut changes = match service_key {
+        Some(key) => registry.watch(key).await,
+        None => registry.watch_all().await,
+    }
+    .map_err(|e| Failure::registry(&e))?;
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            change = changes.next() => match change {
+                Some(change) => {
+                    if !written(print_change(&mut io::stdout().lock(), &change, json))? {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = registry.shutdown().await;
+    Ok(())
+}
+
+/// `register`: registers the nodes, keeps them alive until SIGINT/SIGTERM, deregisters. A node
+/// the store did not take is reported pending (with the cause) and retried in the
+/// background; it is not reported registered.
+pub(crate) async fn register(
+    registry: &Registry,
+    nodes: Vec<ServiceMetaInfo>,
+) -> Result<(), Failure> {
+    let stop = shutdown_signal();
+    let options = registry.options();
+    for node in nodes {
+        match registry.register(node.clone()).await {
+            Ok(stored) => println!(
+                "registered {} {} (ttl {:?}, heartbeat every {:?})",
+                cell(&stored.service_key()),
+                cell(&stored.address()),
+                options.ttl,
+                options.heartbeat_interval
+            ),
+            Err(e @ registry_core::RegistryError::Store { .. }) => println!(
+                "registration pending: {} {}: {}; retrying",
+                cell(&node.service_key()),
+                cell(&node.address()),
+                error_chain(&e)
+            ),
+            Err(e) => {
+                let _ = registry.shutdown().await;
+                return Err(Failure::registry(&e));
+            }
+        }
+    }
+    let _ = io::stdout().flush();
+    stop.await;
+    registry
+        .shutdown()
+        .await
+        .map_err(|e| Failure::registry(&e))?;
+    println!("deregistered, bye");
+    Ok(())
+}
+
+/// `health`: the store answers and this client may write under the root.
+pub(crate) async fn health(registry: &Registry, config: &RpcConfig) -> Result<(), Failure> {
+    registry.health().await.map_err(|e| Failure::registry(&e))?;
+    let address = config.registry_config.display_address();
+    println!(
+        "ok: {} registry at {} answers and takes writes under {}",
+        registry.backend_name(),
+        if address.is_empty() {
+            "(default address)".into()
+        } else {
+            address
+        },
+        registry.options().keys.root()
+    );
+    Ok(())
+}
