@@ -16,7 +16,7 @@ use registry_core::{
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use crate::endpoints::{parse_endpoints, Endpoints};
+use crate::endpoints::{attempt_timeout, parse_endpoints, Endpoints};
 use crate::error::{classify, is_transport, lease_not_found};
 use crate::lease::Lease;
 use crate::oversized::UndecodableStarts;
@@ -101,10 +101,10 @@ impl EtcdBackend {
                 registry_core::redact_address(url)
             )));
         }
-        let timeout = options.timeout;
+        let attempt = attempt_timeout(urls.len(), options.timeout, options.ttl);
         let mut etcd = EtcdOptions::new()
-            .with_timeout(timeout)
-            .with_connect_timeout(timeout)
+            .with_timeout(attempt)
+            .with_connect_timeout(attempt)
             .with_require_leader(true);
         if let (Some(user), Some(password)) = (&options.username, &options.password) {
             etcd = etcd.with_user(user.clone(), password.clone());
@@ -116,9 +116,10 @@ impl EtcdBackend {
             current: AtomicUsize::new(0),
             max_decoding: settings.max_decoding_message_size(),
             undecodable: UndecodableStarts::default(),
+            attempt,
         });
         let backend = Self {
-            lease: Lease::new(Arc::clone(&endpoints), timeout),
+            lease: Lease::new(Arc::clone(&endpoints)),
             endpoints,
             settings,
         };

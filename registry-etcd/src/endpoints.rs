@@ -5,6 +5,7 @@
 //! there (each endpoint once); streams (watches, keep-alives) are created on the current one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions as EtcdOptions};
 use registry_core::BackendError;
@@ -25,6 +26,19 @@ pub(crate) struct Endpoints {
     pub(crate) max_decoding: usize,
     /// Watch starts whose first response could not be decoded.
     pub(crate) undecodable: UndecodableStarts,
+    /// How long one attempt on one member may take before the next member is tried: the
+    /// request timeout with one endpoint, at most a quarter of the TTL with several (a hung
+    /// member must be left well before the nodes' leases run out).
+    pub(crate) attempt: Duration,
+}
+
+/// The limit of one attempt on one member (see [`Endpoints::attempt`]).
+pub(crate) fn attempt_timeout(endpoints: usize, timeout: Duration, ttl: Duration) -> Duration {
+    if endpoints > 1 {
+        timeout.min(ttl / 4).max(Duration::from_millis(100))
+    } else {
+        timeout
+    }
 }
 
 impl Endpoints {
@@ -40,9 +54,13 @@ impl Endpoints {
             return Ok(client.clone());
         }
         let url = &self.urls[index];
-        let client = Client::connect([url.as_str()], Some(self.options.clone()))
-            .await
-            .map_err(|e| classify(e, || format!("connect {url}"), Some(url)))?;
+        let connecting = Client::connect([url.as_str()], Some(self.options.clone()));
+        let client = match tokio::time::timeout(self.attempt, connecting).await {
+            Ok(result) => {
+                result.map_err(|e| classify(e, || format!("connect {url}"), Some(url)))?
+            }
+            Err(_) => return Err(self.hung(index, "connect")),
+        };
         clients[index] = Some(client.clone());
         Ok(client)
     }
@@ -81,16 +99,30 @@ impl Endpoints {
                     continue;
                 }
             };
-            match op(client).await {
-                Ok(value) => return Ok(value),
-                Err(e) if is_transport(&e) => {
+            match tokio::time::timeout(self.attempt, op(client)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if is_transport(&e) => {
                     self.rotate_from(index);
                     last = Some(classify(e, &what, Some(&self.urls[index])));
                 }
-                Err(e) => return Err(classify(e, &what, None)),
+                Ok(Err(e)) => return Err(classify(e, &what, None)),
+                // A member that takes the request and never answers (paused, partitioned).
+                Err(_) => {
+                    self.rotate_from(index);
+                    last = Some(self.hung(index, &what()));
+                }
             }
         }
         Err(last.unwrap_or(BackendError::Closed { backend: NAME }))
+    }
+
+    /// The error for a member that did not answer within [`Self::attempt`].
+    pub(crate) fn hung(&self, index: usize, what: &str) -> BackendError {
+        BackendError::Connect {
+            backend: NAME,
+            address: self.urls[index].clone(),
+            source: format!("{what}: no answer within {:?}", self.attempt).into(),
+        }
     }
 
     /// Moves off the current endpoint (a stream on it failed to open).
@@ -133,5 +165,19 @@ mod tests {
             vec!["http://127.0.0.1:1".to_owned(), "http://h:2".to_owned()]
         );
         assert!(parse_endpoints(",,,").is_empty());
+    }
+
+    #[test]
+    fn a_hung_member_is_left_within_a_quarter_of_the_ttl() {
+        let (timeout, ttl) = (Duration::from_secs(10), Duration::from_secs(6));
+        assert_eq!(attempt_timeout(1, timeout, ttl), timeout);
+        assert_eq!(
+            attempt_timeout(3, timeout, ttl),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            attempt_timeout(3, Duration::from_secs(1), ttl),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -44,7 +44,8 @@ pub(crate) fn is_transport(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => tonic_code::of(error).is_some_and(|(code, message)| match code {
-            tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED => true,
+            // A request cut off by the client's deadline ("Timeout expired") is CANCELLED.
+            tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED | tonic_code::CANCELLED => true,
             tonic_code::UNKNOWN => !message.starts_with("etcdserver:"),
             _ => false,
         }),
@@ -55,6 +56,7 @@ pub(crate) fn is_transport(error: &etcd_client::Error) -> bool {
 pub(crate) mod tonic_code {
     use etcd_client::Error;
     pub(crate) type Code = i32;
+    pub(crate) const CANCELLED: Code = 1;
     pub(crate) const UNKNOWN: Code = 2;
     pub(crate) const INVALID_ARGUMENT: Code = 3;
     pub(crate) const DEADLINE_EXCEEDED: Code = 4;

@@ -32,7 +32,6 @@ struct KeepAlive {
 /// The lease of one client and its keep-alive stream.
 pub(crate) struct Lease {
     endpoints: Arc<Endpoints>,
-    timeout: Duration,
     id: Mutex<Option<i64>>,
     keep_alive: Mutex<Option<KeepAlive>>,
     /// Set when a put found the lease gone and granted a new one: the other nodes of the old
@@ -41,10 +40,9 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    pub(crate) fn new(endpoints: Arc<Endpoints>, timeout: Duration) -> Self {
+    pub(crate) fn new(endpoints: Arc<Endpoints>) -> Self {
         Self {
             endpoints,
-            timeout,
             id: Mutex::new(None),
             keep_alive: Mutex::new(None),
             replaced: AtomicBool::new(false),
@@ -211,11 +209,13 @@ impl Lease {
                 )),
             }
         };
-        let result = match tokio::time::timeout(self.timeout, round_trip).await {
+        // One attempt per member: a hung one is left for the next within a fraction of the
+        // TTL (see `Endpoints::attempt`).
+        let attempt = self.endpoints.attempt;
+        let result = match tokio::time::timeout(attempt, round_trip).await {
             Ok(result) => result,
             Err(_) => Err(etcd_client::Error::LeaseKeepAliveError(format!(
-                "no keep-alive answer within {:?}",
-                self.timeout
+                "no keep-alive answer within {attempt:?}"
             ))),
         };
         if result.is_err() {

@@ -250,3 +250,39 @@ async fn a_ttl_below_one_second_is_a_config_error() {
         "{err}"
     );
 }
+
+/// Several endpoints, the first one hung (SIGSTOP: it takes connections and never answers):
+/// a client starts, registers and keeps its nodes alive through the others, each request
+/// leaving the hung member within a quarter of the TTL, long before a lease could run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_first_endpoint_is_left_for_the_next_within_a_fraction_of_the_ttl() {
+    support::init_tracing();
+    let mut cluster = EtcdCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    // The hung member must not be the leader, or the survivors first hold an election.
+    let hung = (0..3).find(|i| Some(*i) != cluster.leader_index()).unwrap();
+    let ordered: String = std::iter::once(hung)
+        .chain((0..3).filter(|i| *i != hung))
+        .map(|i| cluster.member(i).endpoint())
+        .collect::<Vec<_>>()
+        .join(",");
+    cluster.member_mut(hung).pause();
+    // The request timeout is longer than the TTL: only the per-member limit saves the lease.
+    let options = default_options().with_timeout(Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let provider = support::registry(&ordered, options.clone()).await;
+    provider.health().await.unwrap();
+    provider.register(svc(1)).await.unwrap();
+    assert!(
+        started.elapsed() < options.ttl,
+        "start, health and register took {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(options.ttl * 3).await;
+    let inspector = support::registry(&ordered, options.clone()).await;
+    assert_eq!(
+        addresses(&inspector, "svc:1.0").await,
+        svc_addresses(&[1]),
+        "the node outlived three TTLs with its first endpoint hung"
+    );
+    cluster.member_mut(hung).resume();
+}

@@ -54,3 +54,23 @@ async fn a_server_paused_beyond_the_session_timeout_converges_to_the_truth() {
     )
     .await;
 }
+
+/// A chroot that does not exist would fail every later request while `health` passed: it is
+/// a configuration error at start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_chroot_is_a_config_error_at_start() {
+    use registry_core::{BackendError, ConnectOptions};
+    support::init_tracing();
+    let zk = server();
+    let options = ConnectOptions {
+        address: format!("{}/no/such/chroot", zk.connect_string()),
+        timeout: Duration::from_secs(5),
+        ttl: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    };
+    let err = registry_zookeeper::ZkBackend::connect(&options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("chroot"), "{err}");
+}

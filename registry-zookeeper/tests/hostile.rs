@@ -50,7 +50,8 @@ async fn a_deep_chain_and_many_junk_children_neither_crash_nor_slow_a_listing() 
         .with(warnings.clone())
         .with(tracing_subscriber::fmt::layer().with_test_writer())
         .with(tracing_subscriber::EnvFilter::new("warn"))
-        .init();
+        .try_init()
+        .expect("the only subscriber of this test binary");
     let server = ZkServer::start_with_tick(200).unwrap_or_else(|e| panic!("{e}"));
     let address = server.connect_string();
     let options = default_options();

@@ -1,6 +1,6 @@
 //! Shared by the etcd test files: a backend on a harness server, raw etcd access.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
