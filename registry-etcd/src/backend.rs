@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Compare, CompareOp, ConnectOptions as EtcdOptions, DeleteOptions, GetOptions, PutOptions, Txn,
-    TxnOp, TxnOpResponse,
+    Compare, CompareOp, ConnectOptions as EtcdOptions, DeleteOptions, GetOptions, Txn, TxnOp,
 };
 use registry_core::{
     Backend, BackendError, ConnectOptions, Listing, Liveness, Revision, WatchStream,
@@ -20,22 +19,8 @@ use crate::endpoints::{attempt_timeout, parse_endpoints, Endpoints};
 use crate::error::{classify, is_transport, lease_not_found};
 use crate::lease::Lease;
 use crate::oversized::UndecodableStarts;
+use crate::ownership::{put_owned, PutError};
 use crate::{listing, watch, EtcdSettings, NAME};
-
-/// Why [`EtcdBackend::put_owned`] did not write.
-enum PutError {
-    /// Another live lease holds the key.
-    Held(i64),
-    /// The key changed between two steps: try again.
-    Changed,
-    /// No endpoint could be reached.
-    Backend(BackendError),
-    /// The request failed.
-    Etcd(etcd_client::Error),
-}
-
-/// Keys per page of the keys-only read behind [`Backend::ttls`].
-const TTL_PAGE_KEYS: i64 = 10_000;
 
 /// The shortest TTL etcd can honour: leases count whole seconds.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
@@ -132,47 +117,6 @@ impl EtcdBackend {
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints.urls
     }
-
-    /// Puts `key` with `lease` unless another live lease holds it: one transaction, "if the
-    /// key has no lease (absent, or written without one) put it, else read it", and a second
-    /// one only when the key turns out to be ours already (an update).
-    async fn put_owned(&self, key: &str, value: &[u8], lease: i64) -> Result<(), PutError> {
-        let put = || TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
-        let (index, mut client) = self.endpoints.client().await.map_err(PutError::Backend)?;
-        let fail = |e: etcd_client::Error| {
-            if is_transport(&e) {
-                self.endpoints.rotate_from(index);
-            }
-            PutError::Etcd(e)
-        };
-        let unleased = Txn::new()
-            .when([Compare::lease(key, CompareOp::Equal, 0)])
-            .and_then([put()])
-            .or_else([TxnOp::get(key, None)]);
-        let response = client.txn(unleased).await.map_err(fail)?;
-        if response.succeeded() {
-            return Ok(());
-        }
-        let holder = response.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
-            _ => None,
-        });
-        match holder {
-            Some(holder) if holder == lease => {
-                let ours = Txn::new()
-                    .when([Compare::lease(key, CompareOp::Equal, lease)])
-                    .and_then([put()]);
-                if client.txn(ours).await.map_err(fail)?.succeeded() {
-                    Ok(())
-                } else {
-                    Err(PutError::Changed)
-                }
-            }
-            Some(holder) if holder != 0 => Err(PutError::Held(holder)),
-            // Gone (or unleased) between the compare and the read: try again.
-            _ => Err(PutError::Changed),
-        }
-    }
 }
 
 #[async_trait]
@@ -186,7 +130,7 @@ impl Backend for EtcdBackend {
         loop {
             attempts += 1;
             let lease = self.lease.ensure(ttl).await?;
-            let error = match self.put_owned(key, value, lease).await {
+            let error = match put_owned(&self.endpoints, key, value, lease).await {
                 Ok(()) => return Ok(()),
                 Err(PutError::Held(holder)) => {
                     return Err(BackendError::Held {
@@ -282,59 +226,10 @@ impl Backend for EtcdBackend {
         Ok((ttl.ttl() >= 0).then(|| Duration::from_secs(ttl.ttl() as u64)))
     }
 
-    /// One keys-only range read of `prefix` (in pages of [`TTL_PAGE_KEYS`] keys), then one
-    /// `LeaseTimeToLive` per distinct lease: a process's nodes share one lease, so listing
-    /// 5,000 nodes costs a handful of requests, not 5,000.
+    /// One keys-only range read of `prefix`, then one `LeaseTimeToLive` per distinct lease (see
+    /// `listing::ttls`).
     async fn ttls(&self, prefix: &str) -> Result<HashMap<String, Duration>, BackendError> {
-        let range_end = crate::paging::prefix_range_end(prefix.as_bytes());
-        let mut by_lease: HashMap<i64, Vec<String>> = HashMap::new();
-        let mut from = prefix.as_bytes().to_vec();
-        loop {
-            let options = GetOptions::new()
-                .with_range(range_end.clone())
-                .with_keys_only()
-                .with_limit(TTL_PAGE_KEYS);
-            let key = from.clone();
-            let page = self
-                .endpoints
-                .call(
-                    || format!("keys under {prefix}"),
-                    |mut c| {
-                        let (key, options) = (key.clone(), options.clone());
-                        async move { c.get(key, Some(options)).await }
-                    },
-                )
-                .await?;
-            for kv in page.kvs() {
-                if kv.lease() != 0 {
-                    if let Ok(key) = kv.key_str() {
-                        by_lease.entry(kv.lease()).or_default().push(key.to_owned());
-                    }
-                }
-            }
-            match page.kvs().last() {
-                Some(last) if page.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
-        }
-        let mut ttls = HashMap::new();
-        for (lease, keys) in by_lease {
-            let answer = self
-                .endpoints
-                .call(
-                    || format!("lease time-to-live {lease}"),
-                    |mut c| async move { c.lease_time_to_live(lease, None).await },
-                )
-                .await?;
-            if answer.ttl() >= 0 {
-                let left = Duration::from_secs(answer.ttl() as u64);
-                ttls.extend(keys.into_iter().map(|k| (k, left)));
-            }
-        }
-        Ok(ttls)
+        listing::ttls(&self.endpoints, prefix).await
     }
 
     async fn health(&self) -> Result<(), BackendError> {

@@ -80,8 +80,8 @@
 //! `endpoints` (members, rotation on transport errors), `error` (the client's errors
 //! classified in one place), `lease` (grant, keep-alive, keys still bound), `listing` and
 //! `paging` (paged snapshots), `watch` and `oversized` (watch from a revision, responses
-//! above the decode limit), `settings`, `backend` (the [`Backend`](registry_core::Backend)
-//! implementation).
+//! above the decode limit), `ownership` (puts that never take over another lease's key), `settings`, `backend` (the
+//! [`Backend`](registry_core::Backend) implementation).
 
 mod backend;
 mod endpoints;
@@ -89,6 +89,7 @@ mod error;
 mod lease;
 mod listing;
 mod oversized;
+mod ownership;
 mod paging;
 mod settings;
 mod watch;

@@ -1,5 +1,8 @@
 //! Listing a prefix in pages that form one snapshot (see [`crate::paging`]).
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use etcd_client::{Client, GetOptions};
 use registry_core::{BackendError, Listing};
 use tracing::{debug, warn};
@@ -113,4 +116,63 @@ async fn read_page(
             }
         }
     }
+}
+
+/// Keys per page of the keys-only read behind `Backend::ttls`.
+const TTL_PAGE_KEYS: i64 = 10_000;
+
+/// One keys-only range read of `prefix` (in pages of [`TTL_PAGE_KEYS`] keys), then one
+/// `LeaseTimeToLive` per distinct lease: a process's nodes share one lease, so listing
+/// 5,000 nodes costs a handful of requests, not 5,000.
+pub(crate) async fn ttls(
+    endpoints: &Endpoints,
+    prefix: &str,
+) -> Result<HashMap<String, Duration>, BackendError> {
+    let range_end = crate::paging::prefix_range_end(prefix.as_bytes());
+    let mut by_lease: HashMap<i64, Vec<String>> = HashMap::new();
+    let mut from = prefix.as_bytes().to_vec();
+    loop {
+        let options = GetOptions::new()
+            .with_range(range_end.clone())
+            .with_keys_only()
+            .with_limit(TTL_PAGE_KEYS);
+        let key = from.clone();
+        let page = endpoints
+            .call(
+                || format!("keys under {prefix}"),
+                |mut c| {
+                    let (key, options) = (key.clone(), options.clone());
+                    async move { c.get(key, Some(options)).await }
+                },
+            )
+            .await?;
+        for kv in page.kvs() {
+            if kv.lease() != 0 {
+                if let Ok(key) = kv.key_str() {
+                    by_lease.entry(kv.lease()).or_default().push(key.to_owned());
+                }
+            }
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    let mut ttls = HashMap::new();
+    for (lease, keys) in by_lease {
+        let answer = endpoints
+            .call(
+                || format!("lease time-to-live {lease}"),
+                |mut c| async move { c.lease_time_to_live(lease, None).await },
+            )
+            .await?;
+        if answer.ttl() >= 0 {
+            let left = Duration::from_secs(answer.ttl() as u64);
+            ttls.extend(keys.into_iter().map(|k| (k, left)));
+        }
+    }
+    Ok(ttls)
 }

@@ -8,12 +8,11 @@ use async_trait::async_trait;
 use registry_core::{
     Backend, BackendError, ConnectOptions, Listing, Liveness, Revision, WatchStream,
 };
-use tracing::{debug, warn};
-use zookeeper_client as zk;
+use tracing::debug;
 
 use crate::listing::snapshot;
-use crate::path::{node_depth, parent, path};
-use crate::session::{classify, Session, Settings};
+use crate::path::{node_depth, path};
+use crate::session::{Session, Settings};
 use crate::{DEFAULT_ADDRESS, NAME};
 
 /// The ZooKeeper [`Backend`]. See the [crate docs](crate).
@@ -94,70 +93,6 @@ impl ZkBackend {
             }),
         })
     }
-
-    /// Creates `key` as an ephemeral node of `client`'s session, making its service directory
-    /// when missing. `Ok(false)` when it already exists.
-    async fn create(
-        &self,
-        client: &zk::Client,
-        key: &str,
-        value: &[u8],
-    ) -> Result<bool, BackendError> {
-        let session = &self.inner.session;
-        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-        let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
-        let node = path(key);
-        // The service's directory usually exists: create first, make the directory on NoNode.
-        for _ in 0..3 {
-            match session
-                .raw(
-                    || format!("create {node}"),
-                    client.create(node, value, &ephemeral),
-                )
-                .await?
-            {
-                Ok(_) => return Ok(true),
-                Err(zk::Error::NodeExists) => return Ok(false),
-                // No directory yet (or the empty container was just removed): make it.
-                Err(zk::Error::NoNode) => {
-                    if let Some(dir) = parent(key) {
-                        match session
-                            .raw(|| format!("mkdir {dir}"), client.mkdir(dir, &container))
-                            .await?
-                        {
-                            Ok(()) | Err(zk::Error::NodeExists) => {}
-                            Err(e) => return Err(classify(e, || format!("mkdir {dir}"))),
-                        }
-                    }
-                }
-                Err(e) => return Err(classify(e, || format!("create {node}"))),
-            }
-        }
-        Err(changing(node))
-    }
-}
-
-/// Deletes one node whatever its version (a node already gone is fine).
-async fn delete_one(
-    session: &Session,
-    client: &zk::Client,
-    node: &str,
-) -> Result<(), BackendError> {
-    match session
-        .raw(|| format!("delete {node}"), client.delete(node, None))
-        .await?
-    {
-        Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-        Err(e) => Err(classify(e, || format!("delete {node}"))),
-    }
-}
-
-fn changing(node: &str) -> BackendError {
-    BackendError::request(
-        NAME,
-        format!("create {node}"),
-        "the node kept changing under us",
-    )
 }
 
 #[async_trait]
@@ -167,86 +102,11 @@ impl Backend for ZkBackend {
     }
 
     async fn put(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), BackendError> {
-        let session = &self.inner.session;
-        let client = session.get().await?;
-        let node = path(key);
-        for _ in 0..4 {
-            if self.create(&client, key, value).await? {
-                return Ok(());
-            }
-            let (_, stat) = match session
-                .raw(|| format!("get {node}"), client.get_data(node))
-                .await?
-            {
-                Ok(v) => v,
-                Err(zk::Error::NoNode) => continue,
-                Err(e) => return Err(classify(e, || format!("get {node}"))),
-            };
-            let ours = client.session_id().0;
-            if stat.ephemeral_owner == ours {
-                match session
-                    .raw(
-                        || format!("set {node}"),
-                        client.set_data(node, value, Some(stat.version)),
-                    )
-                    .await?
-                {
-                    Ok(_) => return Ok(()),
-                    Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
-                    Err(e) => return Err(classify(e, || format!("set {node}"))),
-                }
-            }
-            if stat.ephemeral_owner != 0 {
-                // Another live session holds it: not ours to take.
-                return Err(BackendError::Held {
-                    backend: NAME,
-                    key: key.to_owned(),
-                    holder: format!("session {:#x}", stat.ephemeral_owner),
-                });
-            }
-            // A persistent znode (written by a tool, no liveness): replace it with ours.
-            warn!(
-                node,
-                "replacing a persistent znode at a node key with this client's ephemeral node"
-            );
-            match session
-                .raw(
-                    || format!("delete {node}"),
-                    client.delete(node, Some(stat.version)),
-                )
-                .await?
-            {
-                Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
-                Err(e) => return Err(classify(e, || format!("delete {node}"))),
-            }
-        }
-        Err(changing(node))
+        self.inner.put(key, value).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        let session = &self.inner.session;
-        let client = session.get().await?;
-        let node = path(key);
-        let stat = session
-            .run(|| format!("stat {node}"), client.check_stat(node))
-            .await?;
-        let Some(stat) = stat else { return Ok(()) };
-        let ours = client.session_id().0;
-        if stat.ephemeral_owner != ours && stat.ephemeral_owner != 0 {
-            debug!(node, "not deleting a node another session holds");
-            return Ok(());
-        }
-        match session
-            .raw(
-                || format!("delete {node}"),
-                client.delete(node, Some(stat.version)),
-            )
-            .await?
-        {
-            // Changed meanwhile (someone else's now, or gone): not ours to delete.
-            Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => Ok(()),
-            Err(e) => Err(classify(e, || format!("delete {node}"))),
-        }
+        self.inner.delete(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
@@ -324,51 +184,6 @@ impl Backend for ZkBackend {
     /// fails (one node already gone, say), one delete per node, so every node still held is
     /// removed. Reports the nodes it could not remove (they go when the session expires).
     async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
-        let session = &self.inner.session;
-        let client = session.current();
-        if keys.is_empty() || client.state().is_terminated() {
-            return Ok(());
-        }
-        let mine: HashSet<String> = session
-            .run(
-                || "list this session's nodes".into(),
-                client.list_ephemerals("/"),
-            )
-            .await?
-            .into_iter()
-            .collect();
-        let owned: Vec<&str> = keys
-            .iter()
-            .map(|k| path(k))
-            .filter(|p| mine.contains(*p))
-            .collect();
-        if owned.is_empty() {
-            return Ok(());
-        }
-        let mut writer = client.new_multi_writer();
-        for node in &owned {
-            writer
-                .add_delete(node, None)
-                .map_err(|e| classify(e, || format!("delete {node}")))?;
-        }
-        if let Ok(Ok(_)) = tokio::time::timeout(session.settings.timeout, writer.commit()).await {
-            return Ok(());
-        }
-        let results =
-            futures::future::join_all(owned.iter().map(|node| delete_one(session, &client, node)))
-                .await;
-        let failed: Vec<&str> = owned
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_err())
-            .map(|(n, _)| *n)
-            .collect();
-        match results.into_iter().find_map(Result::err) {
-            None => Ok(()),
-            Some(first) => {
-                warn!(nodes = ?failed, "could not delete every node at shutdown; they go when the session expires");
-                Err(first)
-            }
-        }
+        self.inner.close(keys).await
     }
 }

@@ -45,13 +45,15 @@
 //!
 //! `path` (keys as znode paths, where nodes sit), `session` (the liveness handle and request
 //! timeouts), `listing` (reading a prefix), `watch` (persistent watch with catch-up),
-//! `backend` (the [`Backend`](registry_core::Backend) implementation).
+//! `writes` (create, put, delete and close under the ownership rule), `backend` (the
+//! [`Backend`](registry_core::Backend) implementation).
 
 mod backend;
 mod listing;
 mod path;
 mod session;
 mod watch;
+mod writes;
 
 pub use backend::ZkBackend;
 
