@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, WatchOptions};
 use futures::{StreamExt, TryStreamExt};
-use registry_core::conformance::measure::{self, percentile, Deregistration};
+use registry_conformance::measure::{self, percentile, Deregistration};
 use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceMetaInfo};
 use registry_etcd::EtcdBackend;
 use registry_test_support::{metric_sum, EtcdServer};

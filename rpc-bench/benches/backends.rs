@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use registry_core::conformance::measure::{self, percentile, Deregistration};
+use registry_conformance::measure::{self, percentile, Deregistration};
 use registry_core::{ConnectOptions, Registry, RegistryOptions};
 use registry_test_support::{EtcdServer, RedisServer, ZkServer};
 use rpc_runtime::factory::BackendFactory;
