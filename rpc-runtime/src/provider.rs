@@ -48,8 +48,9 @@ pub enum ProviderError {
     /// The registry could not be set up.
     #[error(transparent)]
     Setup(#[from] SetupError),
-    /// Registering or deregistering failed.
-    #[error("registry")]
+    /// Registering a service (an invalid description, a registry already shut down) or
+    /// deregistering at shutdown failed.
+    #[error("registering or deregistering the provider's nodes in the registry failed")]
     Registry(#[from] RegistryError),
 }
 
