@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine with Rust installed:
 #   make demo   the quickstart on the embedded in-memory registry (no server needed)
 #   make test   every test; installs the server packages it needs through apt first
+#   make bench  every benchmark quoted in BENCHMARKS.md: cache_hit, etcd, rpc_vs_tonic, backends
 .PHONY: demo test lint bench deps
 
 demo:

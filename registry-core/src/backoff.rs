@@ -53,7 +53,7 @@ impl Backoff {
 }
 
 /// A duration between `d / 2` and `d`, chosen at random.
-pub fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let half = d / 2;
     let spread = d.saturating_sub(half).as_nanos() as u64;
     if spread == 0 {

@@ -40,8 +40,6 @@
 pub mod backend;
 pub mod backoff;
 mod cache;
-#[cfg(feature = "conformance")]
-pub mod conformance;
 pub mod error;
 pub mod instance;
 pub mod listener;

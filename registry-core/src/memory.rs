@@ -10,9 +10,9 @@
 //! Named stores ([`MemoryStore::named`]) are shared process-wide: a provider and a consumer in
 //! one process that both use the `memory` registry meet in the same store.
 //!
-//! For tests it can also delete keys behind a client's back, write junk, compact its history,
-//! simulate an outage ([`MemoryStore::set_down`]) and tell what its clients are doing (open
-//! watches, listings served).
+//! For tests, with the `testing` feature, it can also write and delete keys behind a client's
+//! back (`put`, `delete`: junk too), compact its history (`compact`), simulate an outage
+//! (`set_down`, `is_down`) and tell what its clients are doing (`watch_count`, `list_count`).
 //!
 //! # Time
 //! Lease deadlines follow Tokio's clock ([`tokio::time::Instant`]), so a test under
@@ -173,6 +173,7 @@ impl MemoryStore {
     /// assert_eq!(store.watch_count(), 0);
     /// # }
     /// ```
+    #[cfg(any(test, feature = "testing"))]
     pub fn watch_count(&self) -> usize {
         self.events.receiver_count()
     }
@@ -187,23 +188,26 @@ impl MemoryStore {
     /// store.list("/rpc/");
     /// assert_eq!(store.list_count(), 1);
     /// ```
+    #[cfg(any(test, feature = "testing"))]
     pub fn list_count(&self) -> u64 {
         self.lists.load(Ordering::Relaxed)
     }
 
     /// Simulates an outage: while down every client request fails and live watches end with
     /// an error. Leases keep running out meanwhile, as they would on a real server.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_down(&self, down: bool) {
         self.down.send_replace(down);
     }
 
     /// Whether the store is down.
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_down(&self) -> bool {
         *self.down.borrow()
     }
 
     fn check_up(&self) -> Result<(), BackendError> {
-        if self.is_down() {
+        if *self.down.borrow() {
             Err(BackendError::Connect {
                 backend: NAME,
                 address: self.name.clone(),
@@ -259,6 +263,7 @@ impl MemoryStore {
     }
 
     /// Writes `key`, bound to `lease` when given. Fails when the lease does not exist.
+    #[cfg(any(test, feature = "testing"))]
     pub fn put(
         &self,
         key: &str,
@@ -336,6 +341,7 @@ impl MemoryStore {
     }
 
     /// Deletes `key`; returns the revision of the delete, or `None` when it did not exist.
+    #[cfg(any(test, feature = "testing"))]
     pub fn delete(&self, key: &str) -> Option<Revision> {
         let mut state = self.current();
         Self::delete_locked(&mut state, &self.events, self.history_limit, key)
@@ -362,6 +368,7 @@ impl MemoryStore {
 
     /// Forgets the history before `revision` (as etcd's compaction does): watches from before
     /// it fail with `HistoryLost`, a watch from `revision` on still works.
+    #[cfg(any(test, feature = "testing"))]
     pub fn compact(&self, revision: Revision) {
         let mut state = self.current();
         while state

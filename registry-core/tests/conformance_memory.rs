@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use registry_core::conformance::Harness;
+use registry_conformance::Harness;
 use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
 
 struct Memory {
@@ -34,4 +34,4 @@ async fn memory() -> Memory {
     }
 }
 
-registry_core::conformance_tests!(memory);
+registry_conformance::conformance_tests!(memory);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use registry_core::conformance::{addresses, eventually, Recorder};
+use registry_conformance::{addresses, eventually, Recorder};
 use registry_core::{
     EmptyProtection, KeySpace, MemoryBackend, MemoryStore, Registry, RegistryError,
     RegistryOptions, ServiceChange, ServiceMetaInfo,

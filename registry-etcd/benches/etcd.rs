@@ -14,40 +14,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use etcd_client::{EventType, WatchOptions};
 use futures::{StreamExt, TryStreamExt};
-use registry_core::conformance::measure::{self, percentile, Deregistration};
+use registry_conformance::measure::{self, percentile, Deregistration};
 use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceMetaInfo};
 use registry_etcd::EtcdBackend;
 use registry_test_support::{metric_sum, EtcdServer};
 
+/// etcd backend figures for `BENCHMARKS.md`, against a real etcd started on loopback.
+#[derive(Debug, Parser)]
 struct Args {
+    /// Deregistration samples (registry and raw etcd-client, interleaved).
+    #[arg(long, default_value_t = 300)]
     samples: usize,
-    window: Duration,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        samples: 300,
-        window: Duration::from_secs(30),
-    };
-    let argv: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < argv.len() {
-        match argv[i].as_str() {
-            "--samples" => {
-                a.samples = argv[i + 1].parse().expect("--samples N");
-                i += 1;
-            }
-            "--window-secs" => {
-                a.window = Duration::from_secs(argv[i + 1].parse().expect("--window-secs S"));
-                i += 1;
-            }
-            _ => {} // cargo bench passes --bench
-        }
-        i += 1;
-    }
-    a
+    /// Steady-state window of the heartbeat cost, in seconds.
+    #[arg(long = "window-secs", default_value_t = 30)]
+    window_secs: u64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 async fn registry(address: &str, options: RegistryOptions) -> Registry {
@@ -210,14 +196,14 @@ async fn mass_registration(etcd: &EtcdServer) {
 }
 
 fn main() {
-    let args = args();
+    let args = Args::parse();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
     println!("etcd {} on {}", etcd_version(), etcd.endpoint());
     println!();
     runtime.block_on(async {
         deregistration_latency(&etcd, args.samples).await;
-        heartbeat_cost(&etcd, args.window).await;
+        heartbeat_cost(&etcd, Duration::from_secs(args.window_secs)).await;
         mass_registration(&etcd).await;
     });
 }

@@ -21,6 +21,14 @@ use crate::endpoints::Endpoints;
 use crate::error::{classify, is_transport};
 use crate::NAME;
 
+/// Why one keep-alive round trip failed.
+enum KeepAliveFailure {
+    /// No member could be asked: the endpoints' own error, returned as is.
+    Endpoint(BackendError),
+    /// The client failed (classified by the caller).
+    Client(etcd_client::Error),
+}
+
 /// The keep-alive stream of the current lease.
 struct KeepAlive {
     lease: i64,
@@ -128,7 +136,10 @@ impl Lease {
             }
         }
         Err(match last_error {
-            Some(e) => classify(e, || format!("keep-alive of lease {lease}"), None),
+            Some(KeepAliveFailure::Endpoint(e)) => e,
+            Some(KeepAliveFailure::Client(e)) => {
+                classify(e, || format!("keep-alive of lease {lease}"), None)
+            }
             None => BackendError::Closed { backend: NAME },
         })
     }
@@ -165,7 +176,7 @@ impl Lease {
     }
 
     /// One keep-alive round trip on the kept stream; the TTL it answers (0: expired).
-    async fn keep_alive_once(&self, lease: i64) -> Result<i64, etcd_client::Error> {
+    async fn keep_alive_once(&self, lease: i64) -> Result<i64, KeepAliveFailure> {
         let mut guard = self.keep_alive.lock().await;
         // (Creating the stream sends one keep-alive request and consumes its answer itself.)
         let fresh = guard.as_ref().is_none_or(|k| k.lease != lease);
@@ -174,7 +185,7 @@ impl Lease {
                 .endpoints
                 .client()
                 .await
-                .map_err(|e| etcd_client::Error::EndpointError(e.to_string()))?;
+                .map_err(KeepAliveFailure::Endpoint)?;
             let (keeper, stream) = match client.lease_keep_alive(lease).await {
                 Ok(pair) => pair,
                 // The client answers an expired lease with this error at stream creation.
@@ -187,7 +198,7 @@ impl Lease {
                     if is_transport(&e) {
                         self.endpoints.rotate_from(endpoint);
                     }
-                    return Err(e);
+                    return Err(KeepAliveFailure::Client(e));
                 }
             };
             *guard = Some(KeepAlive {
@@ -198,7 +209,9 @@ impl Lease {
             });
         }
         let Some(ka) = guard.as_mut() else {
-            return Err(etcd_client::Error::LeaseKeepAliveError("no stream".into()));
+            return Err(KeepAliveFailure::Client(
+                etcd_client::Error::LeaseKeepAliveError("no stream".into()),
+            ));
         };
         let round_trip = async {
             ka.keeper.keep_alive().await?;
@@ -224,7 +237,7 @@ impl Lease {
             *guard = None;
             self.endpoints.rotate_from(endpoint);
         }
-        result
+        result.map_err(KeepAliveFailure::Client)
     }
 
     /// Graceful shutdown: revokes the lease (deleting every key bound to it in one request).

@@ -6,8 +6,8 @@
 //!   and every node this process registers is attached to it. Registering N nodes costs N puts
 //!   once; each heartbeat then costs one `LeaseKeepAlive` request whatever N is, and no put.
 //!   When the lease is gone (a keep-alive answers TTL 0: it expired during a partition, or the
-//!   server came back without its data), [`keep_alive`](Backend::keep_alive) reports
-//!   [`Liveness::Lost`] and forgets it; the core puts every node again and the first put grants a
+//!   server came back without its data), [`keep_alive`](registry_core::Backend::keep_alive) reports
+//!   [`Liveness::Lost`](registry_core::Liveness::Lost) and forgets it; the core puts every node again and the first put grants a
 //!   new lease.
 //! - **Keep-alive** is driven by the core's heartbeat (default TTL/3): each call sends one
 //!   request on a kept keep-alive stream and waits for its answer with a timeout. A closed or
@@ -16,7 +16,7 @@
 //!   (`LeaseTimeToLive` with keys, one read): a node deleted behind our back while the lease
 //!   lives is reported missing and put back by the core at that beat, whether or not this
 //!   process watches its service. Steady state costs no put.
-//! - **Paged listings, one snapshot.** [`list`](Backend::list) reads the prefix in range
+//! - **Paged listings, one snapshot.** [`list`](registry_core::Backend::list) reads the prefix in range
 //!   requests of at most [`EtcdSettings::list_page_keys`] keys (default
 //!   [`DEFAULT_LIST_PAGE_KEYS`]), each next page starting right after the last key read
 //!   (`key + "\0"`), and every page after the first at the first page's revision, which is
@@ -34,8 +34,8 @@
 //!   `--max-request-bytes` whatever a transaction or a catch-up carries (one revision may then
 //!   reach the cache in more than one batch).
 //! - **Watch from a revision.** The core lists at revision R and watches from R + 1. A compacted
-//!   or cancelled watch yields [`BackendError::HistoryLost`] and the core relists. A watch
-//!   response above the decode limit yields [`BackendError::HistoryLost`] as well (instead of
+//!   or cancelled watch yields [`BackendError::HistoryLost`](registry_core::BackendError::HistoryLost) and the core relists. A watch
+//!   response above the decode limit yields [`BackendError::HistoryLost`](registry_core::BackendError::HistoryLost) as well (instead of
 //!   an error that would make the core watch into the same response again, forever): the core
 //!   relists, in pages, and watches on from the listing's revision. Should the listing's
 //!   revision be the undecodable one, the next watch of that prefix starts one revision later
@@ -49,7 +49,7 @@
 //!   endpoint.
 //! - **Ownership.** A put is a transaction that writes only a key without a lease (absent, or
 //!   written by a tool) or already bound to this client's lease; a key bound to another live
-//!   lease is reported [`BackendError::Held`] and left alone. A delete is a transaction too:
+//!   lease is reported [`BackendError::Held`](registry_core::BackendError::Held) and left alone. A delete is a transaction too:
 //!   it deletes the key only while it is bound to this client's lease.
 //! - **Graceful shutdown** revokes the lease: all of this process's nodes go in one request.
 //!

@@ -48,12 +48,14 @@ impl EtcdSettings {
     /// A listing page above it is asked again with fewer keys; a watch response above it makes
     /// the watch report [`BackendError::HistoryLost`](registry_core::BackendError::HistoryLost),
     /// so the core lists again (in pages) and watches on past it.
+    #[must_use]
     pub fn with_max_decoding_message_size(mut self, bytes: usize) -> Self {
         self.max_decoding_message_size = bytes.max(64 * 1024);
         self
     }
 
     /// Most keys one listing page asks for (at least 1). See [`DEFAULT_LIST_PAGE_KEYS`].
+    #[must_use]
     pub fn with_list_page_keys(mut self, keys: usize) -> Self {
         self.list_page_keys = keys.max(1);
         self

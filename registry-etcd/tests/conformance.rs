@@ -5,30 +5,20 @@
 mod support;
 
 use async_trait::async_trait;
-use registry_core::conformance::Harness;
-use registry_core::{Registry, RegistryOptions};
+use registry_conformance::{RawStore, StoreHarness};
 use registry_test_support::EtcdServer;
 
-struct Etcd {
-    server: EtcdServer,
-}
+/// Plain etcd requests to the server at this address.
+struct RawEtcd(String);
 
 #[async_trait]
-impl Harness for Etcd {
-    async fn client(&self, options: RegistryOptions) -> Registry {
-        support::registry(&self.server.endpoint(), options).await
+impl RawStore for RawEtcd {
+    async fn delete(&self, key: &str) {
+        support::raw(&self.0).await.delete(key, None).await.unwrap();
     }
 
-    async fn delete_raw(&self, key: &str) {
-        support::raw(&self.server.endpoint())
-            .await
-            .delete(key, None)
-            .await
-            .unwrap();
-    }
-
-    async fn put_raw(&self, key: &str, value: &[u8]) {
-        support::raw(&self.server.endpoint())
+    async fn put(&self, key: &str, value: &[u8]) {
+        support::raw(&self.0)
             .await
             .put(key, value, None)
             .await
@@ -36,11 +26,10 @@ impl Harness for Etcd {
     }
 }
 
-async fn etcd() -> Etcd {
-    support::init_tracing();
-    Etcd {
-        server: EtcdServer::start().unwrap_or_else(|e| panic!("{e}")),
-    }
+async fn etcd() -> StoreHarness<EtcdServer> {
+    let etcd = support::start();
+    let raw = RawEtcd(etcd.endpoint());
+    StoreHarness::new(etcd, raw)
 }
 
-registry_core::conformance_tests!(etcd);
+registry_conformance::conformance_tests!(etcd);

@@ -7,28 +7,24 @@ mod support;
 
 use std::time::Duration;
 
-use registry_core::conformance::{
-    addresses, default_options, eventually, pause_beyond_ttl, restart_without_data, svc,
-    svc_addresses, Fault, Recorder,
+use registry_conformance::{
+    addresses, default_options, eventually, init_tracing, restart_without_data, svc, svc_addresses,
+    Recorder,
 };
 use registry_core::{BackendError, ConnectOptions, RegistryOptions};
 use registry_etcd::EtcdBackend;
-use registry_test_support::{EtcdCluster, EtcdServer};
+use registry_test_support::EtcdCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_is_back_after_a_restart_with_wiped_data() {
-    support::init_tracing();
-    let mut etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let address = etcd.endpoint();
-    let connect = move |options| support::registry_boxed(address.clone(), options);
+    let mut etcd = support::start();
+    let target = etcd.target().clone();
     let options = default_options();
     let back_within = options.heartbeat_interval + Duration::from_secs(2);
     restart_without_data(
-        &connect,
+        &target,
         &mut |fault| {
-            assert_eq!(fault, Fault::KillAndRestartEmpty);
-            etcd.kill();
-            etcd.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
+            fault.inflict(&mut etcd);
             let keys = etcd.etcdctl(&["get", "--prefix", "/", "--keys-only"]);
             assert!(keys.stdout.is_empty(), "data really wiped");
         },
@@ -40,17 +36,8 @@ async fn every_node_is_back_after_a_restart_with_wiped_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_paused_beyond_the_ttl_converges_to_the_truth() {
-    support::init_tracing();
-    let mut etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let address = etcd.endpoint();
-    let connect = move |options| support::registry_boxed(address.clone(), options);
-    pause_beyond_ttl(
-        &connect,
-        &mut |fault| match fault {
-            Fault::Pause => etcd.pause(),
-            Fault::Resume => etcd.resume(),
-            Fault::KillAndRestartEmpty => unreachable!(),
-        },
+    let mut etcd = support::start();
+    etcd.pause_beyond_ttl(
         default_options().with_timeout(Duration::from_secs(1)),
         Duration::from_secs(10),
     )
@@ -59,8 +46,7 @@ async fn a_server_paused_beyond_the_ttl_converges_to_the_truth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_written_with_etcdctl_is_skipped() {
-    support::init_tracing();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let etcd = support::start();
     let options = default_options();
     let root = options.keys.root().to_owned();
     for (key, value) in [
@@ -78,8 +64,8 @@ async fn junk_written_with_etcdctl_is_skipped() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let provider = support::registry(&etcd.endpoint(), options.clone()).await;
-    let consumer = support::registry(&etcd.endpoint(), options).await;
+    let provider = etcd.registry(options.clone()).await;
+    let consumer = etcd.registry(options).await;
     provider.register(svc(1)).await.unwrap();
     assert_eq!(addresses(&consumer, "svc:1.0").await, svc_addresses(&[1]));
     assert_eq!(consumer.inspect(None).await.unwrap().len(), 1);
@@ -87,8 +73,7 @@ async fn junk_written_with_etcdctl_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_a_clear_error_at_startup() {
-    support::init_tracing();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let etcd = support::start();
     for args in [
         vec!["user", "add", "root", "--new-user-password=rootpw"],
         vec!["auth", "enable"],
@@ -121,12 +106,12 @@ async fn wrong_credentials_are_a_clear_error_at_startup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_that_loses_its_leader_keeps_registrations_heartbeats_and_watches() {
-    support::init_tracing();
+    init_tracing();
     let mut cluster = EtcdCluster::start().unwrap_or_else(|e| panic!("{e}"));
-    let endpoints = cluster.endpoints();
+    let cluster_target = support::target(&cluster.endpoints());
     let options: RegistryOptions = default_options();
-    let provider = support::registry(&endpoints, options.clone()).await;
-    let watcher = support::registry(&endpoints, options.clone()).await;
+    let provider = cluster_target.registry(options.clone()).await;
+    let watcher = cluster_target.registry(options.clone()).await;
     provider.register(svc(1)).await.unwrap();
     provider.register(svc(2)).await.unwrap();
     let rec = Recorder::default();
@@ -146,7 +131,7 @@ async fn a_cluster_that_loses_its_leader_keeps_registrations_heartbeats_and_watc
 
     // Registrations outlive two TTLs: the heartbeats reach the survivors.
     tokio::time::sleep(options.ttl * 2 + Duration::from_millis(500)).await;
-    let fresh = support::registry(&survivors, options.clone()).await;
+    let fresh = support::target(&survivors).registry(options.clone()).await;
     assert_eq!(
         fresh.inspect(Some("svc:1.0")).await.unwrap().len(),
         2,
@@ -179,11 +164,10 @@ async fn a_cluster_that_loses_its_leader_keeps_registrations_heartbeats_and_watc
 /// reported missing at the next beat, whether or not this process watches its service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_reports_a_node_deleted_behind_our_back() {
-    use registry_core::{Backend, Liveness};
-    support::init_tracing();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    use registry_core::Liveness;
+    let etcd = support::start();
     let options = default_options();
-    let backend = support::backend(&etcd.endpoint(), &options).await;
+    let backend = etcd.target().backend(&options).await;
     let keys: Vec<String> = (1..=3)
         .map(|i| format!("{}svc:1.0/127.0.0.1:{i}", options.keys.root()))
         .collect();
@@ -208,10 +192,9 @@ async fn a_heartbeat_reports_a_node_deleted_behind_our_back() {
 /// one is deleted with etcdctl: it is back within about a heartbeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_200_nodes_deleted_behind_our_back_comes_back() {
-    support::init_tracing();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let etcd = support::start();
     let options = default_options();
-    let provider = support::registry(&etcd.endpoint(), options.clone()).await;
+    let provider = etcd.registry(options.clone()).await;
     let registered =
         futures::future::join_all((0..200).map(|i| provider.register(svc(10_000 + i)))).await;
     assert!(registered.iter().all(Result::is_ok));
@@ -219,7 +202,7 @@ async fn one_of_200_nodes_deleted_behind_our_back_comes_back() {
     let victim = format!("{}svc:1.0/127.0.0.1:10007", options.keys.root());
     let out = etcd.etcdctl(&["del", &victim]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
-    let inspector = support::registry(&etcd.endpoint(), options.clone()).await;
+    let inspector = etcd.registry(options.clone()).await;
     eventually(
         options.heartbeat_interval * 2 + Duration::from_secs(3),
         "the deleted node is back",
@@ -236,7 +219,7 @@ async fn one_of_200_nodes_deleted_behind_our_back_comes_back() {
 /// etcd leases count whole seconds: a shorter TTL is refused at connect time, with the key.
 #[tokio::test]
 async fn a_ttl_below_one_second_is_a_config_error() {
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let etcd = support::start();
     let options = ConnectOptions {
         address: etcd.endpoint(),
         ttl: Duration::from_millis(1),
@@ -256,7 +239,7 @@ async fn a_ttl_below_one_second_is_a_config_error() {
 /// leaving the hung member within a quarter of the TTL, long before a lease could run out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_first_endpoint_is_left_for_the_next_within_a_fraction_of_the_ttl() {
-    support::init_tracing();
+    init_tracing();
     let mut cluster = EtcdCluster::start().unwrap_or_else(|e| panic!("{e}"));
     // The hung member must not be the leader, or the survivors first hold an election.
     let hung = (0..3).find(|i| Some(*i) != cluster.leader_index()).unwrap();
@@ -269,7 +252,7 @@ async fn a_hung_first_endpoint_is_left_for_the_next_within_a_fraction_of_the_ttl
     // The request timeout is longer than the TTL: only the per-member limit saves the lease.
     let options = default_options().with_timeout(Duration::from_secs(10));
     let started = std::time::Instant::now();
-    let provider = support::registry(&ordered, options.clone()).await;
+    let provider = support::target(&ordered).registry(options.clone()).await;
     provider.health().await.unwrap();
     provider.register(svc(1)).await.unwrap();
     assert!(
@@ -278,7 +261,7 @@ async fn a_hung_first_endpoint_is_left_for_the_next_within_a_fraction_of_the_ttl
         started.elapsed()
     );
     tokio::time::sleep(options.ttl * 3).await;
-    let inspector = support::registry(&ordered, options.clone()).await;
+    let inspector = support::target(&ordered).registry(options.clone()).await;
     assert_eq!(
         addresses(&inspector, "svc:1.0").await,
         svc_addresses(&[1]),

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use registry_conformance::BackendUnderTest;
 use registry_core::{RegistryOptions, ServiceMetaInfo};
 use registry_test_support::{metric_sum, EtcdServer};
 
@@ -31,13 +32,13 @@ fn counters(etcd: &EtcdServer) -> Counters {
 
 /// Registers `n` nodes, then watches three heartbeats; returns (puts, grants) to register and
 /// (puts, renewals) during the steady-state window.
-async fn measure(etcd: &EtcdServer, n: u16) -> ((f64, f64), (f64, f64)) {
+async fn measure(etcd: &BackendUnderTest<EtcdServer>, n: u16) -> ((f64, f64), (f64, f64)) {
     let options = RegistryOptions::default()
         .with_root(&format!("/cost-{n}/"))
         .with_ttl(Duration::from_secs(3))
         .with_heartbeat_interval(Duration::from_secs(1));
     let before = counters(etcd);
-    let registry = support::registry(&etcd.endpoint(), options).await;
+    let registry = etcd.registry(options).await;
     for i in 0..n {
         registry
             .register(ServiceMetaInfo::new("cost", "127.0.0.1", 10_000 + i))
@@ -62,8 +63,7 @@ async fn measure(etcd: &EtcdServer, n: u16) -> ((f64, f64), (f64, f64)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_cost_one_renewal_and_no_put_whatever_the_node_count() {
-    support::init_tracing();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let etcd = support::start();
     assert!(
         etcd.metrics()
             .contains("etcd_debugging_lease_renewed_total"),

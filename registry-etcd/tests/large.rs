@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, Txn, TxnOp, WatchOptions};
 use futures::StreamExt as _;
-use registry_core::conformance::{
-    addresses, default_options, eventually, svc, svc_addresses, Recorder,
+use registry_conformance::{
+    addresses, default_options, eventually, init_tracing, svc, svc_addresses, Recorder,
 };
 use registry_core::{KeySpace, ServiceMetaInfo};
 use registry_etcd::EtcdSettings;
@@ -40,8 +40,7 @@ fn is_too_large(error: &etcd_client::Error) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_values_of_1_4_mb_under_a_service_leave_its_discovery_working() {
-    support::init_tracing();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let etcd = support::start();
     let options = default_options();
     let root = options.keys.root().to_owned();
     let mut raw = support::raw(&etcd.endpoint()).await;
@@ -67,9 +66,9 @@ async fn three_values_of_1_4_mb_under_a_service_leave_its_discovery_working() {
         .unwrap_err();
     assert!(is_too_large(&err), "{err}");
 
-    let provider = support::registry(&etcd.endpoint(), options.clone()).await;
+    let provider = etcd.registry(options.clone()).await;
     provider.register(svc(1)).await.unwrap();
-    let consumer = support::registry(&etcd.endpoint(), options.clone()).await;
+    let consumer = etcd.registry(options.clone()).await;
     assert_eq!(
         addresses(&consumer, "svc:1.0").await,
         svc_addresses(&[1, 9003]),
@@ -83,11 +82,11 @@ async fn three_values_of_1_4_mb_under_a_service_leave_its_discovery_working() {
     assert_eq!(blob, Some(BIG));
     assert_eq!(consumer.inspect(Some("svc:1.0")).await.unwrap().len(), 2);
     // Even a client that decodes no more than tonic's default reads it, in smaller pages.
-    let small = support::registry_with(
+    let small = support::target_with(
         &etcd.endpoint(),
-        options.clone(),
         EtcdSettings::default().with_max_decoding_message_size(TONIC_DEFAULT_LIMIT),
     )
+    .registry(options.clone())
     .await;
     assert_eq!(
         addresses(&small, "svc:1.0").await,
@@ -130,8 +129,7 @@ async fn write_nodes(address: &str, keys: &KeySpace, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_root_listing_and_watch_of_20000_nodes_work() {
-    support::init_tracing();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let etcd = support::start();
     let options = default_options().with_timeout(Duration::from_secs(30));
     write_nodes(&etcd.endpoint(), &options.keys, 20_000).await;
     let mut raw = support::raw(&etcd.endpoint()).await;
@@ -144,7 +142,7 @@ async fn a_whole_root_listing_and_watch_of_20000_nodes_work() {
         "one read of the root is too large: {err}"
     );
 
-    let consumer = support::registry(&etcd.endpoint(), options.clone()).await;
+    let consumer = etcd.registry(options.clone()).await;
     // `registryctl list`
     let listed = consumer.inspect(None).await.unwrap();
     assert_eq!(listed.len(), 20_000);
@@ -155,7 +153,7 @@ async fn a_whole_root_listing_and_watch_of_20000_nodes_work() {
         rec.current().len() == 20_000
     })
     .await;
-    let provider = support::registry(&etcd.endpoint(), options).await;
+    let provider = etcd.registry(options).await;
     provider.register(svc(1)).await.unwrap();
     eventually(
         Duration::from_secs(10),
@@ -183,14 +181,14 @@ fn ranges(etcd: &EtcdServer) -> f64 {
 /// listing (no relist loop), a node registered afterwards reaches the consumer, and the
 /// provider's own node deleted behind its back is put back.
 async fn an_oversized_revision_is_survived(settings: EtcdSettings) {
-    support::init_tracing();
+    init_tracing();
     let etcd = EtcdServer::start_with(&["--max-request-bytes", "8388608"])
         .unwrap_or_else(|e| panic!("{e}"));
     let options = default_options();
-    let provider =
-        support::registry_with(&etcd.endpoint(), options.clone(), settings.clone()).await;
+    let target = support::target_with(&etcd.endpoint(), settings);
+    let provider = target.registry(options.clone()).await;
     provider.register(svc(1)).await.unwrap();
-    let consumer = support::registry_with(&etcd.endpoint(), options.clone(), settings).await;
+    let consumer = target.registry(options.clone()).await;
     let rec = Recorder::default();
     let _sub = consumer.subscribe("svc:1.0", rec.listener()).await.unwrap();
     eventually(

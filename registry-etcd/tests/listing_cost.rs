@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use registry_core::conformance::{default_options, svc};
+use registry_conformance::{default_options, svc};
 use registry_test_support::{metric_sum, EtcdServer};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -51,7 +51,9 @@ async fn a_listing_asks_ttls_per_lease_and_warns_once_for_its_junk() {
     let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
     let options = default_options();
     let root = options.keys.root().to_owned();
-    let provider = support::registry(&etcd.endpoint(), options.clone()).await;
+    let provider = support::target(&etcd.endpoint())
+        .registry(options.clone())
+        .await;
     futures::stream::iter(0..NODES)
         .map(|i| provider.register(svc(10_000 + i)))
         .buffer_unordered(64)
@@ -78,7 +80,9 @@ async fn a_listing_asks_ttls_per_lease_and_warns_once_for_its_junk() {
             "grpc_method=\"LeaseTimeToLive\"",
         )
     };
-    let tool = support::registry(&etcd.endpoint(), options.clone()).await;
+    let tool = support::target(&etcd.endpoint())
+        .registry(options.clone())
+        .await;
     let warned_before = warnings.0.load(Ordering::Relaxed);
     let asked_before = time_to_live();
     let nodes = tool.inspect(None).await.unwrap();

@@ -5,23 +5,17 @@
 mod support;
 
 use async_trait::async_trait;
-use registry_core::conformance::Harness;
-use registry_core::{Registry, RegistryOptions};
+use registry_conformance::{RawStore, StoreHarness};
 use registry_test_support::RedisServer;
 
-struct Redis {
-    server: RedisServer,
-}
+/// Plain Redis commands to the server at this URL.
+struct RawRedis(String);
 
 #[async_trait]
-impl Harness for Redis {
-    async fn client(&self, options: RegistryOptions) -> Registry {
-        support::registry(&self.server.url(), options).await
-    }
-
-    async fn delete_raw(&self, key: &str) {
+impl RawStore for RawRedis {
+    async fn delete(&self, key: &str) {
         // A bare DEL: no change is recorded; the owner's next heartbeat notices.
-        let mut conn = support::raw(&self.server.url()).await;
+        let mut conn = support::raw(&self.0).await;
         let _: i64 = redis::cmd("DEL")
             .arg(key)
             .query_async(&mut conn)
@@ -29,16 +23,15 @@ impl Harness for Redis {
             .unwrap();
     }
 
-    async fn put_raw(&self, key: &str, value: &[u8]) {
-        support::put_foreign(&self.server.url(), key, value).await;
+    async fn put(&self, key: &str, value: &[u8]) {
+        support::put_foreign(&self.0, key, value).await;
     }
 }
 
-async fn redis() -> Redis {
-    support::init_tracing();
-    Redis {
-        server: RedisServer::start().unwrap_or_else(|e| panic!("{e}")),
-    }
+async fn redis() -> StoreHarness<RedisServer> {
+    let redis = support::start();
+    let raw = RawRedis(redis.url());
+    StoreHarness::new(redis, raw)
 }
 
-registry_core::conformance_tests!(redis);
+registry_conformance::conformance_tests!(redis);

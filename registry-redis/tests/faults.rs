@@ -7,56 +7,30 @@ mod support;
 
 use std::time::Duration;
 
-use registry_core::conformance::{
-    addresses, default_options, pause_beyond_ttl, restart_without_data, svc, svc_addresses, Fault,
-};
+use registry_conformance::{addresses, default_options, init_tracing, svc, svc_addresses};
 use registry_core::{BackendError, ConnectOptions};
 use registry_redis::RedisBackend;
 use registry_test_support::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_is_back_after_a_restart_without_data() {
-    support::init_tracing();
-    let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = server.url();
-    let connect = move |options| support::registry_boxed(url.clone(), options);
+    let mut redis = support::start();
     let options = default_options();
     let back_within = options.heartbeat_interval + Duration::from_secs(2);
-    restart_without_data(
-        &connect,
-        &mut |fault| {
-            assert_eq!(fault, Fault::KillAndRestartEmpty);
-            server.kill();
-            server.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
-        },
-        options,
-        back_within,
-    )
-    .await;
+    redis.restart_without_data(options, back_within).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_paused_beyond_the_ttl_converges_to_the_truth() {
-    support::init_tracing();
-    let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = server.url();
-    let connect = move |options| support::registry_boxed(url.clone(), options);
-    pause_beyond_ttl(
-        &connect,
-        &mut |fault| match fault {
-            Fault::Pause => server.pause(),
-            Fault::Resume => server.resume(),
-            Fault::KillAndRestartEmpty => unreachable!(),
-        },
-        default_options(),
-        Duration::from_secs(10),
-    )
-    .await;
+    let mut redis = support::start();
+    redis
+        .pause_beyond_ttl(default_options(), Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test]
 async fn wrong_credentials_are_a_clear_error_at_startup() {
-    support::init_tracing();
+    init_tracing();
     let server =
         RedisServer::start_with(&["--requirepass", "s3cret"]).unwrap_or_else(|e| panic!("{e}"));
     let with = |password: Option<&str>| ConnectOptions {
@@ -108,12 +82,11 @@ fn evalsha_calls(server: &RedisServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_cost_one_script_call_whatever_the_node_count() {
-    support::init_tracing();
-    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let server = support::start();
     let options = default_options();
     let mut per_window = Vec::new();
     for n in [1u16, 100] {
-        let provider = support::registry(&server.url(), options.clone()).await;
+        let provider = server.registry(options.clone()).await;
         for port in 0..n {
             provider.register(svc(10_000 + port)).await.unwrap();
         }

@@ -13,19 +13,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use registry_core::conformance::{
-    addresses, default_options, eventually, svc, svc_addresses, Recorder,
-};
+use registry_conformance::{addresses, default_options, eventually, svc, svc_addresses, Recorder};
 use registry_core::{
     error_chain, Backend, BackendError, Listing, Liveness, Registry, RegistryOptions, Revision,
     WatchStream,
 };
-use registry_redis::RedisBackend;
-use registry_test_support::RedisServer;
 
-/// A [`RedisBackend`] that counts the watch errors asking for a relist.
+/// A Redis backend that counts the watch errors asking for a relist.
 struct Counting {
-    inner: RedisBackend,
+    inner: Arc<dyn Backend>,
     history_lost: Arc<AtomicUsize>,
 }
 
@@ -68,9 +64,7 @@ impl Backend for Counting {
 
 /// A registry client whose watches' relists are counted.
 async fn counted(url: &str, options: RegistryOptions) -> (Registry, Arc<AtomicUsize>) {
-    let inner = RedisBackend::connect(&support::connect_options(url, &options))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {}", error_chain(&e)));
+    let inner = support::target(url).backend(&options).await;
     let history_lost = Arc::new(AtomicUsize::new(0));
     let backend = Counting {
         inner,
@@ -80,11 +74,6 @@ async fn counted(url: &str, options: RegistryOptions) -> (Registry, Arc<AtomicUs
         Registry::new(Arc::new(backend), options).unwrap(),
         history_lost,
     )
-}
-
-fn start() -> RedisServer {
-    support::init_tracing();
-    RedisServer::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs one command (arguments split on spaces) and returns its reply.
@@ -141,7 +130,7 @@ async fn a_stray_entry_with_the_largest_id_restarts_the_stream_and_watchers_conv
 /// stream (the counter then is `counter(before)`), a consumer's watch sees both, and each
 /// client's watch relists at most `relists` times, none after converging.
 async fn stray_entry(id: &str, relists: usize, counter_after: fn(u64) -> u64) {
-    let server = start();
+    let server = support::start();
     let url = server.url();
     let options = default_options();
     let (provider, provider_relists) = counted(&url, options.clone()).await;
@@ -212,7 +201,7 @@ async fn stray_entry(id: &str, relists: usize, counter_after: fn(u64) -> u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_revision_counter_is_rebased_and_watchers_converge() {
-    let server = start();
+    let server = support::start();
     let url = server.url();
     let options = default_options();
     let (provider, provider_relists) = counted(&url, options.clone()).await;
@@ -236,7 +225,7 @@ async fn a_lost_revision_counter_is_rebased_and_watchers_converge() {
     };
     assert_eq!(relists(), (0, 0));
     // A client that lists now starts from the stream's revision.
-    let late = support::registry(&url, options.clone()).await;
+    let late = support::target(&url).registry(options.clone()).await;
     assert_eq!(addresses(&late, "svc:1.0").await, svc_addresses(&[1, 2]));
 
     provider.register(svc(3)).await.unwrap();
@@ -257,12 +246,10 @@ async fn a_lost_revision_counter_is_rebased_and_watchers_converge() {
 
 #[tokio::test]
 async fn a_write_the_store_refuses_leaves_nothing_half_applied() {
-    let server = start();
+    let server = support::start();
     let url = server.url();
     let options = default_options();
-    let backend = RedisBackend::connect(&support::connect_options(&url, &options))
-        .await
-        .unwrap();
+    let backend = server.target().backend(&options).await;
     let key = format!("{}svc:1.0/127.0.0.1:1", options.keys.root());
     let ttl = Duration::from_secs(2);
     backend
@@ -333,12 +320,10 @@ async fn a_write_the_store_refuses_leaves_nothing_half_applied() {
 
 #[tokio::test]
 async fn writes_go_on_whatever_the_stream_and_the_counter_hold() {
-    let server = start();
+    let server = support::start();
     let url = server.url();
     let options = default_options();
-    let backend = RedisBackend::connect(&support::connect_options(&url, &options))
-        .await
-        .unwrap();
+    let backend = server.target().backend(&options).await;
     let key = format!("{}svc:1.0/127.0.0.1:1", options.keys.root());
     let ttl = Duration::from_secs(2);
     let url = &url;

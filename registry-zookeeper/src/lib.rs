@@ -24,7 +24,7 @@
 //! through the watch. Events carry no data: a created or changed node is read, a deleted one
 //! reported with the last revision seen. After a disconnection the server may have dropped
 //! events (ZOOKEEPER-4698), so reconnecting asks for a relist
-//! ([`BackendError::HistoryLost`]), as does an expired session.
+//! ([`BackendError::HistoryLost`](registry_core::BackendError::HistoryLost)), as does an expired session.
 
 //!
 //! # Junk in the tree

@@ -6,32 +6,26 @@
 mod support;
 
 use async_trait::async_trait;
-use registry_core::conformance::Harness;
-use registry_core::{Registry, RegistryOptions};
+use registry_conformance::{RawStore, StoreHarness};
 use registry_test_support::ZkServer;
+use zookeeper_client as zk;
 
-struct Zk {
-    server: ZkServer,
-}
+/// Plain ZooKeeper requests to the server at this address.
+struct RawZk(String);
 
 #[async_trait]
-impl Harness for Zk {
-    async fn client(&self, options: RegistryOptions) -> Registry {
-        support::registry(&self.server.connect_string(), options).await
-    }
-
-    async fn delete_raw(&self, key: &str) {
-        let raw = support::raw(&self.server.connect_string()).await;
+impl RawStore for RawZk {
+    async fn delete(&self, key: &str) {
+        let raw = support::raw(&self.0).await;
         raw.delete(key, None).await.unwrap();
     }
 
-    async fn put_raw(&self, key: &str, value: &[u8]) {
-        let raw = support::raw(&self.server.connect_string()).await;
-        let persistent = zookeeper_client::CreateMode::Persistent
-            .with_acls(zookeeper_client::Acls::anyone_all());
+    async fn put(&self, key: &str, value: &[u8]) {
+        let raw = support::raw(&self.0).await;
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         if let Some((dir, _)) = key.rsplit_once('/') {
             match raw.mkdir(dir, &persistent).await {
-                Ok(()) | Err(zookeeper_client::Error::NodeExists) => {}
+                Ok(()) | Err(zk::Error::NodeExists) => {}
                 Err(e) => panic!("mkdir {dir}: {e}"),
             }
         }
@@ -39,11 +33,10 @@ impl Harness for Zk {
     }
 }
 
-async fn zk() -> Zk {
-    support::init_tracing();
-    Zk {
-        server: ZkServer::start_with_tick(200).unwrap_or_else(|e| panic!("{e}")),
-    }
+async fn zk() -> StoreHarness<ZkServer> {
+    let zk = support::start();
+    let raw = RawZk(zk.connect_string());
+    StoreHarness::new(zk, raw)
 }
 
-registry_core::conformance_tests!(zk);
+registry_conformance::conformance_tests!(zk);

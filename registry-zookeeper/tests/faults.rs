@@ -7,52 +7,22 @@ mod support;
 
 use std::time::Duration;
 
-use registry_core::conformance::{default_options, pause_beyond_ttl, restart_without_data, Fault};
-use registry_test_support::ZkServer;
-
-fn server() -> ZkServer {
-    ZkServer::start_with_tick(200).unwrap_or_else(|e| panic!("{e}"))
-}
+use registry_conformance::default_options;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_is_back_after_a_restart_without_data() {
-    support::init_tracing();
-    let mut zk = server();
-    let address = zk.connect_string();
-    let connect = move |options| support::registry_boxed(address.clone(), options);
+    let mut zk = support::start();
     let options = default_options();
     // The old sessions must expire first (a session timeout), then one heartbeat.
     let back_within = options.ttl + options.heartbeat_interval + Duration::from_secs(3);
-    restart_without_data(
-        &connect,
-        &mut |fault| {
-            assert_eq!(fault, Fault::KillAndRestartEmpty);
-            zk.kill();
-            zk.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
-        },
-        options,
-        back_within,
-    )
-    .await;
+    zk.restart_without_data(options, back_within).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_paused_beyond_the_session_timeout_converges_to_the_truth() {
-    support::init_tracing();
-    let mut zk = server();
-    let address = zk.connect_string();
-    let connect = move |options| support::registry_boxed(address.clone(), options);
-    pause_beyond_ttl(
-        &connect,
-        &mut |fault| match fault {
-            Fault::Pause => zk.pause(),
-            Fault::Resume => zk.resume(),
-            Fault::KillAndRestartEmpty => unreachable!(),
-        },
-        default_options(),
-        Duration::from_secs(15),
-    )
-    .await;
+    let mut zk = support::start();
+    zk.pause_beyond_ttl(default_options(), Duration::from_secs(15))
+        .await;
 }
 
 /// A chroot that does not exist would fail every later request while `health` passed: it is
@@ -60,8 +30,7 @@ async fn a_server_paused_beyond_the_session_timeout_converges_to_the_truth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_chroot_is_a_config_error_at_start() {
     use registry_core::{BackendError, ConnectOptions};
-    support::init_tracing();
-    let zk = server();
+    let zk = support::start();
     let options = ConnectOptions {
         address: format!("{}/no/such/chroot", zk.connect_string()),
         timeout: Duration::from_secs(5),

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use registry_core::conformance::{addresses, default_options, eventually, svc, svc_addresses};
+use registry_conformance::{addresses, default_options, eventually, svc, svc_addresses};
 use registry_core::ServiceChange;
-use registry_test_support::ZkServer;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use zookeeper_client as zk;
@@ -52,8 +51,8 @@ async fn a_deep_chain_and_many_junk_children_neither_crash_nor_slow_a_listing() 
         .with(tracing_subscriber::EnvFilter::new("warn"))
         .try_init()
         .expect("the only subscriber of this test binary");
-    let server = ZkServer::start_with_tick(200).unwrap_or_else(|e| panic!("{e}"));
-    let address = server.connect_string();
+    let zk = support::start();
+    let address = zk.connect_string();
     let options = default_options();
     let root = options.keys.root().trim_end_matches('/').to_owned();
     let service = format!("{root}/svc:1.0");
@@ -90,14 +89,14 @@ async fn a_deep_chain_and_many_junk_children_neither_crash_nor_slow_a_listing() 
     // and watches the whole root: none of them crashes, each listing stays within the
     // timeout.
     let options = options.with_timeout(Duration::from_secs(3));
-    let provider = support::registry(&address, options.clone()).await;
+    let provider = zk.registry(options.clone()).await;
     provider.register(svc(1)).await.unwrap();
-    let consumer = support::registry(&address, options.clone()).await;
+    let consumer = zk.registry(options.clone()).await;
     let started = Instant::now();
     assert_eq!(addresses(&consumer, "svc:1.0").await, svc_addresses(&[1]));
     let listing = started.elapsed();
     assert!(listing < Duration::from_secs(3), "listing took {listing:?}");
-    let tool = support::registry(&address, options.clone()).await;
+    let tool = zk.registry(options.clone()).await;
     let all = tool.inspect(None).await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -11,17 +11,21 @@
 
 use std::time::Duration;
 
-use registry_core::conformance::measure::{self, percentile, Deregistration};
+use clap::Parser;
+use registry_conformance::measure::{self, percentile, Deregistration};
 use registry_core::{ConnectOptions, Registry, RegistryOptions};
 use registry_test_support::{EtcdServer, RedisServer, ZkServer};
 use rpc_runtime::factory::BackendFactory;
 
-fn samples() -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == "--samples")
-        .and_then(|i| argv.get(i + 1))
-        .map_or(300, |n| n.parse().expect("--samples N"))
+/// The store backends side by side, each against its real server on loopback.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Deregistration samples per store.
+    #[arg(long, default_value_t = 300)]
+    samples: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn options() -> RegistryOptions {
@@ -74,7 +78,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let samples = samples();
+    let samples = Args::parse().samples;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
     let zk = ZkServer::start().unwrap_or_else(|e| panic!("{e}"));

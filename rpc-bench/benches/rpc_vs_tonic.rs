@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
 use rpc_bench::pb::echo_client::EchoClient as TonicClient;
 use rpc_bench::pb::echo_server::EchoServer as TonicServer;
@@ -22,34 +23,21 @@ use rpc_runtime::consumer::{Consumer, ConsumerOptions};
 use rpc_runtime::provider::Provider;
 use rpc_runtime::serializer::Serializer;
 
+/// Our runtime (json and bincode) against a tonic unary echo, rounds interleaved.
+#[derive(Debug, Parser)]
 struct Args {
+    /// Seconds measured per run (after a one-second warm-up).
+    #[arg(long, default_value_t = 5)]
     secs: u64,
+    /// Rounds; each runs tonic, json and bincode once.
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 64)]
     callers: usize,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        secs: 5,
-        rounds: 3,
-        callers: 64,
-    };
-    let argv: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < argv.len() {
-        let value = || argv.get(i + 1).expect("a value").parse().expect("a number");
-        match argv[i].as_str() {
-            "--secs" => a.secs = value() as u64,
-            "--rounds" => a.rounds = value(),
-            "--callers" => a.callers = value(),
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    a
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -209,7 +197,7 @@ fn median(mut v: Vec<Result>) -> Result {
 }
 
 fn main() {
-    let args = args();
+    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -202,36 +202,42 @@ impl ConsumerOptions {
     }
 
     /// Sets the per-attempt timeout.
+    #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// Sets the serializer.
+    #[must_use]
     pub fn with_serializer(mut self, serializer: Serializer) -> Self {
         self.serializer = serializer;
         self
     }
 
     /// Sets the tolerant strategy.
+    #[must_use]
     pub fn with_tolerant(mut self, tolerant: TolerantStrategy) -> Self {
         self.tolerant = tolerant;
         self
     }
 
     /// Sets the retry strategy.
+    #[must_use]
     pub fn with_retry(mut self, retry: RetryStrategy) -> Self {
         self.retry = retry;
         self
     }
 
     /// Sets the load balancer.
+    #[must_use]
     pub fn with_load_balancer(mut self, kind: LoadBalancerKind) -> Self {
         self.load_balancer = kind;
         self
     }
 
     /// Calls `observer` after every call.
+    #[must_use]
     pub fn with_observer(mut self, observer: impl Fn(&CallRecord) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
         self

@@ -48,8 +48,9 @@ pub enum ProviderError {
     /// The registry could not be set up.
     #[error(transparent)]
     Setup(#[from] SetupError),
-    /// Registering or deregistering failed.
-    #[error("registry")]
+    /// Registering a service (an invalid description, a registry already shut down) or
+    /// deregistering at shutdown failed.
+    #[error("registering or deregistering the provider's nodes in the registry failed")]
     Registry(#[from] RegistryError),
 }
 
@@ -90,6 +91,7 @@ impl Provider {
     }
 
     /// Serves `service` (registered as `Name:rpc.version`).
+    #[must_use]
     pub fn with_service(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
         self
@@ -97,18 +99,21 @@ impl Provider {
 
     /// Uses `registry` instead of connecting the one `rpc.registryConfig` names (for sharing
     /// an embedded registry).
+    #[must_use]
     pub fn with_registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
         self
     }
 
     /// The weight registered with every node (default 1).
+    #[must_use]
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self
     }
 
     /// Adds a metadata entry registered with every node.
+    #[must_use]
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
@@ -116,6 +121,7 @@ impl Provider {
 
     /// Sets the server options (frame, connection and memory limits, timeouts, shutdown
     /// grace), replacing those taken from `rpc.server.*`.
+    #[must_use]
     pub fn with_server_options(mut self, options: ServerOptions) -> Self {
         self.server_options = options;
         self

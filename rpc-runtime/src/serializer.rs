@@ -30,13 +30,22 @@ pub enum Serializer {
     Bincode,
 }
 
-/// Encoding or decoding a body failed.
+/// Encoding or decoding a body failed; the serializer's own error is the
+/// [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
-#[error("{serializer} {op} failed: {message}")]
+#[error("{serializer} {op} failed")]
 pub struct SerializeError {
     serializer: Serializer,
     op: &'static str,
-    message: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl SerializeError {
+    /// The serializer that failed.
+    pub fn serializer(&self) -> Serializer {
+        self.serializer
+    }
 }
 
 /// An unknown serializer name.
@@ -106,11 +115,15 @@ impl Serializer {
         }
     }
 
-    fn error(self, op: &'static str, e: impl fmt::Display) -> SerializeError {
+    fn error(
+        self,
+        op: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> SerializeError {
         SerializeError {
             serializer: self,
             op,
-            message: e.to_string(),
+            source: source.into(),
         }
     }
 }
@@ -189,12 +202,15 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_an_error_for_both() {
+    fn garbage_is_an_error_for_both_that_keeps_its_cause() {
         for s in Serializer::ALL {
             let err = s
                 .decode::<User>(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff")
                 .unwrap_err();
-            assert!(err.to_string().contains(s.name()), "{err}");
+            assert_eq!(err.to_string(), format!("{s} decode failed"));
+            assert_eq!(err.serializer(), s);
+            let cause = std::error::Error::source(&err).expect("the serializer's error");
+            assert!(!cause.to_string().is_empty());
         }
     }
 

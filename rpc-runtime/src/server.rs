@@ -69,6 +69,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
+use registry_core::error_chain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -915,11 +916,13 @@ async fn handle(services: &Services, frame: Frame, max_frame: usize) -> Frame {
         Ok(Ok(body)) => Frame::response(id, serializer, Status::Ok, Bytes::from(body)),
         Ok(Err(DispatchError::Handler(error))) => match serializer.encode(&error) {
             Ok(body) => Frame::response(id, serializer, Status::HandlerError, Bytes::from(body)),
-            Err(e) => text(Status::ServerError, e.to_string()),
+            Err(e) => text(Status::ServerError, error_chain(&e)),
         },
-        Ok(Err(e @ DispatchError::UnknownMethod(_))) => text(Status::UnknownMethod, e.to_string()),
-        Ok(Err(e @ DispatchError::BadRequest(_))) => text(Status::BadRequest, e.to_string()),
-        Ok(Err(e)) => text(Status::ServerError, e.to_string()),
+        Ok(Err(e @ DispatchError::UnknownMethod(_))) => {
+            text(Status::UnknownMethod, error_chain(&e))
+        }
+        Ok(Err(e @ DispatchError::BadRequest(_))) => text(Status::BadRequest, error_chain(&e)),
+        Ok(Err(e)) => text(Status::ServerError, error_chain(&e)),
         Err(_) => {
             warn!(service = service_key, method, "handler panicked");
             text(Status::ServerError, format!("`{method}` panicked"))

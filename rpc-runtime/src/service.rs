@@ -45,7 +45,6 @@
 //! The client (`UserServiceClient::new(consumer)`) has the same methods, returning
 //! `Result<T, CallError>`; see [`Consumer`](crate::consumer::Consumer).
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -77,29 +76,23 @@ impl ServiceError {
     }
 }
 
-/// Why the dispatcher could not produce a result.
-#[derive(Debug)]
+/// Why the dispatcher could not produce a result. The cause, when there is one, is the
+/// [`source`](std::error::Error::source); the server sends the whole chain to the caller.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DispatchError {
     /// The service has no such method.
+    #[error("unknown method `{0}`")]
     UnknownMethod(String),
     /// The arguments did not decode as the method's parameters.
-    BadRequest(SerializeError),
+    #[error("bad arguments")]
+    BadRequest(#[source] SerializeError),
     /// The handler returned an error.
-    Handler(ServiceError),
+    #[error("handler error")]
+    Handler(#[source] ServiceError),
     /// The result could not be encoded.
-    Encode(SerializeError),
-}
-
-impl fmt::Display for DispatchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DispatchError::UnknownMethod(m) => write!(f, "unknown method `{m}`"),
-            DispatchError::BadRequest(e) => write!(f, "bad arguments: {e}"),
-            DispatchError::Handler(e) => write!(f, "handler error: {e}"),
-            DispatchError::Encode(e) => write!(f, "cannot encode the result: {e}"),
-        }
-    }
+    #[error("cannot encode the result")]
+    Encode(#[source] SerializeError),
 }
 
 /// The server side of a service, object-safe so one server hosts many services.
@@ -248,4 +241,61 @@ macro_rules! rpc_service {
             )*
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    // The generated client is not used here.
+    #![allow(clippy::unwrap_used, dead_code)]
+    use std::error::Error as _;
+
+    use super::*;
+
+    crate::rpc_service! {
+        /// A test service.
+        pub trait Adder {
+            /// Adds.
+            async fn add(&self, a: i32, b: i32) -> Result<i32, ServiceError>;
+        }
+        server = AdderServer;
+        client = AdderClient;
+    }
+
+    struct Impl;
+    impl Adder for Impl {
+        async fn add(&self, a: i32, b: i32) -> Result<i32, ServiceError> {
+            a.checked_add(b)
+                .ok_or_else(|| ServiceError::new(1, "overflow"))
+        }
+    }
+
+    #[tokio::test]
+    async fn dispatch_errors_keep_their_cause() {
+        let server = AdderServer::new(Impl);
+        let json = Serializer::Json;
+        let sum = server.call("add", json, Bytes::from_static(b"[1,2]")).await;
+        assert_eq!(json.decode::<i32>(&sum.unwrap()).unwrap(), 3);
+
+        let err = server
+            .call("add", json, Bytes::from_static(b"\"one\""))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DispatchError::BadRequest(_)), "{err:?}");
+        assert_eq!(err.to_string(), "bad arguments");
+        let cause = err.source().unwrap();
+        assert_eq!(cause.to_string(), "json decode failed");
+        assert!(cause.source().is_some(), "the serde error is kept");
+
+        let err = server
+            .call("add", json, Bytes::from_static(b"[2147483647,1]"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.source().unwrap().to_string(),
+            ServiceError::new(1, "overflow").to_string()
+        );
+        let err = server.call("sub", json, Bytes::new()).await.unwrap_err();
+        assert_eq!(err.to_string(), "unknown method `sub`");
+        assert!(err.source().is_none());
+    }
 }

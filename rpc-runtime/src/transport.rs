@@ -8,6 +8,9 @@
 //! the waiting calls as not run: [`TransportError::Rejected`] on a connection the server
 //! refused (it never answered on it: at its connection limit), [`TransportError::GoAway`] on
 //! one it served and then closed (idle).
+//!
+//! Only [`TransportError`] is public (it is what a failed call reports); the connections and
+//! their pool belong to the [`Consumer`](crate::consumer::Consumer).
 
 use std::collections::HashMap;
 use std::io;
@@ -142,7 +145,7 @@ struct GoneAway {
 
 /// One multiplexed connection to a node.
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     address: String,
     tx: mpsc::Sender<Frame>,
     pending: Arc<Pending>,
@@ -157,7 +160,7 @@ impl Connection {
     /// # Errors
     /// [`TransportError::Refused`], [`TransportError::Connect`] or
     /// [`TransportError::ConnectTimeout`].
-    pub async fn connect(
+    pub(crate) async fn connect(
         address: &str,
         timeout: Duration,
         max_frame: usize,
@@ -214,7 +217,7 @@ impl Connection {
     }
 
     /// True once the socket broke; the pool then dials a new connection.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
@@ -223,7 +226,7 @@ impl Connection {
     /// # Errors
     /// [`TransportError::Broken`], [`TransportError::Rejected`],
     /// [`TransportError::GoAway`] or [`TransportError::Timeout`].
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         build: impl FnOnce(u64) -> Frame,
         timeout: Duration,
@@ -349,7 +352,7 @@ async fn read_loop(
 
 /// One connection per node address, dialed on first use and again after it broke.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     max_frame: usize,
 }
@@ -362,7 +365,7 @@ struct Slot {
 
 impl Pool {
     /// An empty pool whose connections accept frames up to `max_frame`.
-    pub fn new(max_frame: usize) -> Self {
+    pub(crate) fn new(max_frame: usize) -> Self {
         Pool {
             slots: Mutex::default(),
             max_frame,
@@ -374,7 +377,7 @@ impl Pool {
     ///
     /// # Errors
     /// The dial error.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         address: &str,
         timeout: Duration,
@@ -403,11 +406,46 @@ impl Pool {
     }
 
     /// Drops the connection to `address` (the node left).
-    pub fn forget(&self, address: &str) {
+    pub(crate) fn forget(&self, address: &str) {
         lock(&self.slots).remove(address);
     }
 }
 
 fn open(slot: &Slot) -> Option<Arc<Connection>> {
     slot.current.load_full().filter(|c| !c.is_closed())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Instant;
+
+    use super::*;
+    use crate::serializer::Serializer;
+    use crate::server::{Server, ServerOptions};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_connection_fails_its_calls_at_once_as_not_run() {
+        let full = Server::new(ServerOptions::default().with_max_connections(1))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let address = full.local_addr().to_string();
+        // The holder is accepted first, so the next connection is refused.
+        let _hold = std::net::TcpStream::connect(&address).unwrap();
+        let timeout = Duration::from_secs(3);
+        let started = Instant::now();
+        let connection = Connection::connect(&address, timeout, 1024).await.unwrap();
+        let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
+        match connection.call(request, timeout).await {
+            Err(e @ TransportError::Rejected { .. }) => {
+                assert!(e.never_sent() && e.node_unreachable() && !e.is_retryable());
+                assert!(e.to_string().contains("too many connections"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(connection.is_closed());
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+        full.shutdown().await;
+    }
 }

@@ -9,10 +9,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use registry_conformance::eventually;
 use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
 use rpc_runtime::config::RpcConfig;
 use rpc_runtime::consumer::{CallError, Consumer, ConsumerOptions};
@@ -51,7 +52,18 @@ rpc_service! {
 }
 
 struct EchoImpl {
-    port: Arc<Mutex<u16>>,
+    state: Arc<EchoState>,
+}
+
+/// What a test can observe of a provider's service.
+#[derive(Default)]
+struct EchoState {
+    /// The provider's port, set once it listens.
+    port: Mutex<u16>,
+    /// `whoami` calls served.
+    whoami_served: AtomicUsize,
+    /// Told when a `slow` call starts running.
+    slow_started: tokio::sync::Notify,
 }
 
 impl Echo for EchoImpl {
@@ -59,7 +71,8 @@ impl Echo for EchoImpl {
         Ok(text)
     }
     async fn whoami(&self) -> Result<u16, ServiceError> {
-        Ok(*self.port.lock().unwrap())
+        self.state.whoami_served.fetch_add(1, Ordering::Relaxed);
+        Ok(*self.state.port.lock().unwrap())
     }
     async fn rename(&self, mut user: User, name: String) -> Result<User, ServiceError> {
         user.name = name;
@@ -69,18 +82,19 @@ impl Echo for EchoImpl {
         Err(ServiceError::new(code, "asked to fail"))
     }
     async fn slow(&self, ms: u64) -> Result<u64, ServiceError> {
+        self.state.slow_started.notify_one();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(ms)
     }
 }
 
-fn echo_impl() -> (EchoImpl, Arc<Mutex<u16>>) {
-    let port = Arc::new(Mutex::new(0));
+fn echo_impl() -> (EchoImpl, Arc<EchoState>) {
+    let state = Arc::new(EchoState::default());
     (
         EchoImpl {
-            port: Arc::clone(&port),
+            state: Arc::clone(&state),
         },
-        port,
+        state,
     )
 }
 
@@ -92,7 +106,14 @@ fn memory_registry(store: &Arc<MemoryStore>) -> Registry {
 }
 
 async fn memory_provider(store: &Arc<MemoryStore>) -> rpc_runtime::provider::RunningProvider {
-    let (service, port) = echo_impl();
+    observed_memory_provider(store).await.0
+}
+
+/// [`memory_provider`] and what its service shows.
+async fn observed_memory_provider(
+    store: &Arc<MemoryStore>,
+) -> (rpc_runtime::provider::RunningProvider, Arc<EchoState>) {
+    let (service, state) = echo_impl();
     let config = RpcConfig::default().with_server_port(0);
     let running = Provider::new(config)
         .with_registry(memory_registry(store))
@@ -100,8 +121,17 @@ async fn memory_provider(store: &Arc<MemoryStore>) -> rpc_runtime::provider::Run
         .start()
         .await
         .unwrap();
-    *port.lock().unwrap() = running.local_addr().port();
-    running
+    *state.port.lock().unwrap() = running.local_addr().port();
+    (running, state)
+}
+
+/// The ports of the nodes `consumer` has cached for `Echo:1.0`.
+fn cached_ports(consumer: &Consumer) -> Vec<u16> {
+    consumer
+        .registry()
+        .cached("Echo:1.0")
+        .map(|nodes| nodes.nodes().iter().map(|n| n.service_port).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -146,7 +176,15 @@ async fn typed_calls_errors_and_both_serializers_on_the_memory_registry() {
             .call::<_, String>("Echo:1.0", "echo", &(1u8, 2u8))
             .await
         {
-            Err(CallError::BadRequest { method, .. }) => assert_eq!(method, "echo"),
+            Err(CallError::BadRequest { method, message }) => {
+                assert_eq!(method, "echo");
+                // The whole cause chain: the dispatcher's error, the serializer's, serde's.
+                let prefix = format!("bad arguments: {serializer} decode failed: ");
+                assert!(
+                    message.starts_with(&prefix) && message.len() > prefix.len(),
+                    "{message}"
+                );
+            }
             other => panic!("{other:?}"),
         }
         // A service nobody registered.
@@ -188,7 +226,7 @@ async fn concurrent_calls_are_multiplexed_and_answers_matched() {
 #[tokio::test]
 async fn graceful_shutdown_deregisters_first_and_finishes_in_flight_calls() {
     let store = MemoryStore::new();
-    let provider = memory_provider(&store).await;
+    let (provider, state) = observed_memory_provider(&store).await;
     let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
     let client = EchoClient::new(consumer.clone());
     client.echo("warm".into()).await.unwrap();
@@ -196,7 +234,8 @@ async fn graceful_shutdown_deregisters_first_and_finishes_in_flight_calls() {
         let client = client.clone();
         async move { client.slow(400).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The call runs on the provider when shutdown starts.
+    state.slow_started.notified().await;
     let report = provider.shutdown().await.unwrap();
     assert!(report.drained);
     assert_eq!(
@@ -313,9 +352,10 @@ async fn garbage_and_oversized_frames_close_one_connection_only() {
 #[test]
 #[ignore = "run as a child process by the e2e tests"]
 fn provider_process() {
-    let Ok(address) = std::env::var("E2E_PROVIDER_REGISTRY") else {
-        return;
-    };
+    let address = std::env::var("E2E_PROVIDER_REGISTRY").expect(
+        "provider_process is the body of a child process of the e2e tests, which set \
+         E2E_PROVIDER_REGISTRY; it is not a test to run on its own",
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let mut config = RpcConfig::default()
@@ -324,13 +364,13 @@ fn provider_process() {
             .with_server_port(0);
         config.registry_config.ttl = Duration::from_secs(3);
         config.registry_config.heartbeat_interval = Duration::from_secs(1);
-        let (service, port) = echo_impl();
+        let (service, state) = echo_impl();
         let running = Provider::new(config)
             .with_service(EchoServer::new(service))
             .start()
             .await
             .unwrap();
-        *port.lock().unwrap() = running.local_addr().port();
+        *state.port.lock().unwrap() = running.local_addr().port();
         let signal = rpc_runtime::provider::shutdown_signal();
         println!("READY {}", running.local_addr().port());
         std::io::stdout().flush().unwrap();
@@ -414,9 +454,10 @@ async fn two_providers_on_etcd_sigkill_one_then_stop_the_last() {
 
     // 8 callers keep calling; SIGKILL provider A in the middle: every call still succeeds.
     let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
     let callers: Vec<_> = (0..8)
         .map(|_| {
-            let (client, stop) = (client.clone(), Arc::clone(&stop));
+            let (client, stop, calls) = (client.clone(), Arc::clone(&stop), Arc::clone(&calls));
             tokio::spawn(async move {
                 let mut ports = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -424,15 +465,33 @@ async fn two_providers_on_etcd_sigkill_one_then_stop_the_last() {
                         Ok(port) => ports.push(port),
                         Err(e) => panic!("a call failed: {}", registry_core::error_chain(&e)),
                     }
+                    calls.fetch_add(1, Ordering::Relaxed);
                 }
                 ports
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let made = || calls.load(Ordering::Relaxed);
+    eventually(
+        Duration::from_secs(10),
+        "100 calls before the kill",
+        || async { made() > 100 },
+    )
+    .await;
     a.signal("-KILL");
     let _ = a.child.wait();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The calls that find A gone evict it; the callers go on with B.
+    eventually(Duration::from_secs(10), "A evicted", || async {
+        cached_ports(&consumer) == [b.port]
+    })
+    .await;
+    let after_eviction = made();
+    eventually(
+        Duration::from_secs(10),
+        "100 calls after the eviction",
+        || async { made() > after_eviction + 100 },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut after_kill = 0;
     let mut total = 0;
@@ -444,15 +503,7 @@ async fn two_providers_on_etcd_sigkill_one_then_stop_the_last() {
     assert!(total > 100, "calls made: {total}");
     assert!(after_kill > 0);
     // A is out of the cache at once (evicted), long before its TTL.
-    let cached = consumer.registry().cached("Echo:1.0").unwrap();
-    assert_eq!(
-        cached
-            .nodes()
-            .iter()
-            .map(|n| n.service_port)
-            .collect::<Vec<_>>(),
-        [b.port]
-    );
+    assert_eq!(cached_ports(&consumer), [b.port]);
 
     // Stop the last provider gracefully: the next call fails with the no-provider error.
     b.signal("-TERM");
@@ -648,14 +699,14 @@ async fn a_stopping_server_loses_no_call_even_when_consumers_still_send_to_it() 
     // that stops. Late calls are answered `Unavailable` and resent to the other provider,
     // then the refused connections evict the node; with failFast, not one call fails.
     let store = MemoryStore::new();
-    let a = memory_provider(&store).await;
-    let b = memory_provider(&store).await;
+    let (a, a_state) = observed_memory_provider(&store).await;
+    let (b, b_state) = observed_memory_provider(&store).await;
     let a_port = a.local_addr().port();
     let lagging = MemoryStore::new();
     let _ghost_a = register_fake(&lagging, a_port).await;
     let _ghost_b = register_fake(&lagging, b.local_addr().port()).await;
     let consumer = Consumer::new(memory_registry(&lagging), ConsumerOptions::default());
-    let client = EchoClient::new(consumer);
+    let client = EchoClient::new(consumer.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..8)
         .map(|_| {
@@ -673,9 +724,23 @@ async fn a_stopping_server_loses_no_call_even_when_consumers_still_send_to_it() 
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let served = |state: &EchoState| state.whoami_served.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "A serves calls", || async {
+        served(&a_state) > 50
+    })
+    .await;
     assert!(a.shutdown().await.unwrap().drained);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Calls that reach A after it stopped are refused: A leaves the consumer's cache, and the
+    // callers go on with B.
+    eventually(Duration::from_secs(10), "A evicted", || async {
+        cached_ports(&consumer) == [b.local_addr().port()]
+    })
+    .await;
+    let by_b = served(&b_state);
+    eventually(Duration::from_secs(10), "B serves what A did", || async {
+        served(&b_state) > by_b + 50
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut by_a = 0;
     for c in callers {
@@ -724,7 +789,15 @@ async fn requests_arriving_during_shutdown_are_answered_unavailable_not_dropped(
     assert_eq!(answer.status, rpc_runtime::protocol::Status::Ok);
 
     let stopping = tokio::spawn(provider.shutdown());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The server stops accepting when its shutdown starts: from then on, for the drain window
+    // (300 ms), open connections answer late requests `Unavailable`.
+    eventually(Duration::from_secs(5), "the listener is closed", || async {
+        matches!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    })
+    .await;
     let answer = tokio::task::spawn_blocking(move || {
         conn.write_all(&request(2)).unwrap();
         read_frame(&mut conn)

@@ -18,7 +18,6 @@ use rpc_runtime::rpc_service;
 use rpc_runtime::serializer::Serializer;
 use rpc_runtime::server::ServerOptions;
 use rpc_runtime::service::ServiceError;
-use rpc_runtime::transport::TransportError;
 use tokio_util::codec::{Decoder, Encoder};
 
 rpc_service! {
@@ -203,9 +202,10 @@ async fn a_provider_full_of_idle_connections_refuses_at_once_and_consumers_fail_
     other.shutdown().await.unwrap();
 }
 
+/// A consumer refused by the only node (at its connection limit) evicts it at once, and the
+/// call ends at once. (The refused connection itself: `transport`'s unit tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_fails_its_calls_at_once_as_not_run() {
-    use rpc_runtime::transport::Connection;
     let store = MemoryStore::new();
     let full = provider(&store, ServerOptions::default().with_max_connections(1)).await;
     let address = full.local_addr().to_string();
@@ -213,23 +213,18 @@ async fn a_refused_connection_fails_its_calls_at_once_as_not_run() {
     let _hold = TcpStream::connect(&address).unwrap();
     let timeout = Duration::from_secs(3);
     let started = Instant::now();
-    let connection = Connection::connect(&address, timeout, 1024).await.unwrap();
-    let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
-    match connection.call(request, timeout).await {
-        Err(e @ TransportError::Rejected { .. }) => {
-            assert!(e.never_sent() && e.node_unreachable() && !e.is_retryable());
-            assert!(e.to_string().contains("too many connections"), "{e}");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(connection.is_closed());
-    // Through a consumer: the only node is evicted at once, and the call ends at once.
-    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
+    let (options, records) = recorded(ConsumerOptions::default().with_timeout(timeout));
+    let consumer = Consumer::new(memory_registry(&store), options);
     match EchoClient::new(consumer).whoami().await {
         Err(CallError::NoProvider { .. }) => {}
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+    // It was the node's refusal: the call tried it once.
+    let records = records.lock().unwrap().clone();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].node.as_deref(), Some(address.as_str()));
+    assert_eq!(records[0].attempts, 1, "{records:?}");
     full.shutdown().await.unwrap();
 }
 

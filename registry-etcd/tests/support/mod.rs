@@ -1,42 +1,36 @@
-//! Shared by the etcd test files: a backend on a harness server, raw etcd access.
+//! What the etcd test files need beyond `registry-conformance`: a started etcd, etcd as a
+//! [`Target`] (with [`EtcdSettings`] when a test tunes them) and a plain etcd client.
 
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use registry_core::{ConnectOptions, Registry, RegistryOptions};
+use registry_conformance::{init_tracing, BackendUnderTest, Target};
 use registry_etcd::{EtcdBackend, EtcdSettings};
+use registry_test_support::EtcdServer;
 
-pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
-    ConnectOptions::for_registry(address, options)
+/// A fresh etcd (on a free port, with a throwaway data dir) and its target; test logs on.
+pub fn start() -> BackendUnderTest<EtcdServer> {
+    init_tracing();
+    let server = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let target = target(&server.endpoint());
+    BackendUnderTest::new(server, target)
 }
 
-pub async fn backend(address: &str, options: &RegistryOptions) -> EtcdBackend {
-    EtcdBackend::connect(&connect_options(address, options))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)))
+/// The etcd at `address` (comma-separated endpoints), default settings.
+pub fn target(address: &str) -> Target {
+    target_with(address, EtcdSettings::default())
 }
 
-pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
-    let backend = EtcdBackend::connect(&connect_options(address, &options))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)));
-    Registry::new(Arc::new(backend), options).expect("valid options")
+/// The etcd at `address`, connected with `settings`.
+pub fn target_with(address: &str, settings: EtcdSettings) -> Target {
+    Target::new(address, move |options| {
+        let settings = settings.clone();
+        async move { EtcdBackend::connect_with(&options, settings).await }
+    })
 }
 
-/// [`registry`] with the backend's [`EtcdSettings`].
-pub async fn registry_with(
-    address: &str,
-    options: RegistryOptions,
-    settings: EtcdSettings,
-) -> Registry {
-    let backend = EtcdBackend::connect_with(&connect_options(address, &options), settings)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)));
-    Registry::new(Arc::new(backend), options).expect("valid options")
-}
-
+/// A plain etcd client, for reads and writes behind the registry's back.
 pub async fn raw(address: &str) -> etcd_client::Client {
     let endpoints: Vec<&str> = address.split(',').collect();
     etcd_client::Client::connect(endpoints, None)
@@ -44,14 +38,5 @@ pub async fn raw(address: &str) -> etcd_client::Client {
         .expect("raw etcd client")
 }
 
-/// [`registry`] as the boxed future [`registry_core::conformance::Connect`] wants.
-pub fn registry_boxed(
-    address: String,
-    options: RegistryOptions,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Registry> + Send>> {
-    Box::pin(async move { registry(&address, options).await })
-}
-
-pub use registry_core::conformance::init_tracing;
-
+/// Time for a provider's own watch to confirm what it just wrote.
 pub const SETTLE: Duration = Duration::from_millis(300);

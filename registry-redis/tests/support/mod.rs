@@ -1,25 +1,30 @@
-//! Shared by the Redis test files: a backend on a harness server, raw Redis access.
+//! What the Redis test files need beyond `registry-conformance`: a started Redis, Redis as a
+//! [`Target`], a plain connection, and writes in the registry's layout behind its back.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
-use registry_core::{ConnectOptions, Registry, RegistryOptions};
+use registry_conformance::{init_tracing, BackendUnderTest, Target};
 use registry_redis::RedisBackend;
+use registry_test_support::RedisServer;
 
-pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
-    ConnectOptions::for_registry(address, options)
+/// A fresh Redis (persistence off) and its target; test logs on.
+pub fn start() -> BackendUnderTest<RedisServer> {
+    init_tracing();
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let target = target(&server.url());
+    BackendUnderTest::new(server, target)
 }
 
-pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
-    let backend = RedisBackend::connect(&connect_options(address, &options))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)));
-    Registry::new(Arc::new(backend), options).expect("valid options")
+/// The Redis at `url` (`redis://[user:pass@]host:port[/db]`).
+pub fn target(url: &str) -> Target {
+    Target::new(url, |options| async move {
+        RedisBackend::connect(&options).await
+    })
 }
 
-pub async fn raw(address: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(address)
+/// A plain connection, for commands behind the registry's back.
+pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -28,8 +33,8 @@ pub async fn raw(address: &str) -> redis::aio::MultiplexedConnection {
 
 /// Writes `value` at `key` in the registry's layout (indexed, recorded in the change stream,
 /// no deadline): what a foreign program writing junk the registry can see looks like.
-pub async fn put_foreign(address: &str, key: &str, value: &[u8]) {
-    let mut conn = raw(address).await;
+pub async fn put_foreign(url: &str, key: &str, value: &[u8]) {
+    let mut conn = raw(url).await;
     let _: () = redis::Script::new(
         r"
         redis.call('SET', KEYS[1], ARGV[1])
@@ -45,13 +50,3 @@ pub async fn put_foreign(address: &str, key: &str, value: &[u8]) {
     .await
     .unwrap();
 }
-
-/// [`registry`] as the boxed future [`registry_core::conformance::Connect`] wants.
-pub fn registry_boxed(
-    address: String,
-    options: RegistryOptions,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Registry> + Send>> {
-    Box::pin(async move { registry(&address, options).await })
-}
-
-pub use registry_core::conformance::init_tracing;

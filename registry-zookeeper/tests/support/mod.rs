@@ -1,38 +1,29 @@
-//! Shared by the ZooKeeper test files: a backend on a harness server.
+//! What the ZooKeeper test files need beyond `registry-conformance`: a started ZooKeeper,
+//! ZooKeeper as a [`Target`] and a plain ZooKeeper session.
 
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
-use registry_core::{ConnectOptions, Registry, RegistryOptions};
+use registry_conformance::{init_tracing, BackendUnderTest, Target};
+use registry_test_support::ZkServer;
 use registry_zookeeper::ZkBackend;
 
-pub fn connect_options(address: &str, options: &RegistryOptions) -> ConnectOptions {
-    ConnectOptions::for_registry(address, options)
+/// A fresh server with `tickTime` 200 ms (so sessions of 0.4–4 s are allowed) and its
+/// target; test logs on.
+pub fn start() -> BackendUnderTest<ZkServer> {
+    init_tracing();
+    let server = ZkServer::start_with_tick(200).unwrap_or_else(|e| panic!("{e}"));
+    let target = target(&server.connect_string());
+    BackendUnderTest::new(server, target)
 }
 
-pub async fn backend(address: &str, options: &RegistryOptions) -> ZkBackend {
-    ZkBackend::connect(&connect_options(address, options))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {address}: {}", registry_core::error_chain(&e)))
-}
-
-pub async fn registry(address: &str, options: RegistryOptions) -> Registry {
-    let backend = backend(address, &options).await;
-    Registry::new(Arc::new(backend), options).expect("valid options")
+/// The ZooKeeper at `address` (`host:port,...[/chroot]`).
+pub fn target(address: &str) -> Target {
+    Target::new(address, |options| async move {
+        ZkBackend::connect(&options).await
+    })
 }
 
 /// A plain ZooKeeper session, for writes behind the registry's back.
 pub async fn raw(address: &str) -> zookeeper_client::Client {
     zookeeper_client::Client::connect(address).await.unwrap()
 }
-
-/// [`registry`] as the boxed future [`registry_core::conformance::Connect`] wants.
-pub fn registry_boxed(
-    address: String,
-    options: RegistryOptions,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Registry> + Send>> {
-    Box::pin(async move { registry(&address, options).await })
-}
-
-pub use registry_core::conformance::init_tracing;

@@ -1,0 +1,114 @@
+//! Measurements the benchmark binaries share (figures go to `BENCHMARKS.md`, not to asserts).
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use registry_core::{Registry, ServiceChange, ServiceMetaInfo, Subscription};
+
+/// The `p` quantile (0..=1) of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Times graceful deregistrations: `provider` unregisters a node, until a listener in
+/// `consumer` is called with its removal. One node stays registered throughout, so the
+/// list never empties (empty protection is not what is timed).
+pub struct Deregistration {
+    provider: Registry,
+    consumer: Registry,
+    changes: mpsc::UnboundedReceiver<(Instant, ServiceChange)>,
+    _subscription: Subscription,
+}
+
+impl Deregistration {
+    /// Registers the node that stays and subscribes the consumer.
+    pub async fn new(provider: Registry, consumer: Registry) -> Self {
+        provider
+            .register(ServiceMetaInfo::new("bench", "127.0.0.1", 1))
+            .await
+            .unwrap();
+        let (tx, changes) = mpsc::unbounded_channel();
+        let subscription = consumer
+            .subscribe("bench:1.0", move |c: &ServiceChange| {
+                let _ = tx.send((Instant::now(), c.clone()));
+            })
+            .await
+            .unwrap();
+        Deregistration {
+            provider,
+            consumer,
+            changes,
+            _subscription: subscription,
+        }
+    }
+
+    /// One sample: register, wait until the consumer has the node, then time its removal.
+    pub async fn sample(&mut self) -> Duration {
+        let node = ServiceMetaInfo::new("bench", "127.0.0.1", 2);
+        self.provider.register(node.clone()).await.unwrap();
+        while let Some((_, c)) = self.changes.recv().await {
+            if c.nodes.iter().any(|n| n.service_port == 2) {
+                break;
+            }
+        }
+        let started = Instant::now();
+        self.provider.unregister(&node).await.unwrap();
+        while let Some((at, c)) = self.changes.recv().await {
+            if c.diff.removed.iter().any(|n| n.service_port == 2) {
+                return at - started;
+            }
+        }
+        panic!("the subscription ended");
+    }
+
+    /// Shuts both clients down.
+    pub async fn finish(self) {
+        self.provider.shutdown().await.unwrap();
+        self.consumer.shutdown().await.unwrap();
+    }
+}
+
+/// Registers `nodes` nodes over `services` services (64 in flight) with `provider` while
+/// `consumer` already watches every service; returns the time until every registration
+/// was acknowledged and the time until the consumer's cache held them all.
+pub async fn mass_registration(
+    provider: &Registry,
+    consumer: &Registry,
+    services: u16,
+    nodes: u16,
+) -> (Duration, Duration) {
+    for s in 0..services {
+        consumer.discover(&format!("mass{s}:1.0")).await.ok();
+    }
+    let started = Instant::now();
+    futures::stream::iter(0..nodes)
+        .map(|i| async move {
+            provider
+                .register(ServiceMetaInfo::new(
+                    format!("mass{}", i % services),
+                    "127.0.0.1",
+                    20_000 + i,
+                ))
+                .await
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let registered = started.elapsed();
+    loop {
+        let seen: usize = (0..services)
+            .map(|s| {
+                consumer
+                    .cached(&format!("mass{s}:1.0"))
+                    .map_or(0, |n| n.len())
+            })
+            .sum();
+        if seen == usize::from(nodes) {
+            return (registered, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
