@@ -3,44 +3,35 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::mpsc;
 
-use registry_core::{Registry, ServiceChange, ServiceMetaInfo, Subscription};
+use registry_core::{Registry, ServiceMetaInfo, ServiceWatch};
 
 /// The `p` quantile (0..=1) of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Times graceful deregistrations: `provider` unregisters a node, until a listener in
-/// `consumer` is called with its removal. One node stays registered throughout, so the
+/// Times graceful deregistrations: `provider` unregisters a node, until a watch of
+/// `consumer` (`Registry::watch`) yields its removal. One node stays registered throughout, so the
 /// list never empties (empty protection is not what is timed).
 pub struct Deregistration {
     provider: Registry,
     consumer: Registry,
-    changes: mpsc::UnboundedReceiver<(Instant, ServiceChange)>,
-    _subscription: Subscription,
+    changes: ServiceWatch,
 }
 
 impl Deregistration {
-    /// Registers the node that stays and subscribes the consumer.
+    /// Registers the node that stays and starts the consumer's watch.
     pub async fn new(provider: Registry, consumer: Registry) -> Self {
         provider
             .register(ServiceMetaInfo::new("bench", "127.0.0.1", 1))
             .await
             .unwrap();
-        let (tx, changes) = mpsc::unbounded_channel();
-        let subscription = consumer
-            .subscribe("bench:1.0", move |c: &ServiceChange| {
-                let _ = tx.send((Instant::now(), c.clone()));
-            })
-            .await
-            .unwrap();
+        let changes = consumer.watch("bench:1.0").await.unwrap();
         Deregistration {
             provider,
             consumer,
             changes,
-            _subscription: subscription,
         }
     }
 
@@ -48,19 +39,19 @@ impl Deregistration {
     pub async fn sample(&mut self) -> Duration {
         let node = ServiceMetaInfo::new("bench", "127.0.0.1", 2);
         self.provider.register(node.clone()).await.unwrap();
-        while let Some((_, c)) = self.changes.recv().await {
+        while let Some(c) = self.changes.next().await {
             if c.nodes.iter().any(|n| n.service_port == 2) {
                 break;
             }
         }
         let started = Instant::now();
         self.provider.unregister(&node).await.unwrap();
-        while let Some((at, c)) = self.changes.recv().await {
+        while let Some(c) = self.changes.next().await {
             if c.diff.removed.iter().any(|n| n.service_port == 2) {
-                return at - started;
+                return started.elapsed();
             }
         }
-        panic!("the subscription ended");
+        panic!("the watch ended");
     }
 
     /// Shuts both clients down.

@@ -302,7 +302,7 @@ impl Registry {
     }
 
     /// The error for a service without nodes, naming this registry.
-    pub fn no_provider(&self, service_key: &str) -> RegistryError {
+    fn no_provider(&self, service_key: &str) -> RegistryError {
         RegistryError::NoProvider {
             service: service_key.to_owned(),
             registry: self.inner.backend.name(),

@@ -64,11 +64,7 @@ impl RedisBackend {
     pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
         let address = address::url(&options.address);
         let client = address::client(&address, options)?;
-        let timeout = if options.timeout.is_zero() {
-            Duration::from_secs(10)
-        } else {
-            options.timeout
-        };
+        let timeout = options.timeout;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -87,12 +83,7 @@ impl RedisBackend {
         )
         .await
         .map_err(|e| connect_error(e, &address))?;
-        let ttl = if options.ttl.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            options.ttl
-        };
-        let reap_every = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
+        let reap_every = (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
         Ok(RedisBackend {
             client,
             conn,
