@@ -15,6 +15,8 @@
 //!   for a test with its target, and the fault scenarios on it.
 //! - helpers: [`eventually`], [`addresses`], [`Recorder`], [`svc`], [`svc_addresses`],
 //!   [`options`], [`default_options`], [`init_tracing`].
+//! - [`ha`]: one fault on a store's high-availability setup, watched from outside
+//!   ([`survive`], [`HaReport`]).
 //! - [`measure`]: measurements the benchmark binaries share.
 //!
 //! Panicking is how this crate reports a failure: it is only ever used by tests and
@@ -24,6 +26,7 @@
 
 pub mod checks;
 pub mod faults;
+pub mod ha;
 pub mod harness;
 pub mod measure;
 mod observe;
@@ -31,6 +34,7 @@ mod target;
 mod under_test;
 
 pub use faults::{pause_beyond_ttl, restart_without_data, Fault};
+pub use ha::{survive, HaReport};
 pub use harness::{default_options, options, Harness, RawStore, StoreHarness};
 pub use observe::{addresses, eventually, svc, svc_addresses, Recorder};
 pub use target::Target;

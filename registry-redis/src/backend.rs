@@ -83,7 +83,8 @@ impl RedisBackend {
         )
         .await
         .map_err(|e| connect_error(e, &address))?;
-        let reap_every = (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
+        let reap_every =
+            (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
         Ok(RedisBackend {
             client,
             conn,
