@@ -17,6 +17,9 @@
 //!   [`options`], [`default_options`], [`init_tracing`].
 //! - [`ha`]: one fault on a store's high-availability setup, watched from outside
 //!   ([`survive`], [`HaReport`]).
+//! - [`converge`]: random registrations from several clients under random faults, then every
+//!   consumer's cache equals the store equals what the registrars want
+//!   ([`converge_under_faults`]).
 //! - [`measure`]: measurements the benchmark binaries share.
 //!
 //! Panicking is how this crate reports a failure: it is only ever used by tests and
@@ -25,6 +28,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod checks;
+pub mod converge;
 pub mod faults;
 pub mod ha;
 pub mod harness;
@@ -33,6 +37,7 @@ mod observe;
 mod target;
 mod under_test;
 
+pub use converge::{converge_under_faults, ConvergeReport, ConvergeRun};
 pub use faults::{pause_beyond_ttl, restart_without_data, Fault};
 pub use ha::{survive, HaReport};
 pub use harness::{default_options, options, Harness, RawStore, StoreHarness};

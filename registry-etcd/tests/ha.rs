@@ -103,3 +103,47 @@ async fn the_member_the_clients_use_paused_beyond_the_ttl() {
     println!("etcd 3 members, the clients' member SIGSTOP beyond the TTL: {report:?}");
     report.assert_survived("etcd member paused", recovery);
 }
+
+/// Four registrars and two consumers for 15 s while a random member is killed or paused and
+/// brought back every 2 s: afterwards every consumer's cache equals the store, which equals
+/// what the registrars want.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_registrations_under_random_member_faults_converge() {
+    use rand::Rng as _;
+    use registry_conformance::{converge_under_faults, ConvergeRun};
+    let cluster = cluster();
+    let target = support::target(&cluster.lock().unwrap().endpoints());
+    let options = default_options().with_timeout(Duration::from_secs(2));
+    let run = ConvergeRun {
+        clients: 4,
+        consumers: 2,
+        run_for: Duration::from_secs(15),
+        fault_every: Duration::from_secs(2),
+        converge_within: options.ttl * 3 + Duration::from_secs(5),
+    };
+    let report = converge_under_faults(&target, options, run, move |_| {
+        let member = rand::rng().random_range(0..3);
+        let pause = rand::rng().random_bool(0.5);
+        let mut c = cluster.lock().unwrap();
+        if pause {
+            c.member_mut(member).pause();
+        } else {
+            c.member_mut(member).kill();
+        }
+        let cluster = cluster.clone();
+        Box::new(move || {
+            let mut c = cluster.lock().unwrap();
+            if pause {
+                c.member_mut(member).resume();
+            } else {
+                c.member_mut(member)
+                    .restart()
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        })
+    })
+    .await;
+    println!("etcd 3 members under random faults: {report:?}");
+    assert!(report.faults >= 5, "{report:?}");
+    assert!(report.operations >= 100, "{report:?}");
+}
