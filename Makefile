@@ -2,7 +2,7 @@
 #   make demo   the quickstart on the embedded in-memory registry (no server needed)
 #   make test   every test; installs the server packages it needs through apt first
 #   make bench  every benchmark quoted in BENCHMARKS.md: cache_hit, etcd, rpc_vs_tonic, backends
-.PHONY: demo test lint bench deps
+.PHONY: demo test lint bench chaos deps
 
 demo:
 	cargo run --quiet -p quickstart
@@ -18,6 +18,10 @@ bench:
 	cargo bench -p registry-etcd --bench etcd
 	cargo bench -p rpc-bench --bench rpc_vs_tonic
 	cargo bench -p rpc-bench --bench backends
+
+chaos:
+	scripts/install-deps.sh
+	cargo bench -p rpc-bench --bench chaos
 
 deps:
 	scripts/install-deps.sh
