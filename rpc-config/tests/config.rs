@@ -361,3 +361,12 @@ fn a_root_that_climbs_out_is_refused() {
         assert!(err.contains("`rpc.registryConfig.root`"), "{root}: {err}");
     }
 }
+
+#[test]
+fn warmup_is_off_by_default_and_bounded() {
+    assert_eq!(RpcConfig::default().warmup, Duration::ZERO);
+    let c = RpcConfig::from_str_with_format("rpc.warmup=10m", Format::Properties).unwrap();
+    assert_eq!(c.warmup, Duration::from_secs(600));
+    let e = error("rpc.warmup=1e300", Format::Properties).to_string();
+    assert!(e.contains("`rpc.warmup`"), "{e}");
+}

@@ -1,7 +1,11 @@
 //! Load balancers, chosen by `rpc.loadBalancer`: `roundRobin`, `random`, `consistentHash`.
 //!
-//! A balancer picks synchronously from the cached node list (no I/O, no allocation), skipping
-//! nodes this call already failed on.
+//! A balancer picks synchronously from the cached node list (no I/O, no allocation once the
+//! nodes are known), skipping nodes this call already failed on. Every balancer honours the
+//! nodes' weights: `roundRobin` is smooth weighted round robin (as nginx), `random` picks in
+//! proportion to the weights, `consistentHash` is weighted rendezvous hashing. With a warm-up
+//! window (`rpc.warmup`), a node registered less than that long ago gets a share of its weight
+//! growing from a hundredth to the whole (see [`effective_weight`]).
 //!
 //! `consistentHash` is rendezvous (highest random weight) hashing: each node scores
 //! `hash(key, node)`, the best score wins. The same key goes to the same node in every
@@ -23,10 +27,12 @@
 //! assert_eq!(ch.pick(&nodes, 42, &|_| false).unwrap().service_port, a);
 //! ```
 
-use rpc_config::config::LoadBalancerKind;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
-use registry_core::Node;
+use registry_core::{Node, ServiceMetaInfo};
+use rpc_config::config::LoadBalancerKind;
 
 /// Picks a node for a call.
 pub trait LoadBalancer: Send + Sync + std::fmt::Debug + 'static {
@@ -42,12 +48,19 @@ pub trait LoadBalancer: Send + Sync + std::fmt::Debug + 'static {
     ) -> Option<&'a Node>;
 }
 
-/// The balancer `kind` names (`rpc.loadBalancer`).
+/// The balancer `kind` names (`rpc.loadBalancer`), without warm-up.
 pub fn for_kind(kind: LoadBalancerKind) -> Box<dyn LoadBalancer> {
+    with_warmup(kind, Duration::ZERO)
+}
+
+/// The balancer `kind` names, with nodes warming up over `warmup` after their registration
+/// (see [`effective_weight`]); `roundRobin` and `random` honour it, `consistentHash` keeps
+/// the full weight so a key does not move while a node warms up.
+pub fn with_warmup(kind: LoadBalancerKind, warmup: Duration) -> Box<dyn LoadBalancer> {
     match kind {
-        LoadBalancerKind::Random => Box::new(Random),
+        LoadBalancerKind::Random => Box::new(Random { warmup }),
         LoadBalancerKind::ConsistentHash => Box::new(ConsistentHash),
-        _ => Box::new(RoundRobin::default()),
+        _ => Box::new(RoundRobin::new(warmup)),
     }
 }
 
@@ -56,10 +69,48 @@ pub fn by_name(name: &str) -> Option<Box<dyn LoadBalancer>> {
     name.parse().ok().map(for_kind)
 }
 
-/// Each call goes to the next node.
+/// A node's weight for picking now: its registered weight (at least 1), reduced while it warms
+/// up, as Dubbo does: during `warmup` after its registration time it grows linearly from a
+/// hundredth of its weight (at least 1) to its full weight. A node without a registration
+/// time, or `warmup` zero, has its full weight.
+pub fn effective_weight(node: &ServiceMetaInfo, warmup: Duration, now: SystemTime) -> u64 {
+    let full = u64::from(node.weight.max(1));
+    if warmup.is_zero() {
+        return full;
+    }
+    let Some(uptime) = node
+        .register_time
+        .and_then(|at| now.duration_since(at).ok())
+    else {
+        return full;
+    };
+    if uptime >= warmup {
+        return full;
+    }
+    let share = uptime.as_secs_f64() / warmup.as_secs_f64();
+    ((full as f64 * share) as u64).clamp((full / 100).max(1), full)
+}
+
+/// Smooth weighted round robin (as nginx): over a cycle each node gets calls in proportion to
+/// its weight, interleaved (weights 5, 1, 1 give a a b a c a a, not a a a a a b c). Equal
+/// weights give plain round robin.
+///
+/// State per node (its running weight) lives behind one lock, keyed by the node's `Arc`, so a
+/// pick allocates nothing once the nodes are known.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
-    next: AtomicUsize,
+    warmup: Duration,
+    current: Mutex<HashMap<usize, i64>>,
+}
+
+impl RoundRobin {
+    /// Smooth weighted round robin with nodes warming up over `warmup`.
+    pub fn new(warmup: Duration) -> Self {
+        Self {
+            warmup,
+            current: Mutex::default(),
+        }
+    }
 }
 
 impl LoadBalancer for RoundRobin {
@@ -73,19 +124,38 @@ impl LoadBalancer for RoundRobin {
         _key: u64,
         skip: &dyn Fn(&Node) -> bool,
     ) -> Option<&'a Node> {
-        if nodes.is_empty() {
-            return None;
+        let now = SystemTime::now();
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        // Nodes that left (or changed, which makes a new `Arc`) are forgotten now and then.
+        if current.len() > nodes.len() * 2 + 16 {
+            current.clear();
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..nodes.len())
-            .map(|i| &nodes[(start + i) % nodes.len()])
-            .find(|n| !skip(n))
+        let mut total = 0i64;
+        let mut best: Option<(&'a Node, i64)> = None;
+        for node in nodes.iter().filter(|n| !skip(n)) {
+            let weight = effective_weight(node, self.warmup, now).min(i64::MAX as u64 / 4) as i64;
+            total = total.saturating_add(weight);
+            let cw = current
+                .entry(std::sync::Arc::as_ptr(node) as usize)
+                .or_insert(0);
+            *cw = cw.saturating_add(weight);
+            if best.is_none_or(|(_, b)| *cw > b) {
+                best = Some((node, *cw));
+            }
+        }
+        let (node, _) = best?;
+        if let Some(cw) = current.get_mut(&(std::sync::Arc::as_ptr(node) as usize)) {
+            *cw = cw.saturating_sub(total);
+        }
+        Some(node)
     }
 }
 
-/// A uniformly random node.
+/// A random node, each with a chance in proportion to its (warming-up) weight.
 #[derive(Debug, Default)]
-pub struct Random;
+pub struct Random {
+    warmup: Duration,
+}
 
 impl LoadBalancer for Random {
     fn name(&self) -> &'static str {
@@ -98,12 +168,21 @@ impl LoadBalancer for Random {
         _key: u64,
         skip: &dyn Fn(&Node) -> bool,
     ) -> Option<&'a Node> {
-        let allowed = nodes.iter().filter(|n| !skip(n)).count();
-        if allowed == 0 {
+        let now = SystemTime::now();
+        let weight = |n: &Node| effective_weight(n, self.warmup, now);
+        let total: u64 = nodes.iter().filter(|n| !skip(n)).map(weight).sum();
+        if total == 0 {
             return None;
         }
-        let nth = rand::random_range(0..allowed);
-        nodes.iter().filter(|n| !skip(n)).nth(nth)
+        let mut point = rand::random_range(0..total);
+        for node in nodes.iter().filter(|n| !skip(n)) {
+            let w = weight(node);
+            if point < w {
+                return Some(node);
+            }
+            point -= w;
+        }
+        None
     }
 }
 
@@ -219,14 +298,17 @@ mod tests {
     #[test]
     fn random_spreads_roughly_evenly_and_skips() {
         let ns = nodes(4);
-        let c = counts(&Random, &ns, 8000);
+        let c = counts(&Random::default(), &ns, 8000);
         assert_eq!(c.len(), 4);
         for (port, n) in &c {
             assert!((1500..=2500).contains(n), "node {port}: {n} of 8000");
         }
         let skip = |n: &Node| n.service_port != 3;
-        assert_eq!(Random.pick(&ns, 0, &skip).unwrap().service_port, 3);
-        assert!(Random.pick(&ns, 0, &|_| true).is_none());
+        assert_eq!(
+            Random::default().pick(&ns, 0, &skip).unwrap().service_port,
+            3
+        );
+        assert!(Random::default().pick(&ns, 0, &|_| true).is_none());
     }
 
     #[test]
@@ -267,6 +349,78 @@ mod tests {
         let c = counts(&ConsistentHash, &ns, 8000);
         let heavy = c[&1] as f64 / 8000.0;
         assert!((0.68..=0.82).contains(&heavy), "weight 3 of 4 got {heavy}");
+    }
+
+    fn weighted(weights: &[u32]) -> Vec<Node> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Arc::new(ServiceMetaInfo::new("svc", "10.0.0.1", i as u16 + 1).with_weight(*w))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_is_smooth_and_weighted() {
+        let rr = RoundRobin::default();
+        let ns = weighted(&[5, 1, 1]);
+        let order: Vec<u16> = (0..7)
+            .map(|_| rr.pick(&ns, 0, &|_| false).unwrap().service_port)
+            .collect();
+        assert_eq!(order, [1, 1, 2, 1, 3, 1, 1], "nginx's smooth order");
+        let c = counts(&rr, &ns, 7000);
+        assert_eq!((c[&1], c[&2], c[&3]), (5000, 1000, 1000));
+        // Skipping a node spreads its share over the others, by weight.
+        let skip3 = |n: &Node| n.service_port == 3;
+        let mut c = HashMap::new();
+        for _ in 0..600 {
+            *c.entry(rr.pick(&ns, 0, &skip3).unwrap().service_port)
+                .or_insert(0) += 1;
+        }
+        assert_eq!((c[&1], c[&2]), (500, 100));
+    }
+
+    #[test]
+    fn random_honours_weights() {
+        let ns = weighted(&[3, 1]);
+        let c = counts(&Random::default(), &ns, 20_000);
+        let heavy = c[&1] as f64 / 20_000.0;
+        assert!((0.72..=0.78).contains(&heavy), "weight 3 of 4 got {heavy}");
+    }
+
+    #[test]
+    fn a_warming_node_gets_a_growing_share() {
+        let warmup = Duration::from_secs(600);
+        let now = SystemTime::now();
+        let mut node = ServiceMetaInfo::new("svc", "10.0.0.1", 1).with_weight(100);
+        node.register_time = Some(now);
+        assert_eq!(
+            effective_weight(&node, warmup, now),
+            1,
+            "a hundredth at first"
+        );
+        assert_eq!(
+            effective_weight(&node, warmup, now + Duration::from_secs(300)),
+            50,
+            "half way, half the weight"
+        );
+        assert_eq!(effective_weight(&node, warmup, now + warmup), 100);
+        assert_eq!(effective_weight(&node, Duration::ZERO, now), 100);
+        node.register_time = None;
+        assert_eq!(effective_weight(&node, warmup, now), 100);
+
+        // Two nodes of equal weight, one registered long ago, one just now: round robin sends
+        // the new one about a hundredth of its share.
+        let mut old = ServiceMetaInfo::new("svc", "10.0.0.1", 1).with_weight(100);
+        old.register_time = Some(now - warmup * 2);
+        let mut new = ServiceMetaInfo::new("svc", "10.0.0.1", 2).with_weight(100);
+        new.register_time = Some(now);
+        let ns: Vec<Node> = vec![Arc::new(old), Arc::new(new)];
+        let c = counts(&RoundRobin::new(warmup), &ns, 10_100);
+        assert!(c.get(&2).copied().unwrap_or(0) <= 150, "{c:?}");
+        let c = counts(&Random { warmup }, &ns, 10_100);
+        assert!(c.get(&2).copied().unwrap_or(0) <= 300, "{c:?}");
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub struct ConsumerOptions {
     pub serializer: Serializer,
     /// `rpc.loadBalancer`.
     pub load_balancer: LoadBalancerKind,
+    /// `rpc.warmup`: newly registered nodes get their full weight over this long.
+    pub warmup: Duration,
     /// `rpc.retryStrategy`.
     pub retry: RetryStrategy,
     /// `rpc.tolerantStrategy`.
@@ -163,6 +165,7 @@ impl std::fmt::Debug for ConsumerOptions {
             .field("version", &self.version)
             .field("serializer", &self.serializer)
             .field("load_balancer", &self.load_balancer)
+            .field("warmup", &self.warmup)
             .field("retry", &self.retry)
             .field("tolerant", &self.tolerant)
             .field("timeout", &self.timeout)
@@ -178,6 +181,7 @@ impl Default for ConsumerOptions {
             version: registry_core::DEFAULT_VERSION.to_owned(),
             serializer: Serializer::Json,
             load_balancer: LoadBalancerKind::RoundRobin,
+            warmup: Duration::ZERO,
             retry: RetryStrategy::No,
             tolerant: TolerantStrategy::FailFast,
             timeout: DEFAULT_CALL_TIMEOUT,
@@ -195,6 +199,7 @@ impl ConsumerOptions {
             version: config.version.clone(),
             serializer: config.serializer.into(),
             load_balancer: config.load_balancer,
+            warmup: config.warmup,
             retry: config.retry_strategy.into(),
             tolerant: config.tolerant_strategy.into(),
             ..ConsumerOptions::default()
@@ -266,7 +271,7 @@ impl Consumer {
             inner: Arc::new(Inner {
                 registry,
                 pool: Pool::new(options.max_frame),
-                balancer: balance::for_kind(options.load_balancer),
+                balancer: balance::with_warmup(options.load_balancer, options.warmup),
                 options,
             }),
         }

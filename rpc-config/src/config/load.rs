@@ -30,6 +30,7 @@ const KEYS: &[(&str, &str)] = &[
     ("rpc.loadBalancer", "RPC_LOAD_BALANCER"),
     ("rpc.retryStrategy", "RPC_RETRY_STRATEGY"),
     ("rpc.tolerantStrategy", "RPC_TOLERANT_STRATEGY"),
+    ("rpc.warmup", "RPC_WARMUP"),
     (
         "rpc.registryConfig.registry",
         "RPC_REGISTRY_CONFIG_REGISTRY",
@@ -201,6 +202,12 @@ impl RpcConfig {
             load_balancer: named("rpc.loadBalancer", choice("rpc.loadBalancer")?)?,
             retry_strategy: named("rpc.retryStrategy", choice("rpc.retryStrategy")?)?,
             tolerant_strategy: named("rpc.tolerantStrategy", choice("rpc.tolerantStrategy")?)?,
+            warmup: duration(
+                "rpc.warmup",
+                Duration::ZERO,
+                Unit::Seconds,
+                (Duration::ZERO, day),
+            )?,
             registry_config: RegistryConfig {
                 registry: string("rpc.registryConfig.registry", DEFAULT_REGISTRY),
                 address: string("rpc.registryConfig.address", ""),

@@ -22,6 +22,7 @@
 //! | `rpc.loadBalancer` | string | `roundRobin` | `RPC_LOAD_BALANCER` | [`LoadBalancerKind`] |
 //! | `rpc.retryStrategy` | string | `no` | `RPC_RETRY_STRATEGY` | [`RetryStrategyKind`] |
 //! | `rpc.tolerantStrategy` | string | `failFast` | `RPC_TOLERANT_STRATEGY` | [`TolerantStrategyKind`] |
+//! | `rpc.warmup` | duration, bare number = **seconds** | `0` (off) | `RPC_WARMUP` | 0 – 24 h: a node's weight grows from a hundredth to all of it over this long after it registered (`roundRobin`, `random`) |
 //! | `rpc.registryConfig.registry` | string | `memory` | `RPC_REGISTRY_CONFIG_REGISTRY` | a backend name known to the factory |
 //! | `rpc.registryConfig.address` | string | (backend default) | `RPC_REGISTRY_CONFIG_ADDRESS` | endpoints, comma-separated |
 //! | `rpc.registryConfig.username` | string | none | `RPC_REGISTRY_CONFIG_USERNAME` | |
@@ -290,6 +291,9 @@ pub struct RpcConfig {
     pub retry_strategy: RetryStrategyKind,
     /// `rpc.tolerantStrategy`.
     pub tolerant_strategy: TolerantStrategyKind,
+    /// `rpc.warmup`: how long a newly registered node takes to get its full weight (zero:
+    /// at once).
+    pub warmup: Duration,
     /// `rpc.registryConfig`.
     pub registry_config: RegistryConfig,
     /// `rpc.server`.
@@ -307,6 +311,7 @@ impl Default for RpcConfig {
             load_balancer: LoadBalancerKind::default(),
             retry_strategy: RetryStrategyKind::default(),
             tolerant_strategy: TolerantStrategyKind::default(),
+            warmup: Duration::ZERO,
             registry_config: RegistryConfig::default(),
             server: ServerConfig::default(),
         }
