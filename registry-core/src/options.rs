@@ -84,6 +84,15 @@ pub struct RegistryOptions {
     pub timeout: Duration,
     /// Empty-list protection policy.
     pub empty_protection: EmptyProtection,
+    /// The protect threshold, off by default (`None`): the largest share (0..1) of a
+    /// service's served nodes one resync (a relist, or the first events after a reconnect) may
+    /// take away. A larger loss keeps serving the last nodes, marked stale, for one TTL (or
+    /// until the store shows enough of them again): a store that lost part of its data, or a
+    /// partition, does not shrink every consumer's list at once. The trade-off: nodes really
+    /// gone in such a mass loss keep being tried for up to a TTL (the RPC layer evicts each on
+    /// its first failed call). Graceful deregistrations seen one by one on a live watch are
+    /// always applied.
+    pub protect_threshold: Option<f64>,
     /// Cooldown (jittered) before relisting after the watch history was lost.
     pub relist_cooldown: Duration,
     /// First retry delay of a failed store operation.
@@ -100,6 +109,7 @@ impl Default for RegistryOptions {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             timeout: DEFAULT_TIMEOUT,
             empty_protection: EmptyProtection::default(),
+            protect_threshold: None,
             relist_cooldown: DEFAULT_RELIST_COOLDOWN,
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,
@@ -140,6 +150,14 @@ impl RegistryOptions {
     #[must_use]
     pub fn with_empty_protection(mut self, policy: EmptyProtection) -> Self {
         self.empty_protection = policy;
+        self
+    }
+
+    /// Sets the protect threshold (see [`RegistryOptions::protect_threshold`]): a share
+    /// between 0 and 1 of the served nodes.
+    #[must_use]
+    pub fn with_protect_threshold(mut self, max_gone: f64) -> Self {
+        self.protect_threshold = Some(max_gone);
         self
     }
 
@@ -188,6 +206,14 @@ impl RegistryOptions {
                 return Err(invalid(
                     key,
                     format!("must be greater than 0 and at most {MAX_TIMEOUT:?}, got {value:?}"),
+                ));
+            }
+        }
+        if let Some(t) = self.protect_threshold {
+            if !(t > 0.0 && t < 1.0) {
+                return Err(invalid(
+                    "protectThreshold",
+                    format!("must be a share between 0 and 1 (exclusive), got {t}"),
                 ));
             }
         }

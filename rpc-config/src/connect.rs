@@ -35,11 +35,15 @@ impl SetupError {
 
 /// The registry options `rpc.registryConfig` describes.
 pub fn registry_options(config: &RegistryConfig) -> RegistryOptions {
-    RegistryOptions::default()
+    let options = RegistryOptions::default()
         .with_root(&config.root)
         .with_ttl(config.ttl)
         .with_heartbeat_interval(config.heartbeat_interval)
-        .with_timeout(config.timeout)
+        .with_timeout(config.timeout);
+    match config.protect_threshold {
+        Some(t) => options.with_protect_threshold(t),
+        None => options,
+    }
 }
 
 /// The connection options `rpc.registryConfig` describes.

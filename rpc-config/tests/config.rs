@@ -370,3 +370,30 @@ fn warmup_is_off_by_default_and_bounded() {
     let e = error("rpc.warmup=1e300", Format::Properties).to_string();
     assert!(e.contains("`rpc.warmup`"), "{e}");
 }
+
+#[test]
+fn the_protect_threshold_is_a_share_or_off() {
+    let c = RpcConfig::from_str_with_format(
+        "rpc.registryConfig.protectThreshold=0.5",
+        Format::Properties,
+    )
+    .unwrap();
+    assert_eq!(c.registry_config.protect_threshold, Some(0.5));
+    let off = RpcConfig::from_str_with_format(
+        "rpc.registryConfig.protectThreshold=0",
+        Format::Properties,
+    )
+    .unwrap();
+    assert_eq!(off.registry_config.protect_threshold, None);
+    for bad in ["1.5", "-1", "lots", "1"] {
+        let e = error(
+            &format!("rpc.registryConfig.protectThreshold={bad}"),
+            Format::Properties,
+        )
+        .to_string();
+        assert!(
+            e.contains("`rpc.registryConfig.protectThreshold`"),
+            "{bad}: {e}"
+        );
+    }
+}

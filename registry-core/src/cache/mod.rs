@@ -261,6 +261,9 @@ impl ServiceCache {
             service_key,
             self.options.empty_protection,
         );
+        if let Some(max_gone) = self.options.protect_threshold {
+            state = state.with_threshold(max_gone, self.options.ttl);
+        }
         let listing = watcher::list(&*self.backend, state.prefix(), self.options.timeout)
             .await
             .map_err(|source| RegistryError::Store {

@@ -175,6 +175,11 @@ pub(crate) struct ServiceState {
     /// deadline passes.
     evicted: HashMap<String, Instant>,
     served: Served,
+    /// The ratio protection: the largest share of the served nodes one resync may take away,
+    /// and how long a larger loss waits to be confirmed.
+    threshold: Option<(f64, std::time::Duration)>,
+    /// While a large loss waits to be confirmed: until when.
+    protected_until: Option<Instant>,
 }
 
 impl ServiceState {
@@ -197,7 +202,21 @@ impl ServiceState {
                 nodes: Arc::from(Vec::new()),
                 stale: false,
             },
+            threshold: None,
+            protected_until: None,
         }
+    }
+
+    /// Turns the ratio protection on: a resync that takes away more than `max_gone` (0..1) of
+    /// the served nodes keeps serving them (marked stale) for `confirm_after`, or until the
+    /// store shows enough of them again.
+    pub(crate) fn with_threshold(
+        mut self,
+        max_gone: f64,
+        confirm_after: std::time::Duration,
+    ) -> Self {
+        self.threshold = Some((max_gone, confirm_after));
+        self
     }
 
     pub(crate) fn service_key(&self) -> &Arc<str> {
@@ -295,7 +314,52 @@ impl ServiceState {
 
     /// The earliest eviction deadline, if any.
     pub(crate) fn next_eviction_deadline(&self) -> Option<Instant> {
-        self.evicted.values().min().copied()
+        let eviction = self.evicted.values().min().copied();
+        match (eviction, self.protected_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the ratio protection holds the served list now (see [`Self::with_threshold`]).
+    fn ratio_protects(&mut self, fresh: &[Node], cause: Cause, now: Instant) -> bool {
+        let Some((max_gone, confirm_after)) = self.threshold else {
+            return false;
+        };
+        let before = &self.served.nodes;
+        if before.is_empty() {
+            self.protected_until = None;
+            return false;
+        }
+        let gone = before
+            .iter()
+            .filter(|n| !fresh.iter().any(|f| f.address() == n.address()))
+            .count();
+        let too_many = gone as f64 / before.len() as f64 > max_gone;
+        match self.protected_until {
+            // Confirmed: the store kept showing the loss for `confirm_after`.
+            Some(until) if now >= until => {
+                self.protected_until = None;
+                false
+            }
+            Some(_) if too_many => true,
+            Some(_) => {
+                self.protected_until = None;
+                false
+            }
+            None if too_many && cause == Cause::Resync => {
+                warn!(
+                    service = %self.service_key,
+                    gone,
+                    of = before.len(),
+                    confirm_after = ?confirm_after,
+                    "a resync took away more than the protect threshold: serving the last nodes until the store confirms"
+                );
+                self.protected_until = Some(now + confirm_after);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Recomputes the served list from the truth. Returns `Some(diff)` when the served list
@@ -317,7 +381,24 @@ impl ServiceState {
                 EmptyProtection::OnResync => cause == Cause::Resync || self.served.stale,
                 EmptyProtection::Always => true,
             };
-        let (next, stale) = if protect {
+        let ratio = !protect && self.ratio_protects(&fresh, cause, now);
+        let evicted = &self.evicted;
+        let (next, stale) = if ratio {
+            // The last served nodes (minus the ones found dead), plus any new ones.
+            let mut kept: Vec<Node> = self
+                .served
+                .nodes
+                .iter()
+                .filter(|n| !evicted.contains_key(&n.address()))
+                .cloned()
+                .collect();
+            for n in &fresh {
+                if !kept.iter().any(|k| k.address() == n.address()) {
+                    kept.push(n.clone());
+                }
+            }
+            (kept, true)
+        } else if protect {
             // Keep the last known nodes, minus the ones the RPC layer found dead.
             let kept: Vec<Node> = self
                 .served
@@ -613,5 +694,60 @@ mod tests {
         s.evict("10.0.0.1:1", now + Duration::from_secs(5), now)
             .unwrap();
         assert!(ports(&s).is_empty());
+    }
+
+    #[test]
+    fn the_protect_threshold_holds_a_mass_loss_until_confirmed_or_undone() {
+        let confirm = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let all: Vec<ServiceMetaInfo> = (1..=4).map(node).collect();
+        let listing = |nodes: &[&ServiceMetaInfo], revision| Listing {
+            entries: nodes.iter().map(|n| kv(n)).collect(),
+            revision,
+        };
+        let mut s = state(EmptyProtection::OnResync).with_threshold(0.5, confirm);
+        s.relist(&listing(&all.iter().collect::<Vec<_>>(), 10), t0);
+        assert_eq!(ports(&s), [1, 2, 3, 4]);
+
+        // A resync that loses 3 of 4 (75% > 50%): the last nodes stay, stale.
+        s.relist(&listing(&[&all[0]], 20), t0);
+        assert_eq!(ports(&s), [1, 2, 3, 4]);
+        assert!(s.served().stale);
+        assert_eq!(s.next_eviction_deadline(), Some(t0 + confirm));
+
+        // Two come back on the watch: only 1 of 4 is missing now, the store's list is served.
+        assert!(s.apply(&put(&all[1], 21)));
+        assert!(s.apply(&put(&all[2], 22)));
+        s.republish(Cause::Event, t0);
+        assert_eq!(ports(&s), [1, 2, 3]);
+        assert!(!s.served().stale);
+
+        // Another mass loss, never undone: served stale until confirmed one period later.
+        s.relist(&listing(&[&all[0]], 30), t0);
+        assert_eq!(ports(&s), [1, 2, 3]);
+        assert!(s.republish(Cause::Event, t0 + confirm / 2).is_none());
+        s.republish(Cause::Event, t0 + confirm);
+        assert_eq!(ports(&s), [1]);
+        assert!(!s.served().stale);
+    }
+
+    #[test]
+    fn graceful_removals_one_by_one_are_not_held_by_the_threshold() {
+        let mut s = state(EmptyProtection::OnResync).with_threshold(0.3, Duration::from_secs(30));
+        let t0 = Instant::now();
+        let all: Vec<ServiceMetaInfo> = (1..=4).map(node).collect();
+        s.relist(
+            &Listing {
+                entries: all.iter().map(kv).collect(),
+                revision: 1,
+            },
+            t0,
+        );
+        for (i, n) in all.iter().take(3).enumerate() {
+            assert!(s.apply(&del(n, 2 + i as Revision)));
+            s.republish(Cause::Event, t0);
+        }
+        assert_eq!(ports(&s), [4]);
+        assert!(!s.served().stale);
     }
 }

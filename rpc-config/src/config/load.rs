@@ -51,6 +51,10 @@ const KEYS: &[(&str, &str)] = &[
         "RPC_REGISTRY_CONFIG_HEARTBEAT_INTERVAL",
     ),
     ("rpc.registryConfig.root", "RPC_REGISTRY_CONFIG_ROOT"),
+    (
+        "rpc.registryConfig.protectThreshold",
+        "RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD",
+    ),
     ("rpc.server.maxConnections", "RPC_SERVER_MAX_CONNECTIONS"),
     ("rpc.server.idleTimeout", "RPC_SERVER_IDLE_TIMEOUT"),
     ("rpc.server.frameTimeout", "RPC_SERVER_FRAME_TIMEOUT"),
@@ -232,6 +236,23 @@ impl RpcConfig {
                     (MIN_HEARTBEAT_INTERVAL, MAX_TTL),
                 )?,
                 root: string("rpc.registryConfig.root", DEFAULT_ROOT),
+                protect_threshold: match get("rpc.registryConfig.protectThreshold") {
+                    None => None,
+                    Some((_, raw)) => {
+                        let text = raw.text();
+                        match text.trim().parse::<f64>() {
+                            Ok(0.0) => None,
+                            Ok(t) if t > 0.0 && t < 1.0 => Some(t),
+                            _ => {
+                                return Err(ConfigError::InvalidValue {
+                                    key: "rpc.registryConfig.protectThreshold".into(),
+                                    value: text,
+                                    expected: "a share between 0 (off) and 1, e.g. 0.5".into(),
+                                })
+                            }
+                        }
+                    }
+                },
             },
             server: ServerConfig {
                 max_connections: count("rpc.server.maxConnections")?,

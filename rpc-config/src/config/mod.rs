@@ -30,6 +30,7 @@
 //! | `rpc.registryConfig.timeout` | duration, bare number = **milliseconds** | `10000` | `RPC_REGISTRY_CONFIG_TIMEOUT` | 1 ms – 1 h, e.g. `3000`, `1500ms`, `2s` |
 //! | `rpc.registryConfig.ttl` | duration, bare number = **seconds** | `30` | `RPC_REGISTRY_CONFIG_TTL` | 100 ms – 24 h (etcd: at least 1 s), e.g. `30`, `30s`, `1m` |
 //! | `rpc.registryConfig.heartbeatInterval` | duration, bare number = **seconds** | `10` | `RPC_REGISTRY_CONFIG_HEARTBEAT_INTERVAL` | at least 10 ms and less than half of `ttl` |
+//! | `rpc.registryConfig.protectThreshold` | number | `0` (off) | `RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD` | between 0 and 1: a resync taking away a larger share of a service's nodes keeps serving them (stale) for one TTL |
 //! | `rpc.registryConfig.root` | string | `/rpc/` | `RPC_REGISTRY_CONFIG_ROOT` | `/`-separated names, no `.` or `..`, no spaces or control characters |
 //! | `rpc.server.maxConnections` | integer | ¾ of the open-files soft limit, at most 10000 | `RPC_SERVER_MAX_CONNECTIONS` | ≥ 1 |
 //! | `rpc.server.idleTimeout` | duration, bare number = **seconds** | `60` | `RPC_SERVER_IDLE_TIMEOUT` | 1 ms – 24 h |
@@ -190,7 +191,7 @@ impl Format {
 }
 
 /// The registry part of the configuration: `rpc.registryConfig`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct RegistryConfig {
     /// Backend name (`rpc.registryConfig.registry`).
     pub registry: String,
@@ -208,6 +209,9 @@ pub struct RegistryConfig {
     pub heartbeat_interval: Duration,
     /// Root of the key layout.
     pub root: String,
+    /// `rpc.registryConfig.protectThreshold`: the largest share of a service's nodes one resync
+    /// may take away (`None`: off). See `RegistryOptions::protect_threshold`.
+    pub protect_threshold: Option<f64>,
 }
 
 impl std::fmt::Debug for RegistryConfig {
@@ -221,6 +225,7 @@ impl std::fmt::Debug for RegistryConfig {
             .field("ttl", &self.ttl)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("root", &self.root)
+            .field("protect_threshold", &self.protect_threshold)
             .finish()
     }
 }
@@ -236,6 +241,7 @@ impl Default for RegistryConfig {
             ttl: DEFAULT_TTL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             root: DEFAULT_ROOT.to_owned(),
+            protect_threshold: None,
         }
     }
 }
@@ -273,7 +279,7 @@ impl Default for ServerConfig {
 }
 
 /// The runtime configuration. See the [module docs](self) for keys, defaults and sources.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RpcConfig {
     /// `rpc.name`.
     pub name: String,
