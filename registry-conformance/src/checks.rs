@@ -353,7 +353,19 @@ pub async fn one_owner_per_node(h: &dyn Harness) {
     let _sub = watcher.subscribe("dup:1.0", rec.listener()).await.unwrap();
     let held = first.register(node("dup", 7801)).await.unwrap();
     let stored_time = || async {
-        let nodes = inspector.inspect(Some("dup:1.0")).await.unwrap();
+        // A loaded machine may time a request out now and then: that is not what is tested.
+        let mut attempts = 0;
+        let nodes = loop {
+            match inspector.inspect(Some("dup:1.0")).await {
+                Ok(nodes) => break nodes,
+                Err(e) if attempts < 10 => {
+                    attempts += 1;
+                    eprintln!("inspect failed ({e}), again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("inspect kept failing: {e}"),
+            }
+        };
         assert!(nodes.len() <= 1, "{nodes:?}");
         nodes.first().and_then(|n| n.node.register_time)
     };

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::StreamExt as _;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -20,6 +21,7 @@ use crate::backend::{Backend, BackendError, Liveness};
 use crate::backoff::Backoff;
 use crate::instance::ServiceMetaInfo;
 use crate::options::RegistryOptions;
+use crate::registration::RegistrationState;
 use crate::truth::TruthObserver;
 use crate::util::{error_chain, timed, Failures};
 
@@ -40,6 +42,56 @@ struct Desired {
     node: Arc<ServiceMetaInfo>,
     value: Arc<[u8]>,
     state: WriteState,
+    /// Whether the store ever took it.
+    ever_written: bool,
+    /// When it became pending (last).
+    pending_since: Instant,
+    /// What applications see: the state, published on every change.
+    public: watch::Sender<RegistrationState>,
+}
+
+impl Desired {
+    fn new(node: Arc<ServiceMetaInfo>, value: Arc<[u8]>) -> Self {
+        Self {
+            node,
+            value,
+            state: WriteState::Pending,
+            ever_written: false,
+            pending_since: Instant::now(),
+            public: watch::Sender::new(RegistrationState::Pending),
+        }
+    }
+
+    /// Moves to `state` and publishes what it means; `ttl` decides when a repair is `Lost`.
+    fn set(&mut self, state: WriteState, ttl: std::time::Duration) {
+        if state == WriteState::Pending && self.state != WriteState::Pending {
+            self.pending_since = Instant::now();
+        }
+        if state != WriteState::Pending {
+            self.ever_written = true;
+        }
+        self.state = state;
+        self.publish(ttl, std::time::Duration::ZERO);
+    }
+
+    /// Publishes the state: `Lost` once a repair, or the heartbeats (failing for
+    /// `unconfirmed`), have lasted longer than `ttl`.
+    fn publish(&self, ttl: std::time::Duration, unconfirmed: std::time::Duration) {
+        let public = match self.state {
+            WriteState::Written | WriteState::Confirmed if unconfirmed > ttl => {
+                RegistrationState::Lost
+            }
+            WriteState::Written | WriteState::Confirmed => RegistrationState::Live,
+            WriteState::Pending if !self.ever_written => RegistrationState::Pending,
+            WriteState::Pending if self.pending_since.elapsed() > ttl => RegistrationState::Lost,
+            WriteState::Pending => RegistrationState::Repairing,
+        };
+        self.public.send_if_modified(|current| {
+            let changed = *current != public;
+            *current = public;
+            changed
+        });
+    }
 }
 
 /// The desired-state map and the heartbeat machinery of one registry.
@@ -48,6 +100,8 @@ pub(crate) struct Registrar {
     options: Arc<RegistryOptions>,
     desired: Mutex<HashMap<String, Desired>>,
     wake: Notify,
+    /// When the store last confirmed this client's liveness (a keep-alive answered).
+    alive_at: Mutex<Instant>,
 }
 
 impl Registrar {
@@ -57,6 +111,7 @@ impl Registrar {
             options,
             desired: Mutex::default(),
             wake: Notify::new(),
+            alive_at: Mutex::new(Instant::now()),
         }
     }
 
@@ -82,14 +137,8 @@ impl Registrar {
         let value: Arc<[u8]> = serde_json::to_vec(&*node)
             .map_err(|e| BackendError::request(self.backend.name(), format!("encode {path}"), e))?
             .into();
-        self.desired().insert(
-            path.clone(),
-            Desired {
-                node,
-                value: value.clone(),
-                state: WriteState::Pending,
-            },
-        );
+        self.desired()
+            .insert(path.clone(), Desired::new(node, value.clone()));
         match self.write(&path, &value).await {
             Ok(()) => Ok(()),
             Err(error) => {
@@ -105,6 +154,11 @@ impl Registrar {
         self.timed_request(|| format!("delete {path}"), self.backend.delete(path))
             .await?;
         Ok(was_wanted)
+    }
+
+    /// The state of the registration at `path`, and its changes; `None` when not wanted.
+    pub(crate) fn registration(&self, path: &str) -> Option<watch::Receiver<RegistrationState>> {
+        self.desired().get(path).map(|d| d.public.subscribe())
     }
 
     /// The nodes wanted now.
@@ -130,7 +184,7 @@ impl Registrar {
             match desired.get_mut(path) {
                 Some(d) => {
                     if Arc::ptr_eq(&d.value, value) && d.state == WriteState::Pending {
-                        d.state = WriteState::Written;
+                        d.set(WriteState::Written, self.options.ttl);
                     }
                     true
                 }
@@ -151,7 +205,7 @@ impl Registrar {
         for path in paths {
             if let Some(d) = desired.get_mut(path) {
                 if d.state != WriteState::Pending {
-                    d.state = WriteState::Pending;
+                    d.set(WriteState::Pending, self.options.ttl);
                     marked += 1;
                 }
             }
@@ -170,6 +224,7 @@ impl Registrar {
                         self.backend.keep_alive(&keys, self.options.ttl),
                     )
                     .await?;
+                *self.alive_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 match liveness {
                     Liveness::Lost => {
                         let n = self.mark_pending(keys.iter().map(String::as_str));
@@ -230,6 +285,11 @@ impl Registrar {
                 };
                 match result {
                     Ok(()) => {
+                        if beat {
+                            for d in self.desired().values() {
+                                d.publish(self.options.ttl, std::time::Duration::ZERO);
+                            }
+                        }
                         let failures = failures.reset();
                         if failures > 0 {
                             info!(failures, "registrations restored");
@@ -238,6 +298,16 @@ impl Registrar {
                         break;
                     }
                     Err(error) => {
+                        // Heartbeats or a repair failing for longer than the TTL: the store has
+                        // dropped the nodes.
+                        let unconfirmed = self
+                            .alive_at
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .elapsed();
+                        for d in self.desired().values() {
+                            d.publish(self.options.ttl, unconfirmed);
+                        }
                         let failures = failures.record();
                         let delay = backoff.next_delay();
                         let log = error_chain(&error);
@@ -265,7 +335,7 @@ impl TruthObserver for Registrar {
     fn seen(&self, key: &str) {
         if let Some(d) = self.desired().get_mut(key) {
             if d.state == WriteState::Written {
-                d.state = WriteState::Confirmed;
+                d.set(WriteState::Confirmed, self.options.ttl);
             }
         }
     }
@@ -276,7 +346,7 @@ impl TruthObserver for Registrar {
         // replayed after our put costs one idempotent put at worst.
         let state = self.desired().get_mut(key).map(|d| {
             let before = d.state;
-            d.state = WriteState::Pending;
+            d.set(WriteState::Pending, self.options.ttl);
             before
         });
         match state {
@@ -298,9 +368,9 @@ impl TruthObserver for Registrar {
                 continue;
             }
             match (present(path), d.state) {
-                (true, WriteState::Written) => d.state = WriteState::Confirmed,
+                (true, WriteState::Written) => d.set(WriteState::Confirmed, self.options.ttl),
                 (false, WriteState::Confirmed) => {
-                    d.state = WriteState::Pending;
+                    d.set(WriteState::Pending, self.options.ttl);
                     repair = true;
                 }
                 _ => {}

@@ -15,6 +15,7 @@ use crate::instance::ServiceMetaInfo;
 use crate::listener::{self, ServiceListener, ServiceWatch, Subscription};
 use crate::options::RegistryOptions;
 use crate::registrar::Registrar;
+use crate::registration::{RegistrationState, RegistrationWatch};
 use crate::tasks::Tasks;
 use crate::truth::TruthObserver;
 use crate::util::timed;
@@ -242,6 +243,40 @@ impl Registry {
                 source,
             }),
         }
+    }
+
+    /// Where the registration of `node` (matched by service key and address) stands: `None`
+    /// when this client does not keep it registered. See [`RegistrationState`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, RegistrationState, ServiceMetaInfo};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), registry_core::RegistryError> {
+    /// let registry = Registry::new(Arc::new(MemoryBackend::new(MemoryStore::new())), RegistryOptions::default())?;
+    /// let node = registry.register(ServiceMetaInfo::new("users", "127.0.0.1", 8080)).await?;
+    /// assert_eq!(registry.registration_state(&node), Some(RegistrationState::Live));
+    /// # registry.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn registration_state(&self, node: &ServiceMetaInfo) -> Option<RegistrationState> {
+        let path = self.inner.options.keys.node_path(node);
+        self.inner
+            .registrar
+            .registration(&path)
+            .map(|rx| *rx.borrow())
+    }
+
+    /// The states of `node`'s registration as they change (the current one first), for a
+    /// readiness probe: `None` when this client does not keep it registered. The stream ends
+    /// when the node is unregistered or the registry shuts down.
+    pub fn watch_registration(&self, node: &ServiceMetaInfo) -> Option<RegistrationWatch> {
+        let path = self.inner.options.keys.node_path(node);
+        self.inner
+            .registrar
+            .registration(&path)
+            .map(RegistrationWatch::new)
     }
 
     /// The nodes this client keeps registered.

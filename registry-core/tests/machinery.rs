@@ -654,3 +654,37 @@ async fn a_watch_all_stream_sees_every_service() {
     assert_eq!(gone.diff.removed.len(), 3);
     assert!(gone.nodes.is_empty());
 }
+
+/// "Is my registration live?": pending while the store refuses it, live once written, lost
+/// when heartbeats fail for longer than the TTL, live again once the store is back; the stream
+/// of states ends when the node is unregistered.
+#[tokio::test(start_paused = true)]
+async fn registration_states_follow_the_store() {
+    use registry_core::RegistrationState::{Live, Lost, Pending};
+    let store = MemoryStore::new();
+    let provider = client(&store, options());
+    store.set_down(true);
+    assert!(provider.register(node(4)).await.is_err());
+    assert_eq!(provider.registration_state(&node(4)), Some(Pending));
+    let mut states = provider.watch_registration(&node(4)).unwrap();
+    assert_eq!(states.next().await, Some(Pending));
+    store.set_down(false);
+    assert_eq!(states.next().await, Some(Live));
+
+    // The store goes away for longer than the TTL: the heartbeats fail, the node is lost.
+    store.set_down(true);
+    assert_eq!(states.next().await, Some(Lost));
+    store.set_down(false);
+    // The registrar puts it back (through Repairing, which a slow reader may not see).
+    loop {
+        match states.next().await {
+            Some(Live) => break,
+            Some(_) => {}
+            None => panic!("the stream ended"),
+        }
+    }
+    assert_eq!(provider.registration_state(&node(4)), Some(Live));
+    provider.unregister(&node(4)).await.unwrap();
+    assert_eq!(states.next().await, None, "ends once unregistered");
+    assert_eq!(provider.registration_state(&node(4)), None);
+}

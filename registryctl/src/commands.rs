@@ -66,7 +66,8 @@ pub(crate) async fn watch(
 
 /// `register`: registers the nodes, keeps them alive until SIGINT/SIGTERM, deregisters. A node
 /// the store did not take is reported pending (with the cause) and retried in the
-/// background; it is not reported registered.
+/// background; it is not reported registered. Every later change of a registration's state
+/// (`live`, `repairing`, `lost`) is printed as it happens.
 pub(crate) async fn register(
     registry: &Registry,
     nodes: Vec<ServiceMetaInfo>,
@@ -95,6 +96,22 @@ pub(crate) async fn register(
         }
     }
     let _ = io::stdout().flush();
+    // Every change of a registration's state from now on, as it happens ("is it live?").
+    for node in registry.registered() {
+        if let Some(mut states) = registry.watch_registration(&node) {
+            let (key, address) = (node.service_key(), node.address());
+            tokio::spawn(async move {
+                let mut last = states.next().await;
+                while let Some(state) = states.next().await {
+                    if Some(state) != last {
+                        println!("registration {} {}: {state}", cell(&key), cell(&address));
+                        let _ = io::stdout().flush();
+                        last = Some(state);
+                    }
+                }
+            });
+        }
+    }
     stop.await;
     registry
         .shutdown()

@@ -345,3 +345,27 @@ fn health_and_register_tell_when_writes_are_refused() {
         provider.seen
     );
 }
+
+/// `register` shows where each registration stands as it changes: lost while the store is
+/// gone for longer than the TTL, live again once it is back.
+#[test]
+fn register_prints_the_registration_state_as_it_changes() {
+    let mut etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = etcd.endpoint();
+    let address = ("etcd", endpoint.as_str());
+    let mut provider = Background::spawn(
+        address,
+        &["register", "users:1.0", "127.0.0.1:7001", "--ttl", "2"],
+    );
+    provider.wait_lines(Duration::from_secs(10), 1, |l| l.starts_with("registered"));
+    etcd.kill();
+    provider.wait_lines(Duration::from_secs(15), 1, |l| {
+        l == "registration users:1.0 127.0.0.1:7001: lost"
+    });
+    etcd.restart_wiped().unwrap_or_else(|e| panic!("{e}"));
+    provider.wait_lines(Duration::from_secs(15), 1, |l| {
+        l == "registration users:1.0 127.0.0.1:7001: live"
+    });
+    let out = run(address, &["list", "--json"]);
+    assert_eq!(json_lines(&out).len(), 1, "{}", text(&out));
+}
