@@ -44,6 +44,7 @@ pub mod error;
 pub mod instance;
 pub mod listener;
 pub mod memory;
+pub mod metrics;
 pub mod options;
 mod registrar;
 pub mod registration;

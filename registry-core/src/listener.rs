@@ -140,6 +140,7 @@ impl ServiceWatch {
     ) -> Self {
         let follower = Follower {
             service_key: service_key.clone(),
+            backend: entry.backend,
             rx: entry.subscribe(),
             last: None,
             cancel,
@@ -197,6 +198,7 @@ impl FusedStream for ServiceWatch {
 /// implementation behind both [`ServiceWatch`] and the listener tasks.
 struct Follower {
     service_key: Arc<str>,
+    backend: &'static str,
     rx: tokio::sync::watch::Receiver<Arc<Snapshot>>,
     last: Option<Arc<Snapshot>>,
     cancel: CancellationToken,
@@ -218,8 +220,10 @@ impl Follower {
             }
             let current = self.rx.borrow_and_update().clone();
             let change = change_between(&self.service_key, self.last.as_deref(), &current);
+            let published_at = current.published_at;
             self.last = Some(current);
             if change.is_some() {
+                crate::metrics::event_to_listener(self.backend, published_at.elapsed());
                 return change;
             }
         }

@@ -161,6 +161,11 @@ impl Registrar {
         self.desired().get(path).map(|d| d.public.subscribe())
     }
 
+    /// How many nodes are wanted now.
+    pub(crate) fn len(&self) -> usize {
+        self.desired().len()
+    }
+
     /// The nodes wanted now.
     pub(crate) fn registered(&self) -> Vec<Arc<ServiceMetaInfo>> {
         self.desired().values().map(|d| d.node.clone()).collect()
@@ -223,18 +228,24 @@ impl Registrar {
                         || "keep-alive".to_owned(),
                         self.backend.keep_alive(&keys, self.options.ttl),
                     )
-                    .await?;
+                    .await
+                    .inspect_err(|_| crate::metrics::heartbeat(self.backend.name(), "error"))?;
                 *self.alive_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                let backend = self.backend.name();
                 match liveness {
                     Liveness::Lost => {
                         let n = self.mark_pending(keys.iter().map(String::as_str));
+                        crate::metrics::heartbeat(backend, "lost");
+                        crate::metrics::reregistrations(backend, "liveness_lost", n);
                         warn!(nodes = n, "liveness lost, registering every node again");
                     }
                     Liveness::Alive { missing } if !missing.is_empty() => {
                         let n = self.mark_pending(missing.iter().map(String::as_str));
+                        crate::metrics::heartbeat(backend, "ok");
+                        crate::metrics::reregistrations(backend, "missing", n);
                         info!(nodes = n, "store lost some nodes, registering them again");
                     }
-                    Liveness::Alive { .. } => {}
+                    Liveness::Alive { .. } => crate::metrics::heartbeat(backend, "ok"),
                 }
             }
         }
@@ -351,6 +362,7 @@ impl TruthObserver for Registrar {
         });
         match state {
             Some(WriteState::Confirmed | WriteState::Written) => {
+                crate::metrics::reregistrations(self.backend.name(), "deleted", 1);
                 info!(%key, "own node deleted from the store, registering it again");
                 self.wake.notify_one();
             }
@@ -377,6 +389,7 @@ impl TruthObserver for Registrar {
             }
         }
         if repair {
+            crate::metrics::reregistrations(self.backend.name(), "missing", 1);
             info!(%prefix, "own nodes missing from a listing, registering them again");
             self.wake.notify_one();
         }

@@ -71,6 +71,8 @@ struct Inner {
     /// Every task of this client (heartbeat, watchers, listeners, own-service watches).
     tasks: Arc<Tasks>,
     closed: AtomicBool,
+    /// Cache hits and misses of `discover` (registered once: a hit allocates nothing).
+    lookups: crate::metrics::LookupCounters,
 }
 
 impl Drop for Inner {
@@ -112,6 +114,7 @@ impl Registry {
         tasks.spawn_on(registrar.clone().run(heartbeat.clone()), &runtime);
         Ok(Self {
             inner: Arc::new(Inner {
+                lookups: crate::metrics::LookupCounters::new(backend.name()),
                 backend,
                 options,
                 registrar,
@@ -175,6 +178,9 @@ impl Registry {
         // Watch our own service so a node deleted behind our back is put back without waiting
         // for a heartbeat (and so this process's cache holds it).
         self.watch_own_service(service_key);
+        let backend = self.inner.backend.name();
+        crate::metrics::register(backend, result.is_ok());
+        crate::metrics::registered_nodes(backend, self.inner.registrar.len());
         match result {
             Ok(()) => {
                 info!(node = %path, "registered");
@@ -233,7 +239,11 @@ impl Registry {
     pub async fn unregister(&self, node: &ServiceMetaInfo) -> Result<(), RegistryError> {
         self.check_open()?;
         let path = self.inner.options.keys.node_path(node);
-        match self.inner.registrar.unregister(&path).await {
+        let result = self.inner.registrar.unregister(&path).await;
+        let backend = self.inner.backend.name();
+        crate::metrics::unregister(backend, result.is_ok());
+        crate::metrics::registered_nodes(backend, self.inner.registrar.len());
+        match result {
             Ok(_) => {
                 info!(node = %path, "unregistered");
                 Ok(())
@@ -298,11 +308,16 @@ impl Registry {
         // the listing future, so a hit stays a few loads and one `Arc` clone.
         let hit = match self.check_open() {
             Err(e) => Some(Err(e)),
-            Ok(()) => self
-                .inner
-                .cache
-                .get(service_key)
-                .map(|nodes| self.non_empty(service_key, nodes)),
+            Ok(()) => {
+                let hit = self.inner.cache.get(service_key);
+                let counters = &self.inner.lookups;
+                if hit.is_some() {
+                    counters.hits.increment(1);
+                } else {
+                    counters.misses.increment(1);
+                }
+                hit.map(|nodes| self.non_empty(service_key, nodes))
+            }
         };
         async move {
             match hit {

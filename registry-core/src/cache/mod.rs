@@ -65,6 +65,8 @@ pub(crate) struct Snapshot {
     pub(crate) nodes: Arc<[Node]>,
     pub(crate) stale: bool,
     pub(crate) generation: u64,
+    /// When it was published (for the event-to-listener metric).
+    pub(crate) published_at: std::time::Instant,
 }
 
 /// The nodes of one service, as returned by [`Registry::discover`](crate::Registry::discover).
@@ -117,6 +119,8 @@ impl Deref for ServiceNodes {
 
 /// The cache entry of one service key.
 pub(crate) struct ServiceEntry {
+    /// The backend's name, for metrics.
+    pub(crate) backend: &'static str,
     state: Mutex<ServiceState>,
     current: ArcSwap<Snapshot>,
     changes: tokio::sync::watch::Sender<Arc<Snapshot>>,
@@ -125,13 +129,18 @@ pub(crate) struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    fn new(state: ServiceState) -> Self {
+    fn new(state: ServiceState, backend: &'static str) -> Self {
         let snapshot = Arc::new(Snapshot {
             nodes: state.served().nodes.clone(),
             stale: state.served().stale,
             generation: 1,
+            published_at: std::time::Instant::now(),
         });
+        if snapshot.stale {
+            crate::metrics::stale_changed(backend, true);
+        }
         Self {
+            backend,
             state: Mutex::new(state),
             current: ArcSwap::new(snapshot.clone()),
             changes: tokio::sync::watch::Sender::new(snapshot),
@@ -156,7 +165,12 @@ impl ServiceEntry {
             nodes: state.served().nodes.clone(),
             stale: state.served().stale,
             generation,
+            published_at: std::time::Instant::now(),
         });
+        let was_stale = self.current.load().stale;
+        if was_stale != snapshot.stale {
+            crate::metrics::stale_changed(self.backend, snapshot.stale);
+        }
         self.current.store(snapshot.clone());
         self.changes.send_replace(snapshot);
     }
@@ -279,7 +293,7 @@ impl ServiceCache {
             revision = listing.revision,
             "listed service, starting its watch"
         );
-        let entry = Arc::new(ServiceEntry::new(state));
+        let entry = Arc::new(ServiceEntry::new(state, self.backend.name()));
         let watcher = watcher::run(
             entry.clone(),
             self.backend.clone(),

@@ -115,7 +115,10 @@ pub(crate) async fn run(
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
-                () = entry.relist.notified() => break Next::Relist { cooldown: false },
+                () = entry.relist.notified() => {
+                    crate::metrics::relist(backend.name(), "eviction");
+                    break Next::Relist { cooldown: false };
+                }
                 () = eviction_over => {
                     let mut state = entry.lock();
                     if state.republish(Cause::Event, Instant::now()).is_some() {
@@ -135,9 +138,11 @@ pub(crate) async fn run(
                             }
                         }
                         let cause = if std::mem::take(&mut resumed) { Cause::Resync } else { Cause::Event };
+                        crate::metrics::watch_events(backend.name(), batch.len());
                         apply(&entry, &batch, &*observer, cause);
                     }
                     Some(Err(BackendError::HistoryLost { reason })) => {
+                        crate::metrics::relist(backend.name(), "history_lost");
                         failed!(failures, %service, %reason, "watch history lost, relisting");
                         break Next::Relist { cooldown: true };
                     }
