@@ -136,16 +136,18 @@ where
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sampling.store(false, Ordering::Relaxed);
-    sampler.await.unwrap();
     tokio::task::spawn_blocking(heal).await.unwrap();
 
-    // Two TTLs later, heartbeats have kept (or put back) every node.
+    // Two TTLs later, heartbeats have kept (or put back) every node. The consumer is sampled
+    // until then: a store can show every node and lose them after (ZooKeeper's old sessions
+    // expire once a quorum is back).
     tokio::time::sleep(options.ttl * 2).await;
     let present = match inspector.inspect(Some("svc:1.0")).await {
         Ok(n) => n.len(),
         Err(_) => 0,
     };
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await.unwrap();
     let (consumer_min, stale_for) = *samples.lock().unwrap();
     for r in [provider, consumer, inspector] {
         let _ = r.shutdown().await;

@@ -11,7 +11,10 @@
 //! process at once. A heartbeat costs one request whatever the node count: `getEphemerals`
 //! lists this session's nodes, and the ones missing (deleted behind our back) are put back.
 //! An expired session is replaced by a new one and reported as lost, so the core puts every
-//! node again.
+//! node again. The client library also gives a session up when it reaches no server for 1.4
+//! times its timeout, while the ensemble may still hold it (after losing its quorum, a new
+//! leader gives every session a fresh timeout): such a session is taken back first, so its
+//! nodes are never deleted and written again.
 //!
 //! # Watching
 //!

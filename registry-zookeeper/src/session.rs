@@ -7,7 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use registry_core::backend::with_timeout;
 use registry_core::{BackendError, KeySpace};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
 use crate::NAME;
@@ -42,7 +42,7 @@ pub(crate) fn classify(error: zk::Error, operation: impl FnOnce() -> String) -> 
     }
 }
 
-async fn open(s: &Settings) -> Result<zk::Client, BackendError> {
+fn connector(s: &Settings) -> zk::Connector {
     // Detached: dropping the client without `close` (a crash, a forgotten shutdown) leaves the
     // session to expire after its timeout, as a killed process would, instead of removing
     // the nodes at once. A graceful shutdown deletes them explicitly.
@@ -53,7 +53,11 @@ async fn open(s: &Settings) -> Result<zk::Client, BackendError> {
     if let Some(auth) = &s.auth {
         connector = connector.with_auth("digest", auth);
     }
-    match tokio::time::timeout(s.timeout, connector.connect(&s.address)).await {
+    connector
+}
+
+async fn open(s: &Settings) -> Result<zk::Client, BackendError> {
+    match tokio::time::timeout(s.timeout, connector(s).connect(&s.address)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(zk::Error::AuthFailed)) => Err(BackendError::Auth {
             backend: NAME,
@@ -69,6 +73,56 @@ async fn open(s: &Settings) -> Result<zk::Client, BackendError> {
             address: s.address.clone(),
             source: format!("no session within {:?}", s.timeout).into(),
         }),
+    }
+}
+
+/// Re-establishes `session`, which the client library declared expired.
+///
+/// zookeeper-client gives a session up when it reaches no server for 1.4 times its timeout,
+/// but only the ensemble's leader expires sessions, and a leader elected after a quorum loss
+/// gives every session a fresh timeout: after an outage of a majority, the session and its
+/// ephemeral nodes are still there. A new session would find every node held by the old one
+/// until that expires, then see them all deleted (every consumer with them) before putting
+/// them back; taking the old session back keeps them.
+///
+/// `Ok(Some)`: the session is back. `Ok(None)`: the ensemble answered and does not hold it
+/// any more (open a new one). `Err`: no server answered (no quorum yet): try again later.
+async fn resume(
+    s: &Settings,
+    session: &zk::SessionInfo,
+) -> Result<Option<zk::Client>, BackendError> {
+    // One pass over the servers: while there is no quorum the caller's retries pace the
+    // attempts, so the session is taken back soon after a quorum is, before the new leader
+    // expires it (one session timeout after it took over).
+    let attempt = connector(s)
+        .with_session(session.clone())
+        .with_fail_eagerly()
+        .connect(&s.address);
+    match tokio::time::timeout(s.timeout, attempt).await {
+        Ok(Ok(client)) => {
+            // Read from where the session was left (the tradition after re-establishing).
+            match with_timeout(NAME, s.timeout, || "sync".into(), client.sync("/")).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "sync after taking the session back failed"),
+                Err(e) => debug!(error = %e, "sync after taking the session back failed"),
+            }
+            Ok(Some(client))
+        }
+        Ok(Err(zk::Error::Timeout | zk::Error::ConnectionLoss | zk::Error::NoHosts)) | Err(_) => {
+            Err(BackendError::Connect {
+                backend: NAME,
+                address: s.address.clone(),
+                source: format!(
+                    "no ZooKeeper server took session {} back (no quorum?)",
+                    session.id()
+                )
+                .into(),
+            })
+        }
+        Ok(Err(e)) => {
+            debug!(session = %session.id(), error = %e, "the ensemble does not hold the session any more");
+            Ok(None)
+        }
     }
 }
 
@@ -108,6 +162,17 @@ impl Session {
         let current = self.client.load_full();
         if !current.state().is_terminated() {
             return Ok(current);
+        }
+        if current.state() == zk::SessionState::Expired {
+            if let Some(resumed) = resume(&self.settings, current.session()).await? {
+                let resumed = Arc::new(resumed);
+                info!(
+                    session = %resumed.session_id(),
+                    "the ZooKeeper client gave up a session the ensemble still holds: taken back, its nodes stay"
+                );
+                self.client.store(Arc::clone(&resumed));
+                return Ok(resumed);
+            }
         }
         let fresh = Arc::new(open(&self.settings).await?);
         info!(state = ?current.state(), "ZooKeeper session ended, a new one replaces it (nodes will be put again)");

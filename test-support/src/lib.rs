@@ -19,6 +19,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod spawn;
+mod zk_ensemble;
+pub use zk_ensemble::ZkEnsemble;
 
 /// How long a server may take to answer its probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,11 +1,14 @@
 //! The harness against the real servers: readiness, pause/resume, kill/restart on the same
-//! port, wiped restarts, and a 3-member etcd cluster losing its leader.
+//! port, wiped restarts, and a 3-member etcd cluster and a 3-server ZooKeeper ensemble losing
+//! their leader.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use registry_test_support::{etcdctl, probe, EtcdCluster, EtcdServer, RedisServer, ZkServer};
+use registry_test_support::{
+    etcdctl, probe, EtcdCluster, EtcdServer, RedisServer, ZkEnsemble, ZkServer,
+};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -112,6 +115,92 @@ fn etcd_cluster_survives_losing_its_leader() {
         &["get", "/after"],
     ));
     assert!(got.contains('2'), "restarted member rejoined: {got}");
+}
+
+/// The value of `key` in a member's `mntr` output (tab-separated `key value` lines).
+fn mntr(port: u16, key: &str) -> Option<String> {
+    probe(port, b"mntr")?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('\t').map(str::to_owned))
+}
+
+/// The epoch (high 32 bits of `Zxid: 0x...`) a member's `srvr` shows: every member that
+/// synced with the current leader shows the leader's.
+fn epoch(port: u16) -> Option<u64> {
+    let srvr = probe(port, b"srvr")?;
+    let zxid = srvr.lines().find_map(|l| l.strip_prefix("Zxid: 0x"))?;
+    u64::from_str_radix(zxid.trim(), 16).ok().map(|z| z >> 32)
+}
+
+#[test]
+fn zookeeper_ensemble_elects_a_new_leader_and_takes_a_member_back() {
+    let started = Instant::now();
+    let mut ensemble = ZkEnsemble::start().unwrap_or_else(|e| panic!("{e}"));
+    let up = started.elapsed();
+    let ports: Vec<u16> = (0..3).map(|i| ensemble.member(i).port()).collect();
+    let mut sorted = ports.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "three client ports: {ports:?}");
+    assert_eq!(
+        ensemble.connect_string(),
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let leader = ensemble.leader_index().expect("a leader");
+    let modes: Vec<Option<String>> = (0..3).map(|i| ensemble.mode(i)).collect();
+    assert_eq!(
+        modes
+            .iter()
+            .filter(|m| m.as_deref() == Some("follower"))
+            .count(),
+        2,
+        "one leader, two followers: {modes:?}"
+    );
+
+    let killed = Instant::now();
+    ensemble.member_mut(leader).kill();
+    assert_eq!(
+        ensemble.mode(leader),
+        None,
+        "a killed member does not answer"
+    );
+    let new_leader = ensemble
+        .leader_index()
+        .expect("the survivors elect a new leader");
+    let elected = killed.elapsed();
+    assert_ne!(new_leader, leader);
+    let new_epoch = epoch(ports[new_leader]).expect("the new leader's zxid");
+
+    let restarted = Instant::now();
+    ensemble
+        .member_mut(leader)
+        .restart()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rejoined = restarted.elapsed();
+    assert_eq!(ensemble.member(leader).port(), ports[leader], "same port");
+    assert_eq!(ensemble.mode(leader).as_deref(), Some("follower"));
+    assert_eq!(ensemble.leader_index(), Some(new_leader), "no new election");
+    assert_eq!(
+        epoch(ports[leader]),
+        Some(new_epoch),
+        "synced with the new leader"
+    );
+    // The leader counts it among its synced followers again (probes may miss when loaded).
+    let synced = (0..50).any(|_| {
+        let ok = mntr(ports[new_leader], "zk_synced_followers").as_deref() == Some("2");
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(synced, "{:?}", probe(ports[new_leader], b"mntr"));
+    println!(
+        "zookeeper ensemble: up in {up:?}, new leader in {elected:?}, rejoined in {rejoined:?}"
+    );
 }
 
 #[test]
