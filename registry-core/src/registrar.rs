@@ -102,6 +102,8 @@ pub(crate) struct Registrar {
     wake: Notify,
     /// When the store last confirmed this client's liveness (a keep-alive answered).
     alive_at: Mutex<Instant>,
+    /// Held by the heartbeat task while it runs.
+    running: Arc<()>,
 }
 
 impl Registrar {
@@ -112,6 +114,7 @@ impl Registrar {
             desired: Mutex::default(),
             wake: Notify::new(),
             alive_at: Mutex::new(Instant::now()),
+            running: Arc::new(()),
         }
     }
 
@@ -159,6 +162,19 @@ impl Registrar {
     /// The state of the registration at `path`, and its changes; `None` when not wanted.
     pub(crate) fn registration(&self, path: &str) -> Option<watch::Receiver<RegistrationState>> {
         self.desired().get(path).map(|d| d.public.subscribe())
+    }
+
+    /// Waits (up to `within`) until the heartbeat task has ended: no write of it is in flight
+    /// any more. True when it ended.
+    pub(crate) async fn stopped(&self, within: std::time::Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Arc::strong_count(&self.running) > 1 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        true
     }
 
     /// How many nodes are wanted now.
@@ -272,8 +288,10 @@ impl Registrar {
     }
 
     /// The heartbeat task: beats every interval, repairs when woken, retries failures with
-    /// jittered backoff and never gives up while the registry runs.
+    /// jittered backoff and never gives up while the registry runs. Once `cancel` fires it
+    /// ends after the round in progress; `stopped` resolves then.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let _running = self.running.clone();
         let interval = self.options.heartbeat_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,10 +308,13 @@ impl Registrar {
             };
             let mut beat = beat;
             loop {
-                let result = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    result = self.reconcile(beat) => result,
-                };
+                // A round already started runs to its end (each request is bounded by the
+                // timeout): a write cut off after it was sent could land after the graceful
+                // shutdown removed the nodes, and stay until the liveness handle expires.
+                let result = self.reconcile(beat).await;
+                if cancel.is_cancelled() {
+                    return;
+                }
                 match result {
                     Ok(()) => {
                         if beat {

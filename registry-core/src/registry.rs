@@ -580,6 +580,15 @@ impl Registry {
             return Ok(());
         }
         self.inner.heartbeat.cancel();
+        // A repair write in flight must land before the nodes are removed, not after.
+        if !self
+            .inner
+            .registrar
+            .stopped(self.inner.options.timeout)
+            .await
+        {
+            warn!("the heartbeat task did not stop within the timeout; removing the nodes anyway");
+        }
         let keys = self.inner.registrar.drain();
         let timeout = self.inner.options.timeout;
         let backend = &self.inner.backend;
