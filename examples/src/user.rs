@@ -58,9 +58,24 @@ pub struct ConfigArgs {
     /// rpc.yaml, rpc.yml, rpc.json, application.properties in the working directory.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Serve the metrics in Prometheus format at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl ConfigArgs {
+    /// Starts the metrics endpoint when `--metrics-listen` asks for it (inside a Tokio
+    /// runtime, before the registry is created).
+    ///
+    /// # Errors
+    /// The endpoint could not be started.
+    pub fn serve_metrics(&self) -> Result<(), rpc_config::logging::MetricsError> {
+        match self.metrics_listen {
+            Some(address) => rpc_config::logging::serve_metrics(address),
+            None => Ok(()),
+        }
+    }
+
     /// The configuration: `--config FILE` when given, else the first config file found in the
     /// working directory; then environment overrides.
     ///

@@ -36,6 +36,9 @@ struct Cli {
     /// Registry address, overriding rpc.registryConfig.address.
     #[arg(long, global = true, value_name = "ADDR")]
     address: Option<String>,
+    /// Serve the registry's metrics in Prometheus format at http://ADDR/metrics.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +105,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Some(address) = cli.metrics_listen {
+        rpc_config::logging::serve_metrics(address)
+            .map_err(|e| Failure::usage(registry_core::error_chain(&e)))?;
+    }
     let mut config = load_config(&cli)?;
     match cli.command {
         Command::List { service_key, json } => {

@@ -369,3 +369,45 @@ fn register_prints_the_registration_state_as_it_changes() {
     let out = run(address, &["list", "--json"]);
     assert_eq!(json_lines(&out).len(), 1, "{}", text(&out));
 }
+
+/// `--metrics-listen`: the registry's metrics in Prometheus format, scraped over HTTP.
+#[test]
+fn metrics_are_served_in_prometheus_format() {
+    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = etcd.endpoint();
+    let address = ("etcd", endpoint.as_str());
+    let port = registry_test_support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut provider = Background::spawn(
+        address,
+        &[
+            "register",
+            "users:1.0",
+            "127.0.0.1:7001",
+            "--ttl",
+            "2",
+            "--metrics-listen",
+            &listen,
+        ],
+    );
+    provider.wait_lines(Duration::from_secs(10), 1, |l| l.starts_with("registered"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = registry_test_support::http_get(port, "/metrics").unwrap_or_default();
+        if body.contains("registry_heartbeats_total") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat metric in: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for expected in [
+        "registry_registered_nodes{backend=\"etcd\"} 1",
+        "registry_register_total{backend=\"etcd\",outcome=\"ok\"} 1",
+        "registry_heartbeats_total{backend=\"etcd\",outcome=\"ok\"}",
+    ] {
+        assert!(
+            body.contains(expected),
+            "`{expected}` missing from:\n{body}"
+        );
+    }
+}

@@ -25,5 +25,5 @@
 pub mod config;
 pub mod connect;
 pub mod factory;
-#[cfg(feature = "logging")]
+#[cfg(any(feature = "logging", feature = "prometheus"))]
 pub mod logging;

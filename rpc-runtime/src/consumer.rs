@@ -42,6 +42,13 @@ use crate::transport::{Pool, TransportError};
 /// Default per-call timeout (one attempt on one node, dialing included).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `rpc_client_calls_total{service, method, outcome}`: calls made, by outcome (`ok` or a
+/// [`CallError::kind`]).
+pub const CALLS_TOTAL: &str = "rpc_client_calls_total";
+/// `rpc_client_call_duration_seconds{service, method}`: the time of a call, retries and
+/// failover included.
+pub const CALL_DURATION_SECONDS: &str = "rpc_client_call_duration_seconds";
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -106,6 +113,24 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// A short name of the kind of failure, for metrics and logs: `no_provider`, `registry`,
+    /// `transport`, `unknown_service`, `unknown_method`, `bad_request`, `service_error`,
+    /// `server_error`, `encode`, `decode`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::NoProvider { .. } => "no_provider",
+            CallError::Registry(_) => "registry",
+            CallError::Transport(_) => "transport",
+            CallError::UnknownService { .. } => "unknown_service",
+            CallError::UnknownMethod { .. } => "unknown_method",
+            CallError::BadRequest { .. } => "bad_request",
+            CallError::Service(_) => "service_error",
+            CallError::Server { .. } => "server_error",
+            CallError::Encode(_) => "encode",
+            CallError::Decode(_) => "decode",
+        }
+    }
+
     fn transport(&self) -> Option<&TransportError> {
         match self {
             CallError::Transport(e) => Some(e),
@@ -331,6 +356,23 @@ impl Consumer {
             .await;
         record.elapsed = started.elapsed();
         record.ok = result.is_ok();
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        metrics::counter!(
+            CALLS_TOTAL,
+            "service" => service_key.to_owned(),
+            "method" => method.to_owned(),
+            "outcome" => outcome,
+        )
+        .increment(1);
+        metrics::histogram!(
+            CALL_DURATION_SECONDS,
+            "service" => service_key.to_owned(),
+            "method" => method.to_owned(),
+        )
+        .record(record.elapsed.as_secs_f64());
         if let Some(observer) = &self.inner.options.observer {
             observer(&record);
         }

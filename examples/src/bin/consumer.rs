@@ -36,6 +36,10 @@ struct Cli {
 async fn main() -> ExitCode {
     rpc_config::logging::init();
     let cli = Cli::parse();
+    if let Err(e) = cli.config.serve_metrics() {
+        eprintln!("consumer: {}", error_chain(&e));
+        return ExitCode::from(2);
+    }
     let calls = cli.calls;
     let interval = Duration::from_millis(cli.interval_ms);
     let config = match cli.config.load() {

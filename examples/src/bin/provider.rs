@@ -30,6 +30,10 @@ struct Cli {
 async fn main() -> ExitCode {
     rpc_config::logging::init();
     let cli = Cli::parse();
+    if let Err(e) = cli.config.serve_metrics() {
+        eprintln!("provider: {}", error_chain(&e));
+        return ExitCode::from(2);
+    }
     let mut config = match cli.config.load() {
         Ok(c) => c,
         Err(e) => {
