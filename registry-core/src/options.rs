@@ -93,6 +93,10 @@ pub struct RegistryOptions {
     /// its first failed call). Graceful deregistrations seen one by one on a live watch are
     /// always applied.
     pub protect_threshold: Option<f64>,
+    /// Where the cache keeps a disk snapshot of each service's nodes (off by default): a
+    /// consumer that starts while the store is down serves the nodes it knew, marked stale,
+    /// until the store answers (see the cache's snapshot docs).
+    pub snapshot_dir: Option<std::path::PathBuf>,
     /// Cooldown (jittered) before relisting after the watch history was lost.
     pub relist_cooldown: Duration,
     /// First retry delay of a failed store operation.
@@ -110,6 +114,7 @@ impl Default for RegistryOptions {
             timeout: DEFAULT_TIMEOUT,
             empty_protection: EmptyProtection::default(),
             protect_threshold: None,
+            snapshot_dir: None,
             relist_cooldown: DEFAULT_RELIST_COOLDOWN,
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,
@@ -158,6 +163,14 @@ impl RegistryOptions {
     #[must_use]
     pub fn with_protect_threshold(mut self, max_gone: f64) -> Self {
         self.protect_threshold = Some(max_gone);
+        self
+    }
+
+    /// Keeps a disk snapshot of each service's nodes in `dir` (see
+    /// [`RegistryOptions::snapshot_dir`]).
+    #[must_use]
+    pub fn with_snapshot_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.snapshot_dir = Some(dir.into());
         self
     }
 

@@ -133,6 +133,15 @@ impl BackendFactory {
             .collect()
     }
 
+    /// The constructor of the backend called `name`, for connecting later or again.
+    pub fn constructor(&self, name: &str) -> Option<Constructor> {
+        self.constructors
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
     /// Whether `name` is known.
     pub fn contains(&self, name: &str) -> bool {
         self.constructors

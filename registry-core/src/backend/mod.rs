@@ -45,11 +45,13 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 mod error;
+mod lazy;
 mod options;
 mod request;
 mod stream;
 
 pub use error::{BackendError, BoxError};
+pub use lazy::LazyBackend;
 pub use options::ConnectOptions;
 pub use request::with_timeout;
 pub use stream::{watch_stream, WatchSource};

@@ -18,6 +18,7 @@
 //! truth, the served list and every snapshot a reader still holds. Entries live as long as the
 //! registry: a process that discovers N services keeps N entries and N watches.
 
+pub mod snapshot;
 pub(crate) mod state;
 mod watcher;
 
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::backend::Backend;
 use crate::error::RegistryError;
@@ -121,6 +122,8 @@ impl Deref for ServiceNodes {
 pub(crate) struct ServiceEntry {
     /// The backend's name, for metrics.
     pub(crate) backend: &'static str,
+    /// Where fresh lists go to the disk snapshot, when one is kept.
+    snapshots: Option<snapshot::Writer>,
     state: Mutex<ServiceState>,
     current: ArcSwap<Snapshot>,
     changes: tokio::sync::watch::Sender<Arc<Snapshot>>,
@@ -129,7 +132,11 @@ pub(crate) struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    fn new(state: ServiceState, backend: &'static str) -> Self {
+    fn new(
+        state: ServiceState,
+        backend: &'static str,
+        snapshots: Option<snapshot::Writer>,
+    ) -> Self {
         let snapshot = Arc::new(Snapshot {
             nodes: state.served().nodes.clone(),
             stale: state.served().stale,
@@ -138,9 +145,14 @@ impl ServiceEntry {
         });
         if snapshot.stale {
             crate::metrics::stale_changed(backend, true);
+        } else if let Some(writer) = &snapshots {
+            if !state.service_key().is_empty() {
+                writer.save(state.service_key(), &snapshot.nodes);
+            }
         }
         Self {
             backend,
+            snapshots,
             state: Mutex::new(state),
             current: ArcSwap::new(snapshot.clone()),
             changes: tokio::sync::watch::Sender::new(snapshot),
@@ -167,6 +179,11 @@ impl ServiceEntry {
             generation,
             published_at: std::time::Instant::now(),
         });
+        if let Some(writer) = &self.snapshots {
+            if !snapshot.stale && !state.service_key().is_empty() {
+                writer.save(state.service_key(), &snapshot.nodes);
+            }
+        }
         let was_stale = self.current.load().stale;
         if was_stale != snapshot.stale {
             crate::metrics::stale_changed(self.backend, snapshot.stale);
@@ -201,6 +218,7 @@ pub(crate) struct ServiceCache {
     options: Arc<RegistryOptions>,
     observer: Arc<dyn TruthObserver>,
     tasks: Arc<Tasks>,
+    snapshots: Option<snapshot::Writer>,
 }
 
 impl ServiceCache {
@@ -210,6 +228,10 @@ impl ServiceCache {
         observer: Arc<dyn TruthObserver>,
         tasks: Arc<Tasks>,
     ) -> Self {
+        let snapshots = options.snapshot_dir.clone().and_then(|dir| {
+            let (writer, task) = snapshot::Writer::new(dir, tasks.child_token());
+            tasks.spawn(task).then_some(writer)
+        });
         Self {
             entries: ArcSwap::default(),
             loading: Mutex::default(),
@@ -217,6 +239,7 @@ impl ServiceCache {
             options,
             observer,
             tasks,
+            snapshots,
         }
     }
 
@@ -278,22 +301,54 @@ impl ServiceCache {
         if let Some(max_gone) = self.options.protect_threshold {
             state = state.with_threshold(max_gone, self.options.ttl);
         }
-        let listing = watcher::list(&*self.backend, state.prefix(), self.options.timeout)
-            .await
-            .map_err(|source| RegistryError::Store {
-                operation: format!("discover {service_key}"),
-                source,
-            })?;
-        state.relist(&listing, Instant::now());
-        self.observer
-            .listed(state.prefix(), &|key| state.holds(key));
-        debug!(
-            service = service_key,
-            nodes = state.served().nodes.len(),
-            revision = listing.revision,
-            "listed service, starting its watch"
-        );
-        let entry = Arc::new(ServiceEntry::new(state, self.backend.name()));
+        let mut from_snapshot = false;
+        match watcher::list(&*self.backend, state.prefix(), self.options.timeout).await {
+            Ok(listing) => {
+                state.relist(&listing, Instant::now());
+                self.observer
+                    .listed(state.prefix(), &|key| state.holds(key));
+                debug!(
+                    service = service_key,
+                    nodes = state.served().nodes.len(),
+                    revision = listing.revision,
+                    "listed service, starting its watch"
+                );
+            }
+            Err(source) => {
+                // The store does not answer: the nodes this process saw last time, if it
+                // kept them, are served (stale) until it does.
+                let saved = self
+                    .options
+                    .snapshot_dir
+                    .as_deref()
+                    .filter(|_| !service_key.is_empty())
+                    .and_then(|dir| snapshot::read(dir, service_key))
+                    .filter(|nodes| !nodes.is_empty());
+                let Some(nodes) = saved else {
+                    return Err(RegistryError::Store {
+                        operation: format!("discover {service_key}"),
+                        source,
+                    });
+                };
+                warn!(
+                    service = service_key,
+                    nodes = nodes.len(),
+                    error = %crate::util::error_chain(&source),
+                    "the store does not answer: serving the nodes of the disk snapshot (stale) until it does"
+                );
+                state.seed_from_snapshot(nodes);
+                from_snapshot = true;
+            }
+        }
+        let entry = Arc::new(ServiceEntry::new(
+            state,
+            self.backend.name(),
+            self.snapshots.clone(),
+        ));
+        if from_snapshot {
+            // The watcher lists first (retrying until the store answers).
+            entry.request_relist();
+        }
         let watcher = watcher::run(
             entry.clone(),
             self.backend.clone(),

@@ -207,6 +207,15 @@ impl ServiceState {
         }
     }
 
+    /// Serves `nodes` from a disk snapshot, marked stale, until the store's first listing
+    /// (which replaces them, under the empty protection).
+    pub(crate) fn seed_from_snapshot(&mut self, nodes: Vec<ServiceMetaInfo>) {
+        self.served = Served {
+            nodes: nodes.into_iter().map(Arc::new).collect(),
+            stale: true,
+        };
+    }
+
     /// Turns the ratio protection on: a resync that takes away more than `max_gone` (0..1) of
     /// the served nodes keeps serving them (marked stale) for `confirm_after`, or until the
     /// store shows enough of them again.

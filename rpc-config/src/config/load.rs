@@ -55,6 +55,10 @@ const KEYS: &[(&str, &str)] = &[
         "rpc.registryConfig.protectThreshold",
         "RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD",
     ),
+    (
+        "rpc.registryConfig.snapshotDir",
+        "RPC_REGISTRY_CONFIG_SNAPSHOT_DIR",
+    ),
     ("rpc.server.maxConnections", "RPC_SERVER_MAX_CONNECTIONS"),
     ("rpc.server.idleTimeout", "RPC_SERVER_IDLE_TIMEOUT"),
     ("rpc.server.frameTimeout", "RPC_SERVER_FRAME_TIMEOUT"),
@@ -236,6 +240,8 @@ impl RpcConfig {
                     (MIN_HEARTBEAT_INTERVAL, MAX_TTL),
                 )?,
                 root: string("rpc.registryConfig.root", DEFAULT_ROOT),
+                snapshot_dir: optional("rpc.registryConfig.snapshotDir")
+                    .map(std::path::PathBuf::from),
                 protect_threshold: match get("rpc.registryConfig.protectThreshold") {
                     None => None,
                     Some((_, raw)) => {

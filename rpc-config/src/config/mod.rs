@@ -31,6 +31,7 @@
 //! | `rpc.registryConfig.ttl` | duration, bare number = **seconds** | `30` | `RPC_REGISTRY_CONFIG_TTL` | 100 ms – 24 h (etcd: at least 1 s), e.g. `30`, `30s`, `1m` |
 //! | `rpc.registryConfig.heartbeatInterval` | duration, bare number = **seconds** | `10` | `RPC_REGISTRY_CONFIG_HEARTBEAT_INTERVAL` | at least 10 ms and less than half of `ttl` |
 //! | `rpc.registryConfig.protectThreshold` | number | `0` (off) | `RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD` | between 0 and 1: a resync taking away a larger share of a service's nodes keeps serving them (stale) for one TTL |
+//! | `rpc.registryConfig.snapshotDir` | path | none (off) | `RPC_REGISTRY_CONFIG_SNAPSHOT_DIR` | a writable directory: each service's nodes are kept there, and a process that starts while the store is down serves them (stale) until it answers |
 //! | `rpc.registryConfig.root` | string | `/rpc/` | `RPC_REGISTRY_CONFIG_ROOT` | `/`-separated names, no `.` or `..`, no spaces or control characters |
 //! | `rpc.server.maxConnections` | integer | ¾ of the open-files soft limit, at most 10000 | `RPC_SERVER_MAX_CONNECTIONS` | ≥ 1 |
 //! | `rpc.server.idleTimeout` | duration, bare number = **seconds** | `60` | `RPC_SERVER_IDLE_TIMEOUT` | 1 ms – 24 h |
@@ -212,6 +213,9 @@ pub struct RegistryConfig {
     /// `rpc.registryConfig.protectThreshold`: the largest share of a service's nodes one resync
     /// may take away (`None`: off). See `RegistryOptions::protect_threshold`.
     pub protect_threshold: Option<f64>,
+    /// `rpc.registryConfig.snapshotDir`: where the cache keeps a disk snapshot of each
+    /// service's nodes (`None`: no snapshot). See `RegistryOptions::snapshot_dir`.
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RegistryConfig {
@@ -226,6 +230,7 @@ impl std::fmt::Debug for RegistryConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("root", &self.root)
             .field("protect_threshold", &self.protect_threshold)
+            .field("snapshot_dir", &self.snapshot_dir)
             .finish()
     }
 }
@@ -242,6 +247,7 @@ impl Default for RegistryConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             root: DEFAULT_ROOT.to_owned(),
             protect_threshold: None,
+            snapshot_dir: None,
         }
     }
 }
