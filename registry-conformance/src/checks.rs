@@ -411,6 +411,117 @@ pub async fn one_owner_per_node(h: &dyn Harness) {
     }
 }
 
+/// Whether `consumer` serves `address` of `service` with `enabled` (and nothing is missing).
+async fn served_enabled(
+    consumer: &registry_core::Registry,
+    service: &str,
+    address: &str,
+    enabled: bool,
+) -> bool {
+    consumer.discover(service).await.is_ok_and(|nodes| {
+        nodes
+            .iter()
+            .any(|n| n.address() == address && n.enabled == enabled)
+    })
+}
+
+/// An administrator takes a node out of traffic (`enabled = false` in the service's overrides
+/// record): every consumer serves it disabled, a consumer starting later too; the owner's
+/// heartbeats, its repair of a deleted node and its re-registration never undo it; a junk
+/// record is skipped; enabling it again clears the record.
+pub async fn disabled_node_stays_out_of_traffic(h: &dyn Harness) {
+    let (_, heartbeat) = h.timing();
+    let opts = options(h);
+    let provider = h.client(opts.clone()).await;
+    let consumer = h.client(opts.clone()).await;
+    let admin = h.client(opts.clone()).await;
+    let a = provider.register(node("drain", 7901)).await.unwrap();
+    provider.register(node("drain", 7902)).await.unwrap();
+    let rec = Recorder::default();
+    let _sub = consumer
+        .subscribe("drain:1.0", rec.listener())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "both nodes served", || async {
+        rec.current().len() == 2
+    })
+    .await;
+    let written = admin
+        .set_override("drain:1.0", &a.address(), |o| o.enabled = Some(false))
+        .await
+        .unwrap();
+    assert_eq!(written.enabled, Some(false));
+    let wait = Duration::from_secs(5);
+    eventually(wait, "the consumer serves the node disabled", || {
+        served_enabled(&consumer, "drain:1.0", "127.0.0.1:7901", false)
+    })
+    .await;
+    // The record is not a node: listeners still see two nodes, one of them updated.
+    assert_eq!(rec.current().len(), 2, "{:?}", rec.changes());
+    assert!(rec.removed().is_empty(), "{:?}", rec.changes());
+    let late = h.client(opts.clone()).await;
+    assert!(served_enabled(&late, "drain:1.0", "127.0.0.1:7901", false).await);
+    assert!(served_enabled(&late, "drain:1.0", "127.0.0.1:7902", true).await);
+    let listed = admin.inspect(Some("drain:1.0")).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    // Heartbeats, the repair of a deleted node and a re-registration leave it disabled.
+    tokio::time::sleep(heartbeat * 3).await;
+    assert!(served_enabled(&consumer, "drain:1.0", "127.0.0.1:7901", false).await);
+    h.delete_raw(&opts.keys.node_path(&a)).await;
+    let fresh = h.client(opts.clone()).await;
+    eventually(
+        heartbeat * 2 + wait,
+        "the owner puts the node back",
+        || async {
+            fresh
+                .inspect(Some("drain:1.0"))
+                .await
+                .is_ok_and(|n| n.len() == 2)
+        },
+    )
+    .await;
+    assert!(served_enabled(&fresh, "drain:1.0", "127.0.0.1:7901", false).await);
+    provider.unregister(&a).await.unwrap();
+    provider.register(node("drain", 7901)).await.unwrap();
+    tokio::time::sleep(heartbeat).await;
+    eventually(wait, "re-registered, still disabled", || {
+        served_enabled(&consumer, "drain:1.0", "127.0.0.1:7901", false)
+    })
+    .await;
+    // A junk record is skipped (with a warning): the owners' values apply.
+    let record = opts.keys.overrides_path("drain:1.0");
+    h.put_raw(&record, b"{not json").await;
+    eventually(wait, "junk record skipped", || {
+        served_enabled(&consumer, "drain:1.0", "127.0.0.1:7901", true)
+    })
+    .await;
+    admin
+        .set_override("drain:1.0", &a.address(), |o| o.enabled = Some(false))
+        .await
+        .unwrap();
+    eventually(wait, "disabled again over the junk", || {
+        served_enabled(&consumer, "drain:1.0", "127.0.0.1:7901", false)
+    })
+    .await;
+    // Enabling clears the override, and the last one clears the record.
+    admin
+        .set_override("drain:1.0", &a.address(), |o| o.enabled = None)
+        .await
+        .unwrap();
+    eventually(wait, "the consumer serves the node enabled", || {
+        served_enabled(&consumer, "drain:1.0", "127.0.0.1:7901", true)
+    })
+    .await;
+    assert!(admin.overrides("drain:1.0").await.unwrap().nodes.is_empty());
+    eventually(wait, "listeners end with both nodes", || async {
+        rec.current().len() == 2
+    })
+    .await;
+    for r in [provider, consumer, admin, late, fresh] {
+        r.shutdown().await.unwrap();
+    }
+}
+
 /// Expands to one `#[tokio::test]` per conformance check, each building its harness with
 /// `$make().await`.
 #[macro_export]
@@ -426,7 +537,8 @@ macro_rules! conformance_tests {
             concurrent_register_and_discover,
             junk_is_skipped,
             shutdown_removes_nodes,
-            one_owner_per_node
+            one_owner_per_node,
+            disabled_node_stays_out_of_traffic
         );
     };
     (@each $make:path, $($name:ident),+) => {

@@ -76,6 +76,24 @@ pub struct ServiceMetaInfo {
     /// When the node was registered; set by the registry on `register`.
     #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub register_time: Option<SystemTime>,
+    /// Whether the node takes traffic (default `true`). An administrator takes a node out of
+    /// traffic without stopping it (`registryctl disable`); the override survives the owner's
+    /// heartbeats and re-registrations. Every load balancer skips a disabled node.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub enabled: bool,
+    /// Whether the node is healthy (default `true`). Balancers prefer healthy nodes and use
+    /// unhealthy ones only when no healthy one is left.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub healthy: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_yes(value: &bool) -> bool {
+    *value
 }
 
 fn default_version() -> String {
@@ -123,6 +141,8 @@ impl ServiceMetaInfo {
             weight: DEFAULT_WEIGHT,
             metadata: BTreeMap::new(),
             register_time: None,
+            enabled: true,
+            healthy: true,
         }
     }
 
@@ -262,14 +282,38 @@ impl KeySpace {
     }
 
     /// Splits a full path into `(service_key, host:port)`, or `None` when the path is not a node
-    /// path under this root.
+    /// path under this root (an overrides record is not one).
     pub fn split_node_path<'a>(&self, path: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = path.strip_prefix(self.root.as_str())?;
         let (service, address) = rest.split_once('/')?;
-        if service.is_empty() || address.is_empty() || address.contains('/') {
+        if service.is_empty()
+            || address.is_empty()
+            || address.contains('/')
+            || service == crate::overrides::OVERRIDES_NAME
+        {
             return None;
         }
         Some((service, address))
+    }
+
+    /// The prefix of the overrides records (see [`crate::overrides`]): `<root>~overrides/`,
+    /// beside the services, never under one.
+    pub fn overrides_prefix(&self) -> String {
+        format!("{}{}/", self.root, crate::overrides::OVERRIDES_NAME)
+    }
+
+    /// The path of `service_key`'s overrides record: `<root>~overrides/<service_key>`.
+    pub fn overrides_path(&self, service_key: &str) -> String {
+        format!("{}{service_key}", self.overrides_prefix())
+    }
+
+    /// The service key of an overrides record's path, or `None` when `path` is not one.
+    pub fn split_overrides_path<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let rest = path.strip_prefix(self.root.as_str())?;
+        let service = rest
+            .strip_prefix(crate::overrides::OVERRIDES_NAME)?
+            .strip_prefix('/')?;
+        (!service.is_empty() && !service.contains('/')).then_some(service)
     }
 }
 

@@ -46,6 +46,7 @@ pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod options;
+pub mod overrides;
 mod registrar;
 pub mod registration;
 mod registry;
@@ -67,6 +68,7 @@ pub use instance::{
 pub use listener::{ServiceChange, ServiceListener, ServiceWatch, Subscription};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{EmptyProtection, RegistryOptions};
+pub use overrides::{NodeOverride, Overrides};
 pub use registration::{RegistrationState, RegistrationWatch};
 pub use registry::{NodeStatus, Registry};
 pub use util::{error_chain, redact_address};

@@ -641,6 +641,38 @@ impl Backend for MemoryBackend {
         Ok(lease.and_then(|id| self.store.lease_remaining(id)))
     }
 
+    async fn admin_write(&self, key: &str, value: Option<&[u8]>) -> Result<(), BackendError> {
+        self.store.check_up()?;
+        match value {
+            Some(value) => {
+                let mut state = self.store.lock();
+                let now = tokio::time::Instant::now();
+                MemoryStore::expire_locked(
+                    &mut state,
+                    &self.store.events,
+                    self.store.history_limit,
+                    now,
+                );
+                self.store
+                    .put_locked(&mut state, key, value, None)
+                    .map(|_| ())
+                    .map_err(|id| {
+                        BackendError::request(NAME, format!("put {key}"), format!("lease {id}"))
+                    })
+            }
+            None => {
+                let mut state = self.store.lock();
+                MemoryStore::delete_locked(
+                    &mut state,
+                    &self.store.events,
+                    self.store.history_limit,
+                    key,
+                );
+                Ok(())
+            }
+        }
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         self.store.check_up()
     }

@@ -1,5 +1,6 @@
 //! The registry API: register, unregister, discover, subscribe, evict, shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,11 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backend::Backend;
+use crate::backend::BackendError;
 use crate::cache::{ServiceCache, ServiceNodes};
 use crate::error::RegistryError;
 use crate::instance::ServiceMetaInfo;
 use crate::listener::{self, ServiceListener, ServiceWatch, Subscription};
 use crate::options::RegistryOptions;
+use crate::overrides::{NodeOverride, Overrides};
 use crate::registrar::Registrar;
 use crate::registration::{RegistrationState, RegistrationWatch};
 use crate::tasks::Tasks;
@@ -506,15 +509,151 @@ impl Registry {
         )
         .await
         .map_err(store_error)?;
+        let overrides = match service_key {
+            Some(key) => HashMap::from([(key.to_owned(), self.overrides(key).await?)]),
+            None => self.all_overrides().await?,
+        };
         let nodes: Vec<NodeStatus> =
             crate::cache::decode_listing(keys, &prefix, &listing.entries, service_key)
                 .into_iter()
-                .map(|(kv, node)| NodeStatus {
-                    node,
-                    ttl_remaining: ttls.get(&kv.key).copied(),
+                .map(|(kv, node)| {
+                    let node = match overrides.get(&node.service_key()) {
+                        Some(o) => Arc::unwrap_or_clone(o.apply(&Arc::new(node))),
+                        None => node,
+                    };
+                    NodeStatus {
+                        node,
+                        ttl_remaining: ttls.get(&kv.key).copied(),
+                    }
                 })
                 .collect();
         Ok(nodes)
+    }
+
+    /// Every service's overrides record, as the store holds them now.
+    async fn all_overrides(&self) -> Result<HashMap<String, Overrides>, RegistryError> {
+        let keys = &self.inner.options.keys;
+        let prefix = keys.overrides_prefix();
+        let listing = crate::cache::list(&*self.inner.backend, &prefix, self.inner.options.timeout)
+            .await
+            .map_err(|source| RegistryError::Store {
+                operation: format!("list {prefix}"),
+                source,
+            })?;
+        Ok(crate::cache::decode_overrides_listing(
+            keys,
+            &listing.entries,
+        ))
+    }
+
+    /// The overrides record of `service_key`, as the store holds it now (see
+    /// [`crate::overrides`]); empty when it has none.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the store could not be read.
+    pub async fn overrides(&self, service_key: &str) -> Result<Overrides, RegistryError> {
+        // The tree holds one small record per overridden service: read it whole.
+        Ok(self
+            .all_overrides()
+            .await?
+            .remove(service_key)
+            .unwrap_or_default())
+    }
+
+    /// Changes what an administrator overrides for node `address` (`host:port`) of
+    /// `service_key`, with `change`, and writes the service's overrides record back; returns
+    /// the node's override as written. Every consumer applies it through its watch, and the
+    /// node's owner never undoes it (see [`crate::overrides`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), registry_core::RegistryError> {
+    /// let store = MemoryStore::new();
+    /// let provider = Registry::new(Arc::new(MemoryBackend::new(store.clone())), RegistryOptions::default())?;
+    /// let admin = Registry::new(Arc::new(MemoryBackend::new(store)), RegistryOptions::default())?;
+    /// provider.register(ServiceMetaInfo::new("users", "10.0.0.7", 8080)).await?;
+    /// admin.set_override("users:1.0", "10.0.0.7:8080", |o| o.enabled = Some(false)).await?;
+    /// let nodes = admin.inspect(Some("users:1.0")).await?;
+    /// assert!(!nodes[0].node.enabled);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the record could not be read or written.
+    pub async fn set_override(
+        &self,
+        service_key: &str,
+        address: &str,
+        change: impl FnOnce(&mut NodeOverride),
+    ) -> Result<NodeOverride, RegistryError> {
+        self.check_open()?;
+        let mut record = self.overrides(service_key).await?;
+        let mut node = record.nodes.get(address).copied().unwrap_or_default();
+        change(&mut node);
+        if node.is_empty() {
+            record.nodes.remove(address);
+        } else {
+            record.nodes.insert(address.to_owned(), node);
+        }
+        let path = self.inner.options.keys.overrides_path(service_key);
+        let value = if record.nodes.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_vec(&record).map_err(|e| RegistryError::Store {
+                    operation: format!("encode {path}"),
+                    source: BackendError::request(self.backend_name(), "encode", e),
+                })?,
+            )
+        };
+        let backend = &*self.inner.backend;
+        timed(
+            backend,
+            self.inner.options.timeout,
+            || format!("write {path}"),
+            backend.admin_write(&path, value.as_deref()),
+        )
+        .await
+        .map_err(|source| RegistryError::Store {
+            operation: format!("write {path}"),
+            source,
+        })?;
+        info!(service = service_key, %address, ?node, "override written");
+        Ok(node)
+    }
+
+    /// Deletes node `address` of `service_key` from the store as an administrator, whoever
+    /// holds it. Consumers see it go; an owner that is still alive registers it again within
+    /// about a heartbeat (to take a node out of traffic for good, disable it with
+    /// [`set_override`](Self::set_override)).
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] when the delete failed.
+    pub async fn force_deregister(
+        &self,
+        service_key: &str,
+        address: &str,
+    ) -> Result<(), RegistryError> {
+        self.check_open()?;
+        let path = format!(
+            "{}{address}",
+            self.inner.options.keys.service_prefix(service_key)
+        );
+        let backend = &*self.inner.backend;
+        timed(
+            backend,
+            self.inner.options.timeout,
+            || format!("delete {path}"),
+            backend.admin_write(&path, None),
+        )
+        .await
+        .map_err(|source| RegistryError::Store {
+            operation: format!("delete {path}"),
+            source,
+        })
     }
 
     /// Checks that the store answers **and that this client may write under the root**: a
@@ -635,7 +774,7 @@ mod tests {
         )
         .unwrap();
         // Heartbeat, the own-service watch (which starts the watcher of `users`), the watchers
-        // of `orders` and of the root, and two listeners.
+        // of `orders` and of the root, the overrides watch, and two listeners.
         registry
             .register(ServiceMetaInfo::new("users", "127.0.0.1", 1))
             .await
@@ -650,7 +789,7 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(registry.running_tasks(), 6);
+        assert_eq!(registry.running_tasks(), 7);
 
         registry.shutdown().await.unwrap();
         assert_eq!(registry.running_tasks(), 0);
@@ -681,7 +820,7 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(tasks.running(), 3);
+        assert_eq!(tasks.running(), 4);
         drop(registry);
         assert!(tasks.is_cancelled(), "the drop told every task to stop");
         assert_eq!(tasks.stop(Duration::from_secs(1)).await, 0);

@@ -49,12 +49,13 @@ fn raw_put(store: &MemoryStore, n: &ServiceMetaInfo) {
         .unwrap();
 }
 
-/// Takes the store down once the clients watch it (`watches` watches open), and returns when
-/// every client noticed: their watches broke (and do not reopen while the store is down), so
-/// what the store does next reaches them only after the outage, as a resumed watch.
-async fn outage(store: &MemoryStore, watches: usize) {
+/// Takes the store down once the clients watch it (`watching` registries watch one service
+/// each: two watches apiece, the service's and the overrides tree's), and returns when every
+/// client noticed: their watches broke (and do not reopen while the store is down), so what
+/// the store does next reaches them only after the outage, as a resumed watch.
+async fn outage(store: &MemoryStore, watching: usize) {
     eventually(Duration::from_secs(3), "every watch open", || async {
-        store.watch_count() == watches
+        store.watch_count() == watching * 2
     })
     .await;
     store.set_down(true);
@@ -371,12 +372,36 @@ async fn one_listing_and_one_watch_per_service() {
         assert_eq!(t.await.unwrap().unwrap(), 1);
     }
     assert_eq!(consumer.cached_services(), vec!["svc:1.0".to_owned()]);
-    eventually(Duration::from_secs(3), "the watch is open", || async {
-        store.watch_count() == 1
+    // Plus one listing and one watch of the overrides tree, once per registry.
+    eventually(Duration::from_secs(3), "the watches are open", || async {
+        store.watch_count() == 2
     })
     .await;
-    assert_eq!(store.list_count(), 1, "one listing");
-    assert_eq!(store.watch_count(), 1, "one watch");
+    assert_eq!(
+        store.list_count(),
+        2,
+        "one listing of the service, one of the overrides"
+    );
+    assert_eq!(
+        store.watch_count(),
+        2,
+        "one watch of the service, one of the overrides"
+    );
+    assert_eq!(
+        consumer.discover("other:1.0").await.map(|n| n.len()).ok(),
+        None
+    );
+    eventually(
+        Duration::from_secs(3),
+        "the second service's watch",
+        || async { store.watch_count() == 3 },
+    )
+    .await;
+    assert_eq!(
+        store.list_count(),
+        3,
+        "a second service costs one listing, one watch"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -232,6 +232,24 @@ impl Backend for EtcdBackend {
         listing::ttls(&self.endpoints, prefix).await
     }
 
+    async fn admin_write(&self, key: &str, value: Option<&[u8]>) -> Result<(), BackendError> {
+        let (key, value) = (key.to_owned(), value.map(<[u8]>::to_vec));
+        self.endpoints
+            .call(
+                || format!("admin write {key}"),
+                |mut c| {
+                    let (key, value) = (key.clone(), value.clone());
+                    async move {
+                        match value {
+                            Some(value) => c.put(key, value, None).await.map(|_| ()),
+                            None => c.delete(key, None).await.map(|_| ()),
+                        }
+                    }
+                },
+            )
+            .await
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         self.endpoints
             .call(|| "status".into(), |mut c| async move { c.status().await })

@@ -171,6 +171,10 @@ impl Backend for ZkBackend {
         Ok(HashMap::new())
     }
 
+    async fn admin_write(&self, key: &str, value: Option<&[u8]>) -> Result<(), BackendError> {
+        self.inner.admin_write(key, value).await
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         let session = &self.inner.session;
         let client = session.get().await?;

@@ -4,7 +4,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use registry_core::{KeyValue, Revision};
 use zookeeper_client as zk;
 
-use crate::path::{is_address, join, parent, path, Junk};
+use crate::path::{is_entry, join, parent, path, Junk};
 
 /// Requests in flight at once while listing (pipelined on the session's one connection).
 const CONCURRENCY: usize = 64;
@@ -59,7 +59,7 @@ pub(crate) async fn snapshot(
                 let key = join(&dir, &child);
                 if level < depth {
                     dirs.push(key);
-                } else if is_address(&child) {
+                } else if is_entry(&dir, &child) {
                     candidates.push(key);
                 } else {
                     junk.note(key);

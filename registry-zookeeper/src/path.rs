@@ -60,9 +60,27 @@ pub(crate) fn is_node_key(prefix: &str, depth: usize, key: &str) -> bool {
     let Some(below) = below else {
         return false;
     };
-    let mut segments = below.split('/').filter(|s| !s.is_empty());
-    let count = segments.clone().count();
-    count == depth && segments.next_back().is_some_and(is_address)
+    let segments: Vec<&str> = below.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.len() != depth {
+        return false;
+    }
+    let Some((name, _)) = segments.split_last() else {
+        return false;
+    };
+    // The directory may lie above the prefix (a prefix that is a service directory).
+    key.trim_end_matches('/')
+        .strip_suffix(name)
+        .is_some_and(|dir| is_entry(path(dir), name))
+}
+
+/// Whether znode `name` in directory `dir` is registry data: a node's `host:port`, or, in
+/// the overrides tree (`<root>~overrides`), a service's record.
+pub(crate) fn is_entry(dir: &str, name: &str) -> bool {
+    is_address(name)
+        || dir
+            .rsplit('/')
+            .next()
+            .is_some_and(|d| d == registry_core::overrides::OVERRIDES_NAME)
 }
 
 /// Whether a znode name can be a node's `host:port` (the value decides the rest).
@@ -136,5 +154,9 @@ mod tests {
         assert!(!is_node_key("/rpc/", 2, "/rpc/a:1.0"));
         assert!(!is_node_key("/rpc/", 2, "/rpcx/h:1"));
         assert!(!is_node_key("/rpc/a:1.0/", 1, "/rpc/a:1.01/h:1"));
+        assert!(!is_node_key("/rpc/a:1.0/", 1, "/rpc/a:1.0/~overrides"));
+        assert!(is_node_key("/rpc/~overrides/", 1, "/rpc/~overrides/a:1.0"));
+        assert!(is_node_key("/rpc/", 2, "/rpc/~overrides/a:1.0:g"));
+        assert!(!is_node_key("/rpc/", 2, "/rpc/a:1.0/b:1.0"));
     }
 }

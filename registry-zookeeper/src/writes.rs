@@ -113,6 +113,54 @@ impl Inner {
         Err(changing(node))
     }
 
+    /// Writes `key` as an administrator: a persistent znode (created, or its data replaced),
+    /// or, with `None`, deletes it whoever holds it.
+    pub(crate) async fn admin_write(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), BackendError> {
+        let session = &self.session;
+        let client = session.get().await?;
+        let node = path(key);
+        let Some(value) = value else {
+            return delete_one(session, &client, node).await;
+        };
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+        for _ in 0..3 {
+            match session
+                .raw(|| format!("set {node}"), client.set_data(node, value, None))
+                .await?
+            {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(classify(e, || format!("set {node}"))),
+            }
+            if let Some(dir) = parent(key) {
+                match session
+                    .raw(|| format!("mkdir {dir}"), client.mkdir(dir, &container))
+                    .await?
+                {
+                    Ok(()) | Err(zk::Error::NodeExists) => {}
+                    Err(e) => return Err(classify(e, || format!("mkdir {dir}"))),
+                }
+            }
+            match session
+                .raw(
+                    || format!("create {node}"),
+                    client.create(node, value, &persistent),
+                )
+                .await?
+            {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NodeExists | zk::Error::NoNode) => {}
+                Err(e) => return Err(classify(e, || format!("create {node}"))),
+            }
+        }
+        Err(changing(node))
+    }
+
     /// Deletes `key` when this session holds it, or nobody does.
     pub(crate) async fn delete(&self, key: &str) -> Result<(), BackendError> {
         let session = &self.session;

@@ -29,7 +29,14 @@ impl RawStore for RawZk {
                 Err(e) => panic!("mkdir {dir}: {e}"),
             }
         }
-        raw.create(key, value, &persistent).await.unwrap();
+        match raw.create(key, value, &persistent).await {
+            Ok(_) => {}
+            // Overwrites, as a put does in the other stores.
+            Err(zk::Error::NodeExists) => {
+                raw.set_data(key, value, None).await.unwrap();
+            }
+            Err(e) => panic!("create {key}: {e}"),
+        }
     }
 }
 

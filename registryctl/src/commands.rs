@@ -121,6 +121,59 @@ pub(crate) async fn register(
     Ok(())
 }
 
+/// What `disable`, `enable` and `weight` change in a node's override.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change {
+    /// `disable` (`false`) or `enable` (`true`, which clears the override).
+    Enabled(bool),
+    /// `weight N`, or `weight reset` (`None`).
+    Weight(Option<u32>),
+}
+
+/// `disable`, `enable`, `weight`: writes the node's override in the service's record. A node
+/// that is not registered now still gets it (it applies when the node comes), with a note.
+pub(crate) async fn set_override(
+    registry: &Registry,
+    service_key: &str,
+    node: &str,
+    change: Change,
+) -> Result<(), Failure> {
+    let target = crate::nodes::parse_nodes(service_key, &[node.to_owned()], &[])?;
+    let target = &target[0];
+    let (key, address) = (target.service_key(), target.address());
+    let written = registry
+        .set_override(&key, &address, |o| match change {
+            // Enabled is the default: clear the override rather than store `true`.
+            Change::Enabled(true) => o.enabled = None,
+            Change::Enabled(false) => o.enabled = Some(false),
+            Change::Weight(weight) => o.weight = weight,
+        })
+        .await
+        .map_err(|e| Failure::registry(&e))?;
+    let present = registry
+        .inspect(Some(&key))
+        .await
+        .map(|nodes| nodes.iter().any(|n| n.node.address() == address))
+        .unwrap_or(true);
+    let what = match change {
+        Change::Enabled(false) => "disabled (out of traffic)".to_owned(),
+        Change::Enabled(true) => "enabled".to_owned(),
+        Change::Weight(Some(w)) => format!("weight {w}"),
+        Change::Weight(None) => "weight reset to the registered one".to_owned(),
+    };
+    println!("{} {}: {what}", cell(&key), cell(&address));
+    if !present {
+        println!(
+            "note: {} has no node {} now; the override applies when it registers",
+            cell(&key),
+            cell(&address)
+        );
+    }
+    tracing::debug!(?written, "override");
+    let _ = registry.shutdown().await;
+    Ok(())
+}
+
 /// `health`: the store answers and this client may write under the root.
 pub(crate) async fn health(registry: &Registry, config: &RpcConfig) -> Result<(), Failure> {
     registry.health().await.map_err(|e| Failure::registry(&e))?;

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::Change;
 use crate::setup::{connect, load_config, Failure};
 
 #[derive(Parser, Debug)]
@@ -76,6 +77,30 @@ enum Command {
         #[arg(long, value_name = "K=V", num_args = 1..)]
         metadata: Vec<String>,
     },
+    /// Take a node out of traffic without stopping it: every consumer's balancer skips it, and
+    /// its owner's heartbeats and re-registrations do not undo it.
+    Disable {
+        /// The service (`name:version[:group]`).
+        service_key: String,
+        /// The node, host:port.
+        node: String,
+    },
+    /// Put a disabled node back into traffic (clears the override).
+    Enable {
+        /// The service (`name:version[:group]`).
+        service_key: String,
+        /// The node, host:port.
+        node: String,
+    },
+    /// Override a node's weight (`reset` gives it back its registered weight).
+    Weight {
+        /// The service (`name:version[:group]`).
+        service_key: String,
+        /// The node, host:port.
+        node: String,
+        /// The weight, 1 or more, or `reset`.
+        weight: String,
+    },
     /// Check that the store answers and takes this client's writes under the root (exit 0),
     /// or not (exit 1; 2 for refused credentials).
     Health,
@@ -131,6 +156,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             let registry = connect(&config).await?;
             commands::register(&registry, nodes).await
+        }
+        Command::Disable { service_key, node } => {
+            let registry = connect(&config).await?;
+            commands::set_override(&registry, &service_key, &node, Change::Enabled(false)).await
+        }
+        Command::Enable { service_key, node } => {
+            let registry = connect(&config).await?;
+            commands::set_override(&registry, &service_key, &node, Change::Enabled(true)).await
+        }
+        Command::Weight {
+            service_key,
+            node,
+            weight,
+        } => {
+            let change = Change::Weight(nodes::parse_weight(&weight)?);
+            let registry = connect(&config).await?;
+            commands::set_override(&registry, &service_key, &node, change).await
         }
         Command::Health => {
             let registry = connect(&config).await?;

@@ -88,6 +88,21 @@ pub(crate) fn parse_nodes(
         .collect()
 }
 
+/// `weight`'s value: 1 or more, or `reset` (`None`: the registered weight again).
+pub(crate) fn parse_weight(text: &str) -> Result<Option<u32>, Failure> {
+    if text == "reset" {
+        return Ok(None);
+    }
+    match text.parse::<u32>() {
+        Ok(w) if w >= 1 => Ok(Some(w)),
+        _ => Err(Failure::usage(format!(
+            "WEIGHT must be a whole number from 1 to {}, or `reset`, got `{}`",
+            u32::MAX,
+            text.escape_debug()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

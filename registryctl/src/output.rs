@@ -36,6 +36,16 @@ fn rfc3339(t: Option<SystemTime>) -> Option<String> {
     t.map(|t| humantime::format_rfc3339_millis(t).to_string())
 }
 
+/// A node's traffic status: `up`, `disabled` (out of traffic), `unhealthy`, or both.
+fn status(node: &registry_core::ServiceMetaInfo) -> &'static str {
+    match (node.enabled, node.healthy) {
+        (true, true) => "up",
+        (false, true) => "disabled",
+        (true, false) => "unhealthy",
+        (false, false) => "disabled,unhealthy",
+    }
+}
+
 /// `list`: a table, or JSON lines.
 pub(crate) fn print_list(out: &mut impl Write, nodes: &[NodeStatus], json: bool) -> io::Result<()> {
     if json {
@@ -47,6 +57,8 @@ pub(crate) fn print_list(out: &mut impl Write, nodes: &[NodeStatus], json: bool)
                 "version": n.service_version,
                 "group": n.service_group,
                 "weight": n.weight,
+                "enabled": n.enabled,
+                "healthy": n.healthy,
                 "registeredAt": rfc3339(n.register_time),
                 "ttlRemainingMs": s.ttl_remaining.map(|d| d.as_millis() as u64),
                 "metadata": n.metadata,
@@ -61,11 +73,12 @@ pub(crate) fn print_list(out: &mut impl Write, nodes: &[NodeStatus], json: bool)
         "VERSION",
         "GROUP",
         "WEIGHT",
+        "STATUS",
         "REGISTERED",
         "TTL",
         "METADATA",
     ];
-    let rows: Vec<[String; 8]> = nodes
+    let rows: Vec<[String; 9]> = nodes
         .iter()
         .map(|s| {
             let n = &s.node;
@@ -75,6 +88,7 @@ pub(crate) fn print_list(out: &mut impl Write, nodes: &[NodeStatus], json: bool)
                 cell(&n.service_version).into_owned(),
                 cell(&n.service_group).into_owned(),
                 n.weight.to_string(),
+                status(n).into(),
                 rfc3339(n.register_time).unwrap_or_else(|| "-".into()),
                 s.ttl_remaining
                     .map(|d| format!("{:.1}s", d.as_secs_f64()))

@@ -58,17 +58,20 @@ impl Failure {
 /// The embedded `memory` registry lives inside one process, so registryctl would only ever
 /// see an empty store of its own: it is refused unless `--registry memory` asks for it.
 pub(crate) fn load_config(cli: &Cli) -> Result<RpcConfig, Failure> {
-    let mut config = match &cli.config {
-        Some(path) => RpcConfig::load_file(path),
-        None => RpcConfig::load(),
-    }
-    .map_err(|e| Failure::usage(error_chain(&e)))?;
-    if let Some(name) = &cli.registry {
-        config.registry_config.registry = name.clone();
-    }
-    if let Some(address) = &cli.address {
-        config.registry_config.address = address.clone();
-    }
+    let file = match &cli.config {
+        Some(path) => Some(path.clone()),
+        None => std::env::current_dir()
+            .ok()
+            .and_then(|dir| rpc_config::config::find_config_file(&dir)),
+    };
+    // --registry and --address weigh as the environment variables do, over both.
+    let env = |name: &str| match name {
+        "RPC_REGISTRY_CONFIG_REGISTRY" if cli.registry.is_some() => cli.registry.clone(),
+        "RPC_REGISTRY_CONFIG_ADDRESS" if cli.address.is_some() => cli.address.clone(),
+        _ => std::env::var(name).ok(),
+    };
+    let config = RpcConfig::load_sources(file.as_deref(), &env)
+        .map_err(|e| Failure::usage(error_chain(&e)))?;
     BackendFactory::global()
         .check(&config.registry_config.registry)
         .map_err(|e| Failure::usage(e.to_string()))?;

@@ -213,6 +213,50 @@ fn register_list_watch_and_sigterm_deregisters(address: Store<'_>) {
     };
     watch.wait_lines(Duration::from_secs(10), 2, is_event("added"));
 
+    // disable: out of traffic, shown by list and watch, kept over the owner's heartbeats;
+    // enable: back.
+    let out = run(address, &["disable", "users:1.0", "127.0.0.1:7001"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("disabled"), "{}", text(&out));
+    watch.wait_lines(Duration::from_secs(10), 1, is_event("updated"));
+    std::thread::sleep(Duration::from_secs(3));
+    let enabled_of = |out: &Output| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = json_lines(out)
+            .iter()
+            .map(|n| {
+                (
+                    n["node"].as_str().unwrap().to_owned(),
+                    n["enabled"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let out = run(address, &["list", "--json"]);
+    assert_eq!(
+        enabled_of(&out),
+        [
+            ("127.0.0.1:7001".into(), false),
+            ("127.0.0.1:7002".into(), true)
+        ],
+        "{}",
+        text(&out)
+    );
+    let human = String::from_utf8_lossy(&run(address, &["list"]).stdout).to_string();
+    assert!(
+        human
+            .lines()
+            .any(|l| l.contains("127.0.0.1:7001") && l.contains(" disabled ")),
+        "{human}"
+    );
+    let out = run(address, &["enable", "users:1.0", "127.0.0.1:7001"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(address, &["list", "--json"]);
+    assert!(enabled_of(&out).iter().all(|(_, e)| *e), "{}", text(&out));
+    let out = run(address, &["weight", "users:1.0", "127.0.0.1:7001", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
     // SIGTERM: the provider deregisters and exits 0; the watcher sees both removals.
     let status = provider.terminate();
     assert_eq!(status.code(), Some(0), "{:?}", provider.seen);

@@ -19,7 +19,7 @@ use registry_conformance::{
     converge_under_faults, default_options, survive, ConvergeReport, ConvergeRun, HaReport, Target,
 };
 use registry_core::RegistryOptions;
-use registry_test_support::EtcdCluster;
+use registry_test_support::{EtcdCluster, ZkEnsemble};
 use rpc_bench::{EchoClient, EchoImpl, EchoServer, Message};
 use rpc_runtime::config::{RpcConfig, TolerantStrategyKind};
 use rpc_runtime::consumer::{Consumer, ConsumerOptions};
@@ -280,6 +280,110 @@ async fn etcd(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
     (rows, converge)
 }
 
+fn zk_target(address: &str) -> Target {
+    Target::new(address, |options| async move {
+        registry_zookeeper::ZkBackend::connect(&options).await
+    })
+}
+
+/// What happens to one ZooKeeper scenario's servers.
+#[derive(Clone, Copy)]
+enum ZkFault {
+    KillLeader,
+    KillFollower,
+    /// The leader and a follower down for twice the session timeout.
+    MajorityDown,
+    /// The leader SIGSTOPped for 1.5 session timeouts.
+    PauseLeader,
+}
+
+async fn zookeeper(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
+    let options = default_options();
+    let recovery = options.ttl * 5 + Duration::from_secs(5);
+    let mut rows = Vec::new();
+    for (name, fault) in [
+        ("leader SIGKILL", ZkFault::KillLeader),
+        ("follower SIGKILL", ZkFault::KillFollower),
+        ("leader SIGSTOP beyond the session timeout", ZkFault::PauseLeader),
+        ("2 of 3 down beyond the session timeout", ZkFault::MajorityDown),
+    ] {
+        let ensemble = Arc::new(Mutex::new(ZkEnsemble::start().unwrap()));
+        let target = zk_target(&ensemble.lock().unwrap().connect_string());
+        let leader = ensemble.lock().unwrap().leader_index().unwrap();
+        let victims: Vec<usize> = match fault {
+            ZkFault::KillLeader | ZkFault::PauseLeader => vec![leader],
+            ZkFault::KillFollower => vec![(leader + 1) % 3],
+            ZkFault::MajorityDown => vec![leader, (leader + 1) % 3],
+        };
+        let (e1, e2) = (ensemble.clone(), ensemble.clone());
+        let (v1, v2) = (victims.clone(), victims);
+        let down_for = options.ttl + options.ttl / 2;
+        let inject: Fault = Box::new(move || {
+            let mut e = e1.lock().unwrap();
+            for &v in &v1 {
+                match fault {
+                    ZkFault::PauseLeader => e.member_mut(v).pause(),
+                    _ => e.member_mut(v).kill(),
+                }
+            }
+        });
+        let heal: Fault = Box::new(move || {
+            if matches!(fault, ZkFault::PauseLeader | ZkFault::MajorityDown) {
+                std::thread::sleep(down_for);
+            }
+            let mut e = e2.lock().unwrap();
+            for &v in &v2 {
+                match fault {
+                    ZkFault::PauseLeader => e.member_mut(v).resume(),
+                    _ => e.member_mut(v).restart().unwrap(),
+                }
+            }
+        });
+        rows.push(
+            scenario(
+                "ZooKeeper (3 servers)",
+                name,
+                &target,
+                options.clone(),
+                recovery,
+                inject,
+                heal,
+            )
+            .await,
+        );
+    }
+    let ensemble = Arc::new(Mutex::new(ZkEnsemble::start().unwrap()));
+    let target = zk_target(&ensemble.lock().unwrap().connect_string());
+    let run = ConvergeRun {
+        clients: 4,
+        consumers: 2,
+        run_for: Duration::from_secs(converge_secs),
+        fault_every: Duration::from_secs(2),
+        converge_within: options.ttl * 5 + Duration::from_secs(10),
+    };
+    let converge = converge_under_faults(&target, options, run, move |_| {
+        let member = rand::rng().random_range(0..3);
+        let pause = rand::rng().random_bool(0.5);
+        let mut e = ensemble.lock().unwrap();
+        if pause {
+            e.member_mut(member).pause();
+        } else {
+            e.member_mut(member).kill();
+        }
+        let ensemble = ensemble.clone();
+        Box::new(move || {
+            let mut e = ensemble.lock().unwrap();
+            if pause {
+                e.member_mut(member).resume();
+            } else {
+                e.member_mut(member).restart().unwrap();
+            }
+        })
+    })
+    .await;
+    (rows, converge)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
@@ -290,6 +394,11 @@ async fn main() {
         let (r, c) = etcd(args.converge_secs).await;
         rows.extend(r);
         converged.push(("etcd (3 members)", c));
+    }
+    if wants("zookeeper") {
+        let (r, c) = zookeeper(args.converge_secs).await;
+        rows.extend(r);
+        converged.push(("ZooKeeper (3 servers)", c));
     }
     println!();
     print_rows(&rows);

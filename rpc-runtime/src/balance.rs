@@ -64,6 +64,40 @@ pub fn with_warmup(kind: LoadBalancerKind, warmup: Duration) -> Box<dyn LoadBala
     }
 }
 
+/// Picks a node for a call with `balancer`, as the consumer does: never a disabled node
+/// ([`ServiceMetaInfo::enabled`], an administrator took it out of traffic), and an unhealthy
+/// one ([`ServiceMetaInfo::healthy`]) only when no healthy node is left. `None` when no
+/// enabled node is left once `skip`ped ones are set aside.
+///
+/// ```
+/// use std::sync::Arc;
+/// use registry_core::ServiceMetaInfo;
+/// use rpc_runtime::balance;
+///
+/// let mut off = ServiceMetaInfo::new("svc", "10.0.0.1", 1);
+/// off.enabled = false;
+/// let mut sick = ServiceMetaInfo::new("svc", "10.0.0.1", 2);
+/// sick.healthy = false;
+/// let nodes = vec![Arc::new(off), Arc::new(sick)];
+/// let rr = balance::by_name("roundRobin").unwrap();
+/// // The unhealthy node is the only one left that takes traffic.
+/// assert_eq!(balance::choose(&*rr, &nodes, 0, &|_| false).unwrap().service_port, 2);
+/// assert!(balance::choose(&*rr, &nodes, 0, &|n| n.service_port == 2).is_none());
+/// ```
+pub fn choose<'a>(
+    balancer: &dyn LoadBalancer,
+    nodes: &'a [Node],
+    key: u64,
+    skip: &dyn Fn(&Node) -> bool,
+) -> Option<&'a Node> {
+    if nodes.iter().all(|n| n.enabled && n.healthy) {
+        return balancer.pick(nodes, key, skip);
+    }
+    balancer
+        .pick(nodes, key, &|n| !n.enabled || !n.healthy || skip(n))
+        .or_else(|| balancer.pick(nodes, key, &|n| !n.enabled || skip(n)))
+}
+
 /// The balancer named `name` (as in `rpc.loadBalancer`), or `None`.
 pub fn by_name(name: &str) -> Option<Box<dyn LoadBalancer>> {
     name.parse().ok().map(for_kind)
@@ -339,6 +373,28 @@ mod tests {
                 .unwrap()
                 .service_port;
             assert_eq!(skipped, after);
+        }
+    }
+
+    #[test]
+    fn disabled_nodes_are_never_picked_and_unhealthy_ones_last() {
+        let mut ns = nodes(3);
+        Arc::make_mut(&mut ns[0]).enabled = false;
+        Arc::make_mut(&mut ns[1]).healthy = false;
+        for kind in ["roundRobin", "random", "consistentHash"] {
+            let b = by_name(kind).unwrap();
+            for k in 0..200u64 {
+                let port = choose(&*b, &ns, k, &|_| false).unwrap().service_port;
+                assert_eq!(port, 3, "{kind}: only the enabled healthy node");
+                let port = choose(&*b, &ns, k, &|n| n.service_port == 3)
+                    .unwrap()
+                    .service_port;
+                assert_eq!(
+                    port, 2,
+                    "{kind}: then the unhealthy one, never the disabled"
+                );
+            }
+            assert!(choose(&*b, &ns, 0, &|n| n.service_port != 1).is_none());
         }
     }
 

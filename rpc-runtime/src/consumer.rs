@@ -412,8 +412,9 @@ impl Consumer {
             };
             record.origin = Some(nodes.origin());
             let skip = |n: &Node| failed.iter().any(|f| same_node(f, n));
-            let Some(node) = inner.balancer.pick(nodes.nodes(), key, &skip).cloned() else {
-                // Every node failed this call.
+            let Some(node) = balance::choose(&*inner.balancer, nodes.nodes(), key, &skip).cloned()
+            else {
+                // Every node failed this call, or an administrator disabled the rest.
                 return Err(last_error.unwrap_or_else(|| self.no_provider(service_key)));
             };
             let address = node.address();

@@ -838,3 +838,68 @@ async fn calls_per_connection_are_bounded_by_max_in_flight() {
     );
     provider.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_node_gets_no_call_and_gets_them_back_when_enabled() {
+    let store = MemoryStore::new();
+    let (a, a_state) = observed_memory_provider(&store).await;
+    let (b, b_state) = observed_memory_provider(&store).await;
+    let consumer = Consumer::new(memory_registry(&store), ConsumerOptions::default());
+    let client = EchoClient::new(consumer.clone());
+    let admin = memory_registry(&store);
+    let a_address = format!("127.0.0.1:{}", a.local_addr().port());
+    eventually(Duration::from_secs(5), "both providers known", || async {
+        consumer
+            .registry()
+            .discover("Echo:1.0")
+            .await
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    admin
+        .set_override("Echo:1.0", &a_address, |o| o.enabled = Some(false))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the consumer sees a disabled",
+        || async {
+            consumer
+                .registry()
+                .discover("Echo:1.0")
+                .await
+                .unwrap()
+                .iter()
+                .any(|n| n.address() == a_address && !n.enabled)
+        },
+    )
+    .await;
+    let served_by_a = a_state.whoami_served.load(Ordering::Relaxed);
+    for _ in 0..50 {
+        assert_eq!(client.whoami().await.unwrap(), b.local_addr().port());
+    }
+    assert_eq!(a_state.whoami_served.load(Ordering::Relaxed), served_by_a);
+    assert!(b_state.whoami_served.load(Ordering::Relaxed) >= 50);
+    // The last node disabled too: no provider takes traffic, and the call says so.
+    let b_address = format!("127.0.0.1:{}", b.local_addr().port());
+    admin
+        .set_override("Echo:1.0", &b_address, |o| o.enabled = Some(false))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "no enabled provider", || async {
+        matches!(client.whoami().await, Err(CallError::NoProvider { .. }))
+    })
+    .await;
+    admin
+        .set_override("Echo:1.0", &a_address, |o| o.enabled = None)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "a takes calls again", || async {
+        client.whoami().await.ok() == Some(a.local_addr().port())
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -131,6 +131,10 @@ impl Backend for LazyBackend {
         self.shared.backend().await?.ttls(prefix).await
     }
 
+    async fn admin_write(&self, key: &str, value: Option<&[u8]>) -> Result<(), BackendError> {
+        self.shared.backend().await?.admin_write(key, value).await
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         self.shared.backend().await?.health().await
     }

@@ -186,6 +186,18 @@ pub trait Backend: Send + Sync + 'static {
         Ok(ttls)
     }
 
+    /// Writes `key` as an administrator (or, with `None`, deletes it): without liveness and
+    /// whatever client holds it. For a service's overrides record (see
+    /// [`crate::overrides`]) and for tools; nodes are written with [`put`](Self::put). A
+    /// store that cannot answers [`BackendError::Config`].
+    async fn admin_write(&self, key: &str, value: Option<&[u8]>) -> Result<(), BackendError> {
+        let _ = (key, value);
+        Err(BackendError::Config {
+            backend: self.name(),
+            reason: "this backend does not support administrators' writes".into(),
+        })
+    }
+
     /// Checks that the store answers.
     async fn health(&self) -> Result<(), BackendError>;
 

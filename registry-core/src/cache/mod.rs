@@ -18,6 +18,7 @@
 //! truth, the served list and every snapshot a reader still holds. Entries live as long as the
 //! registry: a process that discovers N services keeps N entries and N watches.
 
+mod overrides;
 pub mod snapshot;
 pub(crate) mod state;
 mod watcher;
@@ -36,8 +37,8 @@ use crate::error::RegistryError;
 use crate::options::RegistryOptions;
 use crate::tasks::Tasks;
 use crate::truth::TruthObserver;
-pub(crate) use state::decode_listing;
 use state::ServiceState;
+pub(crate) use state::{decode_listing, decode_overrides_listing};
 pub use state::{Node, NodeDiff};
 pub(crate) use watcher::list;
 
@@ -212,7 +213,8 @@ type EntryMap = HashMap<String, Arc<ServiceEntry>, foldhash::fast::RandomState>;
 
 /// All cache entries of one registry.
 pub(crate) struct ServiceCache {
-    entries: ArcSwap<EntryMap>,
+    entries: Arc<ArcSwap<EntryMap>>,
+    overrides: Arc<overrides::OverridesWatch>,
     loading: Mutex<HashMap<String, Arc<OnceCell<Arc<ServiceEntry>>>>>,
     backend: Arc<dyn Backend>,
     options: Arc<RegistryOptions>,
@@ -233,7 +235,8 @@ impl ServiceCache {
             tasks.spawn(task).then_some(writer)
         });
         Self {
-            entries: ArcSwap::default(),
+            entries: Arc::default(),
+            overrides: Arc::default(),
             loading: Mutex::default(),
             backend,
             options,
@@ -302,7 +305,14 @@ impl ServiceCache {
             state = state.with_threshold(max_gone, self.options.ttl);
         }
         let mut from_snapshot = false;
-        match watcher::list(&*self.backend, state.prefix(), self.options.timeout).await {
+        // The overrides records (listed once per registry) and the service, side by side.
+        let (listed, ()) = tokio::join!(
+            watcher::list(&*self.backend, state.prefix(), self.options.timeout),
+            self.overrides
+                .start(&self.backend, &self.options, &self.entries, &self.tasks),
+        );
+        self.overrides.seed(&mut state);
+        match listed {
             Ok(listing) => {
                 state.relist(&listing, Instant::now());
                 self.observer
@@ -364,6 +374,8 @@ impl ServiceCache {
             map.insert(service_key.to_owned(), entry.clone());
             map
         });
+        // A record that changed between the seed and the entry's arrival in the map.
+        self.overrides.catch_up(&entry);
         Ok(entry)
     }
 }

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use crate::backend::{KeyValue, Listing, Revision, WatchEvent};
 use crate::instance::{KeySpace, ServiceMetaInfo};
 use crate::options::EmptyProtection;
+use crate::overrides::Overrides;
 
 /// A node as held by the cache: shared, never copied per read.
 pub type Node = Arc<ServiceMetaInfo>;
@@ -120,8 +121,34 @@ impl Junk {
     }
 }
 
+/// Decodes an overrides record, or `None` (with a warning) when it is junk.
+pub(crate) fn decode_overrides(kv: &KeyValue) -> Option<Overrides> {
+    match serde_json::from_slice(&kv.value) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            warn!(key = %kv.key.escape_debug(), error = %e, "skipping a malformed overrides record");
+            None
+        }
+    }
+}
+
+/// The overrides records of a listing, by service (malformed ones skipped with a warning).
+pub(crate) fn decode_overrides_listing(
+    keys: &KeySpace,
+    entries: &[KeyValue],
+) -> HashMap<String, Overrides> {
+    entries
+        .iter()
+        .filter_map(|kv| {
+            let service = keys.split_overrides_path(&kv.key)?;
+            Some((service.to_owned(), decode_overrides(kv)?))
+        })
+        .collect()
+}
+
 /// Decodes a listing's entries of `service` (every service when `None`) under `prefix`,
-/// reporting the junk in one warning.
+/// reporting the junk in one warning. Overrides records (met when listing the root) are
+/// not nodes, and not junk either: they are skipped quietly.
 pub(crate) fn decode_listing<'a>(
     keys: &KeySpace,
     prefix: &str,
@@ -129,17 +156,16 @@ pub(crate) fn decode_listing<'a>(
     service: Option<&str>,
 ) -> Vec<(&'a KeyValue, ServiceMetaInfo)> {
     let mut junk = Junk::default();
-    let nodes = entries
-        .iter()
-        .filter(|kv| kv.key.starts_with(prefix))
-        .filter_map(|kv| match decode_node(keys, kv, service) {
-            Ok(node) => Some((kv, node)),
-            Err(why) => {
-                junk.note(&kv.key, why);
-                None
-            }
-        })
-        .collect();
+    let mut nodes = Vec::with_capacity(entries.len());
+    for kv in entries.iter().filter(|kv| kv.key.starts_with(prefix)) {
+        if keys.split_overrides_path(&kv.key).is_some() {
+            continue;
+        }
+        match decode_node(keys, kv, service) {
+            Ok(node) => nodes.push((kv, node)),
+            Err(why) => junk.note(&kv.key, why),
+        }
+    }
     junk.report(prefix);
     nodes
 }
@@ -175,6 +201,9 @@ pub(crate) struct ServiceState {
     /// deadline passes.
     evicted: HashMap<String, Instant>,
     served: Served,
+    /// The overrides records of the services watched (one for a service, every one for the
+    /// root), applied to the nodes served.
+    overrides: HashMap<String, Overrides>,
     /// The ratio protection: the largest share of the served nodes one resync may take away,
     /// and how long a larger loss waits to be confirmed.
     threshold: Option<(f64, std::time::Duration)>,
@@ -204,6 +233,7 @@ impl ServiceState {
             },
             threshold: None,
             protected_until: None,
+            overrides: HashMap::new(),
         }
     }
 
@@ -257,7 +287,7 @@ impl ServiceState {
     /// Replaces the truth with a full listing, built aside and swapped in at once.
     /// Returns the diff of the served list.
     pub(crate) fn relist(&mut self, listing: &Listing, now: Instant) -> Option<NodeDiff> {
-        let truth: BTreeMap<String, Node> = decode_listing(
+        self.truth = decode_listing(
             &self.keys,
             &self.prefix,
             &listing.entries,
@@ -266,7 +296,6 @@ impl ServiceState {
         .into_iter()
         .map(|(kv, node)| (kv.key.clone(), Arc::new(node)))
         .collect();
-        self.truth = truth;
         self.revision = listing.revision;
         self.republish(Cause::Resync, now)
     }
@@ -286,6 +315,10 @@ impl ServiceState {
         }
         self.revision = event.revision();
         if !event.key().starts_with(&self.prefix) {
+            return false;
+        }
+        if self.keys.split_overrides_path(event.key()).is_some() {
+            // Seen by a watch of the root; the registry's overrides watch applies it.
             return false;
         }
         match event {
@@ -308,6 +341,27 @@ impl ServiceState {
             }
             WatchEvent::Delete { key, .. } => self.truth.remove(key).is_some(),
         }
+    }
+
+    /// Sets the overrides record of `service` (`None`: it has none) when this state serves
+    /// that service. Returns true when it changed (publish with [`Self::republish`]).
+    pub(crate) fn set_overrides(&mut self, service: &str, record: Option<&Overrides>) -> bool {
+        if self.service_filter().is_some_and(|s| s != service) {
+            return false;
+        }
+        match record {
+            Some(o) if self.overrides.get(service) != Some(o) => {
+                self.overrides.insert(service.to_owned(), o.clone());
+                true
+            }
+            Some(_) => false,
+            None => self.overrides.remove(service).is_some(),
+        }
+    }
+
+    /// The services this state holds an overrides record of.
+    pub(crate) fn overridden_services(&self) -> Vec<String> {
+        self.overrides.keys().cloned().collect()
     }
 
     /// Takes `address` out of the served list until the store changes it or `until` passes.
@@ -376,11 +430,15 @@ impl ServiceState {
     pub(crate) fn republish(&mut self, cause: Cause, now: Instant) -> Option<NodeDiff> {
         self.evicted.retain(|_, until| *until > now);
         let evicted = &self.evicted;
+        let overrides = &self.overrides;
         let fresh: Vec<Node> = self
             .truth
             .values()
             .filter(|n| !evicted.contains_key(&n.address()))
-            .cloned()
+            .map(|n| match overrides.get(&n.service_key()) {
+                Some(o) => o.apply(n),
+                None => n.clone(),
+            })
             .collect();
         let protect = fresh.is_empty()
             && self.truth.is_empty()
