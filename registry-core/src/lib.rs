@@ -16,6 +16,8 @@
 //! - the cache (internal): one entry per service key, lock-free reads, events applied one
 //!   by one, relists swapped in whole, [`EmptyProtection`].
 //! - [`listener`]: observers and streams of one service's changes, with diffs.
+//! - [`registration`]: a guard that registers a server this process runs itself (tonic,
+//!   axum, anything) and deregisters it in the safe order when the server stops.
 //! - [`memory`]: the embedded in-memory backend, the default.
 //!
 //! ```
@@ -46,6 +48,7 @@ pub mod listener;
 pub mod memory;
 pub mod options;
 mod registrar;
+pub mod registration;
 mod registry;
 pub mod signal;
 mod tasks;
@@ -65,6 +68,7 @@ pub use instance::{
 pub use listener::{ServiceChange, ServiceListener, ServiceWatch, Subscription};
 pub use memory::{MemoryBackend, MemoryStore};
 pub use options::{EmptyProtection, RegistryOptions};
+pub use registration::{Registration, DEFAULT_DEREGISTER_GRACE};
 pub use registry::{NodeStatus, Registry};
 pub use util::{error_chain, redact_address};
 
@@ -79,5 +83,6 @@ mod tests {
         assert_send_sync::<crate::Registry>();
         assert_send_sync::<crate::ServiceNodes>();
         assert_send_sync::<crate::ServiceWatch>();
+        assert_send_sync::<crate::Registration>();
     }
 }
