@@ -121,7 +121,6 @@ impl Registration {
     /// store, before it returns and the server may stop (default
     /// [`DEFAULT_DEREGISTER_GRACE`]). Pick at least the time consumers take to see a
     /// deregistration (their watch latency; `BENCHMARKS.md` has figures per backend).
-    #[must_use]
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -172,6 +171,8 @@ impl Registration {
     /// finishes its in-flight requests. A failed deregistration is logged (the node expires
     /// after its TTL). Dropping the future before it resolves drops the guard, which
     /// deregisters.
+    // Not an `async fn`: the signature promises `Send + 'static` to servers' shutdown hooks.
+    #[allow(clippy::manual_async_fn)]
     pub fn shutdown_on<F>(self, signal: F) -> impl Future<Output = ()> + Send + 'static
     where
         F: Future<Output = ()> + Send + 'static,
