@@ -2,4 +2,5 @@
 //! `cargo test --doc`.
 #![doc = include_str!("../../README.md")]
 
+pub mod greeter;
 pub mod user;
