@@ -3,7 +3,7 @@
 //!
 //! [`channel`] (or [`RegistryChannel`] for settings) builds a channel with
 //! [`Channel::balance_channel`] and feeds it from a
-//! [`RegistryDiscover`](registry_tower::RegistryDiscover) of the service: a node registered
+//! [`RegistryDiscover`] of the service: a node registered
 //! becomes an [`Endpoint`] inserted into the channel's balancer, a node deregistered (or expired)
 //! is removed, so new calls stop going to it as soon as the consumer's watch sees it go.
 //!
@@ -44,7 +44,7 @@
 //! This crate does not compile TLS in (tonic's `tls-*` features are off). A node whose
 //! metadata says `tls=true` is used only when a TLS configurator is set with
 //! [`with_tls`](RegistryChannel::with_tls): enable a tonic TLS feature in your own crate and
-//! call [`Endpoint::tls_config`] there. Without one, such a node is **skipped with a
+//! call `Endpoint::tls_config` there (it exists only with those features). Without one, such a node is **skipped with a
 //! warning** (never called in plain text), and so is a node whose configurator fails.
 //!
 //! # Failure
