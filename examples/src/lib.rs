@@ -4,3 +4,4 @@
 
 pub mod greeter;
 pub mod user;
+pub mod volo_greeter;
