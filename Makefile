@@ -1,7 +1,9 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine with Rust installed:
 #   make demo   the quickstart on the embedded in-memory registry (no server needed)
 #   make test   every test; installs the server packages it needs through apt first
-#   make bench  every benchmark quoted in BENCHMARKS.md: cache_hit, etcd, rpc_vs_tonic, backends
+#   make bench  every benchmark quoted in BENCHMARKS.md: cache_hit, etcd, rpc_vs_tonic, backends,
+#               tonic_registry
+#   make chaos  the fault scenarios of RELIABILITY.md on real clusters
 .PHONY: demo test lint bench chaos deps
 
 demo:
@@ -18,6 +20,7 @@ bench:
 	cargo bench -p registry-etcd --bench etcd
 	cargo bench -p rpc-bench --bench rpc_vs_tonic
 	cargo bench -p rpc-bench --bench backends
+	cargo bench -p rpc-bench --bench tonic_registry
 
 chaos:
 	scripts/install-deps.sh

@@ -2,4 +2,6 @@
 //! `cargo test --doc`.
 #![doc = include_str!("../../README.md")]
 
+pub mod greeter;
 pub mod user;
+pub mod volo_greeter;

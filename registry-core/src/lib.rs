@@ -16,6 +16,8 @@
 //! - the cache (internal): one entry per service key, lock-free reads, events applied one
 //!   by one, relists swapped in whole, [`EmptyProtection`].
 //! - [`listener`]: observers and streams of one service's changes, with diffs.
+//! - [`registration`]: a guard that registers a server this process runs itself (tonic,
+//!   axum, anything) and deregisters it in the safe order when the server stops.
 //! - [`memory`]: the embedded in-memory backend, the default.
 //!
 //! ```
@@ -41,6 +43,7 @@ pub mod backend;
 pub mod backoff;
 mod cache;
 pub mod error;
+pub mod guard;
 pub mod instance;
 pub mod listener;
 pub mod memory;
@@ -62,6 +65,7 @@ pub use backend::{
 pub use backoff::Backoff;
 pub use cache::{Node, NodeDiff, Origin, ServiceNodes};
 pub use error::RegistryError;
+pub use guard::{Registration, DEFAULT_DEREGISTER_GRACE};
 pub use instance::{
     service_key, InvalidService, KeySpace, ServiceMetaInfo, DEFAULT_GROUP, DEFAULT_VERSION,
 };
@@ -84,5 +88,6 @@ mod tests {
         assert_send_sync::<crate::Registry>();
         assert_send_sync::<crate::ServiceNodes>();
         assert_send_sync::<crate::ServiceWatch>();
+        assert_send_sync::<crate::Registration>();
     }
 }

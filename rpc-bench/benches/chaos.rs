@@ -304,8 +304,14 @@ async fn zookeeper(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
     for (name, fault) in [
         ("leader SIGKILL", ZkFault::KillLeader),
         ("follower SIGKILL", ZkFault::KillFollower),
-        ("leader SIGSTOP beyond the session timeout", ZkFault::PauseLeader),
-        ("2 of 3 down beyond the session timeout", ZkFault::MajorityDown),
+        (
+            "leader SIGSTOP beyond the session timeout",
+            ZkFault::PauseLeader,
+        ),
+        (
+            "2 of 3 down beyond the session timeout",
+            ZkFault::MajorityDown,
+        ),
     ] {
         let ensemble = Arc::new(Mutex::new(ZkEnsemble::start().unwrap()));
         let target = zk_target(&ensemble.lock().unwrap().connect_string());

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::state::{decode_overrides, decode_overrides_listing, Cause, ServiceState};
 use super::{EntryMap, ServiceEntry};
 use crate::backend::{Backend, BackendError, Revision, WatchEvent};
-use crate::backoff::Backoff;
+use crate::backoff::{jitter, Backoff};
 use crate::options::RegistryOptions;
 use crate::overrides::Overrides;
 use crate::tasks::Tasks;
@@ -230,7 +230,13 @@ async fn run(
             }
         }
         drop(stream);
-        if revision.is_some() && !sleep_or_cancel(backoff.next_delay(), &cancel).await {
+        // A broken watch backs off; a lost history lists again after the same jittered
+        // cooldown as a service's watch, so a store that keeps losing history is not spun on.
+        let pause = match revision {
+            Some(_) => backoff.next_delay(),
+            None => jitter(options.relist_cooldown),
+        };
+        if !sleep_or_cancel(pause, &cancel).await {
             return;
         }
     }

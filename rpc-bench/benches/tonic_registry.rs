@@ -1,0 +1,493 @@
+//! The tonic bridge (`registry-tonic`) measured:
+//!
+//! 1. **Overhead**: calls per second and latency percentiles of a tonic unary echo through a
+//!    registry channel (`RegistryChannel`, kept in sync with the `memory` registry) against a
+//!    static balanced channel (`Channel::balance_list`) to the same two servers: the same
+//!    tonic balancer, only the source of its endpoints differs. Rounds interleaved (the order
+//!    alternates), medians of the rounds.
+//! 2. **Deregistration to the last call**: under continuous load, a node is deregistered
+//!    (`Registry::unregister`); we take the moment the consumer's own watch shows it gone (the
+//!    registry's propagation) and the arrival time of the last call the node received (it
+//!    keeps serving, so a late call would be seen). On the `memory` store and on a real etcd.
+//!
+//! `cargo bench -p rpc-bench --bench tonic_registry` (`-- --secs S --rounds R --callers C
+//! --samples N --load-callers L --load-pause-us P --stores memory,etcd`). Prints Markdown
+//! tables for `BENCHMARKS.md`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::StreamExt as _;
+use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo};
+use registry_test_support::EtcdServer;
+use registry_tonic::RegistryChannel;
+use rpc_bench::pb::echo_client::EchoClient;
+use rpc_bench::pb::echo_server::{Echo, EchoServer};
+use rpc_bench::pb::{EchoReply, EchoRequest};
+use tonic::transport::{Channel, Endpoint};
+
+const SERVICE: &str = "echo";
+const KEY: &str = "echo:1.0";
+
+/// The tonic bridge against a static channel; deregistration to the last call.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds measured per throughput run (after a one-second warm-up).
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Throughput rounds; each runs the static and the registry channel once.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 64)]
+    callers: usize,
+    /// Deregistrations measured per store.
+    #[arg(long, default_value_t = 30)]
+    samples: usize,
+    /// Callers keeping the load on during the deregistrations.
+    #[arg(long, default_value_t = 8)]
+    load_callers: usize,
+    /// Pause of each of those callers between two calls, in microseconds (0: unpaced, which
+    /// saturates this machine and measures its scheduler more than the bridge).
+    #[arg(long, default_value_t = 1000)]
+    load_pause_us: u64,
+    /// Stores for the deregistration measurement (comma-separated: memory, etcd).
+    #[arg(long, value_delimiter = ',', default_value = "memory,etcd")]
+    stores: Vec<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// One clock for every server and the measurement.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// A tonic echo that remembers when its last call arrived.
+#[derive(Clone, Default)]
+struct Recorder {
+    served: Arc<AtomicU64>,
+    /// Nanoseconds since [`base`] of the last arrival.
+    last_arrival: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl Echo for Recorder {
+    async fn echo(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoReply>, tonic::Status> {
+        let now = u64::try_from(base().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_arrival.fetch_max(now, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        let r = request.into_inner();
+        Ok(tonic::Response::new(EchoReply {
+            text: r.text,
+            n: r.n,
+        }))
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    recorder: Recorder,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorder = Recorder::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = EchoServer::new(recorder.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            recorder,
+            stop: Some(stop),
+        }
+    }
+
+    fn node(&self) -> ServiceMetaInfo {
+        ServiceMetaInfo::new(SERVICE, "127.0.0.1", self.addr.port())
+    }
+
+    fn last_arrival(&self) -> Instant {
+        base() + Duration::from_nanos(self.recorder.last_arrival.load(Ordering::Relaxed))
+    }
+
+    fn served(&self) -> u64 {
+        self.recorder.served.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Throughput {
+    calls_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `callers` loops of calls through `channel` for `secs`, after a one-second warm-up.
+async fn drive(channel: Channel, callers: usize, secs: u64) -> Throughput {
+    let warm = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let mut client = EchoClient::new(channel.clone());
+            let (warm, stop) = (Arc::clone(&warm), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(1 << 16);
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let reply = client
+                        .echo(EchoRequest {
+                            text: "hello, registry".into(),
+                            n: 42,
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert_eq!(reply.n, 42);
+                    if !warm.load(Ordering::Relaxed) {
+                        samples.push(started.elapsed());
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    warm.store(false, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let measured = started.elapsed();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
+    Throughput {
+        calls_per_sec: all.len() as f64 / measured.as_secs_f64(),
+        p50: pct(0.5),
+        p99: pct(0.99),
+    }
+}
+
+fn memory_registry(store: &Arc<MemoryStore>) -> Registry {
+    Registry::new(
+        Arc::new(MemoryBackend::new(Arc::clone(store))),
+        RegistryOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Static vs registry channel over the same two servers, rounds interleaved.
+async fn overhead(args: &Args) -> (Throughput, Throughput) {
+    let servers = [TestServer::start().await, TestServer::start().await];
+    let store = MemoryStore::new();
+    let provider = memory_registry(&store);
+    for server in &servers {
+        provider.register(server.node()).await.unwrap();
+    }
+    let consumer = memory_registry(&store);
+    let (mut fixed, mut registry) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        // Alternate which goes first, so that neither always runs on a warmer process.
+        for registry_first in [round % 2 == 1, round % 2 == 0] {
+            if registry_first {
+                let registry_channel = RegistryChannel::new(consumer.clone(), KEY)
+                    .connect()
+                    .await
+                    .unwrap();
+                registry.push(drive(registry_channel, args.callers, args.secs).await);
+            } else {
+                let endpoints = servers
+                    .iter()
+                    .map(|s| Endpoint::from_shared(format!("http://{}", s.addr)).unwrap());
+                let static_channel = Channel::balance_list(endpoints);
+                fixed.push(drive(static_channel, args.callers, args.secs).await);
+            }
+        }
+        eprintln!(
+            "round {round} ({} first): static {:.0}/s p99 {:?}, registry {:.0}/s p99 {:?}",
+            if round % 2 == 1 { "registry" } else { "static" },
+            fixed[round].calls_per_sec,
+            fixed[round].p99,
+            registry[round].calls_per_sec,
+            registry[round].p99
+        );
+    }
+    provider.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
+    (median(fixed), median(registry))
+}
+
+fn median(mut v: Vec<Throughput>) -> Throughput {
+    v.sort_by(|a, b| a.calls_per_sec.total_cmp(&b.calls_per_sec));
+    let mid = v[v.len() / 2];
+    let mut p50: Vec<Duration> = v.iter().map(|r| r.p50).collect();
+    let mut p99: Vec<Duration> = v.iter().map(|r| r.p99).collect();
+    p50.sort();
+    p99.sort();
+    Throughput {
+        calls_per_sec: mid.calls_per_sec,
+        p50: p50[p50.len() / 2],
+        p99: p99[p99.len() / 2],
+    }
+}
+
+/// One deregistration: the registry's propagation, the last call's arrival, both from the
+/// start of `unregister`, in microseconds (the last call may be negative: before the
+/// propagation).
+#[derive(Clone, Copy, Debug)]
+struct Deregistration {
+    propagation_us: f64,
+    last_call_us: f64,
+}
+
+fn micros_between(from: Instant, to: Instant) -> f64 {
+    if to >= from {
+        (to - from).as_secs_f64() * 1e6
+    } else {
+        -((from - to).as_secs_f64() * 1e6)
+    }
+}
+
+async fn deregistrations(
+    store: &str,
+    provider: Registry,
+    consumer: Registry,
+    args: &Args,
+) -> Vec<Deregistration> {
+    let stable = TestServer::start().await;
+    let leaving = TestServer::start().await;
+    provider.register(stable.node()).await.unwrap();
+    provider.register(leaving.node()).await.unwrap();
+    let channel = RegistryChannel::new(consumer.clone(), KEY)
+        .connect()
+        .await
+        .unwrap();
+
+    // Every change the consumer's cache publishes, with when this process saw it.
+    let seen: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
+    let mut watch = consumer.watch(KEY).await.unwrap();
+    let leaving_port = leaving.addr.port();
+    let recorder = {
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Some(change) = watch.next().await {
+                let listed = change.nodes.iter().any(|n| n.service_port == leaving_port);
+                seen.lock().unwrap().push((Instant::now(), listed));
+            }
+        })
+    };
+
+    // Continuous load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pause = Duration::from_micros(args.load_pause_us);
+    let callers: Vec<_> = (0..args.load_callers.max(1))
+        .map(|_| {
+            let mut client = EchoClient::new(channel.clone());
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    client
+                        .echo(EchoRequest {
+                            text: "hello".into(),
+                            n: 1,
+                        })
+                        .await
+                        .unwrap();
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut samples = Vec::with_capacity(args.samples);
+    for i in 0..args.samples {
+        // The node is registered and taking calls.
+        if i > 0 {
+            provider.register(leaving.node()).await.unwrap();
+        }
+        let served = leaving.served();
+        let wait = Instant::now();
+        while leaving.served() < served + 100 {
+            assert!(wait.elapsed() < Duration::from_secs(10), "node never used");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        provider.unregister(&leaving.node()).await.unwrap();
+        // Wait for the consumer to see it, then long enough for any straggler to arrive.
+        let gone = loop {
+            let found = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, listed)| *at >= started && !listed)
+                .map(|(at, _)| *at);
+            if let Some(at) = found {
+                break at;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never seen");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sample = Deregistration {
+            propagation_us: micros_between(started, gone),
+            last_call_us: micros_between(started, leaving.last_arrival()),
+        };
+        eprintln!(
+            "{store} deregistration {i}: seen by the consumer after {:.0} µs, last call arrived {:.0} µs after the start",
+            sample.propagation_us, sample.last_call_us
+        );
+        samples.push(sample);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    provider.shutdown().await.unwrap();
+    consumer.shutdown().await.unwrap();
+    let _ = recorder.await;
+    samples
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn etcd_registry(endpoint: &str) -> Registry {
+    let config = rpc_runtime::config::RpcConfig::default()
+        .with_registry("etcd")
+        .with_address(endpoint);
+    rpc_runtime::connect::connect_registry(&config.registry_config)
+        .await
+        .unwrap()
+}
+
+fn main() {
+    let args = Args::parse();
+    let _ = base();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (fixed, registry) = overhead(&args).await;
+        println!(
+            "{} callers, {} s per run after 1 s warm-up, {} rounds interleaved, medians of rounds; {} worker threads",
+            args.callers,
+            args.secs,
+            args.rounds,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!();
+        println!("| channel over the same 2 servers | calls/s | vs static | p50 | p99 | p99 vs static |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for (name, r) in [
+            ("static `Channel::balance_list` (baseline)", fixed),
+            ("`registry_tonic::RegistryChannel` (memory registry)", registry),
+        ] {
+            println!(
+                "| {name} | {:.0} | {:.3}x | {:.0} µs | {:.0} µs | {:.3}x |",
+                r.calls_per_sec,
+                r.calls_per_sec / fixed.calls_per_sec,
+                r.p50.as_secs_f64() * 1e6,
+                r.p99.as_secs_f64() * 1e6,
+                r.p99.as_secs_f64() / fixed.p99.as_secs_f64(),
+            );
+        }
+        println!();
+        println!(
+            "deregistrations under {} callers each pausing {} µs between calls; times from the start of `Registry::unregister`",
+            args.load_callers, args.load_pause_us
+        );
+        println!();
+        println!(
+            "| store | samples | propagation p50 / p90 / max | last call p50 / p90 / max | last call - propagation p50 / p90 / max |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for store in &args.stores {
+            let (samples, _etcd) = match store.as_str() {
+                "memory" => {
+                    let store = MemoryStore::new();
+                    let s = deregistrations(
+                        "memory",
+                        memory_registry(&store),
+                        memory_registry(&store),
+                        &args,
+                    )
+                    .await;
+                    (s, None)
+                }
+                "etcd" => {
+                    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+                    let s = deregistrations(
+                        "etcd",
+                        etcd_registry(&etcd.endpoint()).await,
+                        etcd_registry(&etcd.endpoint()).await,
+                        &args,
+                    )
+                    .await;
+                    (s, Some(etcd))
+                }
+                other => panic!("unknown store {other}: memory or etcd"),
+            };
+            let mut propagation: Vec<f64> = samples.iter().map(|s| s.propagation_us).collect();
+            let mut last: Vec<f64> = samples.iter().map(|s| s.last_call_us).collect();
+            let mut delta: Vec<f64> = samples
+                .iter()
+                .map(|s| s.last_call_us - s.propagation_us)
+                .collect();
+            let row = |v: &mut Vec<f64>| {
+                format!(
+                    "{:.0} / {:.0} / {:.0} µs",
+                    percentile(v, 0.5),
+                    percentile(v, 0.9),
+                    percentile(v, 1.0)
+                )
+            };
+            println!(
+                "| {store} | {} | {} | {} | {} |",
+                samples.len(),
+                row(&mut propagation),
+                row(&mut last),
+                row(&mut delta)
+            );
+        }
+    });
+}
