@@ -29,6 +29,8 @@ pub struct RedisBackend {
     watches: Arc<watch::Shared>,
     /// This client's lease.
     lease: Lease,
+    /// The TTL of this client's lease (the grace leases get on a new history).
+    ttl: Duration,
     address: String,
 }
 
@@ -83,20 +85,21 @@ impl RedisBackend {
         let (_, replid): (String, _) = link
             .run_traced(
                 || "PING".into(),
-                |mut conn| async move { redis::cmd("PING").query_async(&mut conn).await },
+                |mut conn, _| async move { redis::cmd("PING").query_async(&mut conn).await },
             )
             .await
             .map_err(|e| connect_error(e, &registry_core::redact_address(&address)))?;
         let reap_every =
             (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
-        let lease = Lease::new(Tracker::new(locator, timeout));
+        let lease = Lease::new(Tracker::new(locator, timeout), options.ttl);
         lease.first_server(replid);
         Ok(RedisBackend {
             link,
             scripts: Arc::new(Scripts::new()),
             timeout,
-            watches: Arc::new(watch::Shared::new(reap_every)),
+            watches: Arc::new(watch::Shared::new(reap_every, options.ttl)),
             lease,
+            ttl: options.ttl,
             address,
         })
     }
@@ -118,13 +121,15 @@ impl RedisBackend {
             .arg(MAX_CHANGES)
             .arg(lease)
             .arg(self.lease.client());
-        let (rebased, status, holder): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) = self
-            .link
-            .run(
-                || format!("put {key}"),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
-            )
-            .await?;
+        let (rebased, status, holder): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) =
+            self.link
+                .run(
+                    || format!("put {key}"),
+                    |mut conn, replid| async move {
+                        invocation.arg(&*replid).invoke_async(&mut conn).await
+                    },
+                )
+                .await?;
         report_rebase(&rebased);
         Ok(match status.as_slice() {
             b"held" => Put::Held(String::from_utf8_lossy(&holder).into_owned()),
@@ -194,14 +199,16 @@ impl Backend for RedisBackend {
     async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
         let mut invocation = self.scripts.list.prepare_invoke();
         meta_keys(&mut invocation);
-        invocation.arg(prefix);
-        let (reply, replid): (Vec<Vec<u8>>, _) = self
-            .link
-            .run_traced(
-                || format!("list {prefix}"),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
-            )
-            .await?;
+        invocation.arg(prefix).arg(self.ttl.as_millis() as u64);
+        let (reply, replid): (Vec<Vec<u8>>, _) =
+            self.link
+                .run_traced(
+                    || format!("list {prefix}"),
+                    |mut conn, replid| async move {
+                        invocation.arg(&*replid).invoke_async(&mut conn).await
+                    },
+                )
+                .await?;
         self.watches.listed(prefix, replid);
         let mut items = reply.into_iter();
         let revision = items.next().map_or(0, |r| revision(&r));
@@ -247,7 +254,7 @@ impl Backend for RedisBackend {
             .link
             .run(
                 || format!("ttl {key}"),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
+                |mut conn, _| async move { invocation.invoke_async(&mut conn).await },
             )
             .await?;
         Ok(u64::try_from(left).ok().map(Duration::from_millis))
@@ -261,7 +268,7 @@ impl Backend for RedisBackend {
             .link
             .run(
                 || format!("ttls {prefix}"),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
+                |mut conn, _| async move { invocation.invoke_async(&mut conn).await },
             )
             .await?;
         Ok(pairs
@@ -275,7 +282,7 @@ impl Backend for RedisBackend {
             .link
             .run(
                 || "PING".into(),
-                |mut conn| async move { redis::cmd("PING").query_async(&mut conn).await },
+                |mut conn, _| async move { redis::cmd("PING").query_async(&mut conn).await },
             )
             .await?;
         Ok(())

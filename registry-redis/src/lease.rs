@@ -64,10 +64,12 @@ pub(crate) struct Lease {
     generation: AtomicU64,
     state: Mutex<State>,
     tracker: Tracker,
+    /// The lease's TTL (the grace leases get on a new history).
+    ttl: Duration,
 }
 
 impl Lease {
-    pub(crate) fn new(tracker: Tracker) -> Self {
+    pub(crate) fn new(tracker: Tracker, ttl: Duration) -> Self {
         let client = format!("{:016x}.", rand::random::<u64>());
         Lease {
             state: Mutex::new(State {
@@ -77,6 +79,7 @@ impl Lease {
             client,
             generation: AtomicU64::new(1),
             tracker,
+            ttl,
         }
     }
 
@@ -197,7 +200,7 @@ impl Lease {
         let (count, replid): (i64, Arc<str>) = link
             .run_traced(
                 || "keep-alive".into(),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
+                |mut conn, replid| async move { invocation.arg(&*replid).invoke_async(&mut conn).await },
             )
             .await?;
         let (candidates, audit, held) = {
@@ -281,7 +284,7 @@ impl Lease {
             let (missing, unexpected): (Vec<String>, Vec<String>) = link
                 .run(
                     || format!("audit of {} nodes", chunk.len()),
-                    |mut conn| async move { invocation.invoke_async(&mut conn).await },
+                    |mut conn, _| async move { invocation.invoke_async(&mut conn).await },
                 )
                 .await?;
             lacking.extend(missing);
@@ -356,14 +359,17 @@ impl Lease {
                 .arg(MAX_CHANGES)
                 .arg(id)
                 .arg(&self.client)
-                .arg(if close { "1" } else { "0" });
+                .arg(if close { "1" } else { "0" })
+                .arg(self.ttl.as_millis() as u64);
             let (rebased, _): (Vec<Vec<u8>>, i64) = link
                 .run(
                     || match chunk {
                         [one] => format!("delete {one}"),
                         _ => format!("delete {} nodes", chunk.len()),
                     },
-                    |mut conn| async move { invocation.invoke_async(&mut conn).await },
+                    |mut conn, replid| async move {
+                        invocation.arg(&*replid).invoke_async(&mut conn).await
+                    },
                 )
                 .await?;
             report_rebase(&rebased);

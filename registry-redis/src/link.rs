@@ -270,7 +270,7 @@ impl Link {
         call: F,
     ) -> Result<T, BackendError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(MultiplexedConnection, Arc<str>) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         self.run_traced(operation, call)
@@ -279,8 +279,9 @@ impl Link {
     }
 
     /// Runs one request on the shared connection (made first if needed) within the timeout,
-    /// and returns its answer with the replication id of the server that gave it. A request
-    /// that shows the connection is no good drops it (see the module docs).
+    /// and returns its answer with the replication id of the server that gave it (which
+    /// `call` gets too, for the scripts that take it). A request that shows the connection is
+    /// no good drops it (see the module docs).
     ///
     /// # Errors
     /// [`BackendError::Timeout`], or the request's error classified.
@@ -290,7 +291,7 @@ impl Link {
         call: F,
     ) -> Result<(T, Arc<str>), BackendError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(MultiplexedConnection, Arc<str>) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let deadline = Instant::now() + self.timeout;
@@ -298,7 +299,8 @@ impl Link {
             .await?
             .map_err(|e| classify(e, || format!("{} (connecting)", operation())))?;
         let left = deadline.saturating_duration_since(Instant::now());
-        match with_timeout(NAME, left, &operation, call(live.conn.clone())).await {
+        let call = call(live.conn.clone(), Arc::clone(&live.replid));
+        match with_timeout(NAME, left, &operation, call).await {
             Ok(Ok(value)) => Ok((value, live.replid)),
             Ok(Err(error)) => {
                 if needs_reconnect(&error) {

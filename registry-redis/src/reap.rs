@@ -16,6 +16,8 @@ use crate::scripts::{meta_keys, report_rebase, revision, Scripts, MAX_CHANGES, R
 pub(crate) struct Reaper {
     /// How often a watching client reaps expired nodes.
     pub(crate) every: Duration,
+    /// The grace leases get on a new history (this client's TTL).
+    grace: Duration,
     /// When this client last reaped.
     last: Mutex<Instant>,
     /// The newest reap's start and the store's revision it saw.
@@ -23,9 +25,10 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    pub(crate) fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration, grace: Duration) -> Self {
         Reaper {
             every,
+            grace,
             last: Mutex::new(Instant::now()),
             observed: Mutex::new(None),
         }
@@ -63,12 +66,15 @@ impl Reaper {
     ) -> Result<(), BackendError> {
         let mut invocation = scripts.reap.prepare_invoke();
         meta_keys(&mut invocation);
-        invocation.arg(MAX_CHANGES).arg(REAP_BATCH);
+        invocation
+            .arg(MAX_CHANGES)
+            .arg(REAP_BATCH)
+            .arg(self.grace.as_millis() as u64);
         let started = Instant::now();
         let (rebased, current, first, reaped): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>, u64) = link
             .run(
                 || "reap expired leases".into(),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
+                |mut conn, replid| async move { invocation.arg(&*replid).invoke_async(&mut conn).await },
             )
             .await?;
         report_rebase(&rebased);

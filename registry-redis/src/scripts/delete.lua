@@ -1,10 +1,12 @@
 -- KEYS: revision, changes, index, leases, owners, this lease's node set, nodes...
 -- ARGV: maxlen, lease id, client (the prefix of this client's lease ids), close ('1': the
--- lease ends too when no node is left on it).
+-- lease ends too when no node is left on it), ttl ms and the server's replication id (see
+-- `adopt_history`).
 -- Deletes the nodes this client holds, or nobody does (no holder, or not alive).
 -- Returns { rebased, removals recorded }.
 check_types(KEYS[6])
 local now = now_ms()
+adopt_history(KEYS[4], ARGV[6], ARGV[5], now)
 local gone = {}
 for i = 7, #KEYS do
   local k = KEYS[i]

@@ -10,6 +10,8 @@
 local MAX_REV = 1e15
 -- A lease's node set is this prefix followed by the lease id.
 local LEASE_SET = 'rpc-registry:lease:'
+-- The replication id of the server the lease deadlines were last counted on.
+local HISTORY = 'rpc-registry:history'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -22,17 +24,47 @@ local function deadline(id)
   return d and tonumber(d)
 end
 
--- Whether `holder` (a lease id, or false: no holder) keeps a node alive at `now`. A node
--- without a holder was written by a tool and has no expiry.
-local function holder_alive(holder, now)
+-- Whether `holder` (a lease id, or false: no holder) keeps a node alive at `now` (a lease
+-- whose deadline passed less than `past` ms ago still does, see `slack`). A node without a
+-- holder was written by a tool and has no expiry.
+local function holder_alive(holder, now, past)
   if not holder then return true end
   local d = deadline(holder)
-  return d ~= nil and d > now
+  return d ~= nil and d + (past or 0) > now
+end
+
+-- Whether `replid` (the replication id of this server, as the client read it; '' when it
+-- could not) is not the one the lease deadlines were last counted on: a failover or a
+-- restart happened since.
+local function new_history(replid)
+  return replid ~= '' and redis.pcall('GET', HISTORY) ~= replid
+end
+
+-- How long past its deadline a lease still counts alive, for a script that only reads:
+-- `grace` ms on a new history (the first writing script adopts it, see `adopt_history`), 0
+-- otherwise.
+local function slack(replid, grace)
+  if new_history(replid) then return tonumber(grace) end
+  return 0
+end
+
+-- On a new history, gives every lease in `leases` whose deadline passed less than `grace` ms
+-- ago, or comes within `grace` ms, a deadline `grace` ms from now, and records the history:
+-- clients that could not reach any primary during a failover (or a restart) keep their
+-- nodes, as etcd extends leases on a leader change. A lease that expired longer ago stays
+-- expired. (Writes only where nothing can fail: `leases` is a sorted set, checked before.)
+local function adopt_history(leases, replid, grace, now)
+  if not new_history(replid) then return end
+  grace = tonumber(grace)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, now - grace, now + grace)) do
+    redis.call('ZADD', leases, 'GT', now + grace, id)
+  end
+  redis.call('SET', HISTORY, replid)
 end
 
 -- Whether node `k` is alive: it holds a value and its lease has not expired.
 local function alive(k, now)
-  return redis.call('EXISTS', k) == 1 and holder_alive(redis.call('HGET', KEYS[5], k), now)
+  return redis.call('EXISTS', k) == 1 and holder_alive(redis.call('HGET', KEYS[5], k), now, 0)
 end
 
 -- Whether lease id `holder` belongs to the client whose lease ids start with `client`.

@@ -1,5 +1,6 @@
 -- KEYS: revision, changes, index, leases, owners, this lease's node set, node.
--- ARGV: value, ttl ms, maxlen, lease id, client (the prefix of this client's lease ids).
+-- ARGV: value, ttl ms, maxlen, lease id, client (the prefix of this client's lease ids),
+-- the server's replication id (see `adopt_history`).
 -- Returns { rebased, 'ok', '' } when written (or unchanged), { {}, 'held', holder } when
 -- another client's live node is there (left as it is), { {}, 'expired', '' } when this
 -- lease's deadline passed (nothing written: the client takes a new lease and puts every
@@ -7,13 +8,14 @@
 check_types(KEYS[6])
 local node, lease, client = KEYS[7], ARGV[4], ARGV[5]
 local now = now_ms()
+adopt_history(KEYS[4], ARGV[6], ARGV[2], now)
 local mine = deadline(lease)
 if mine and mine <= now then
   return { {}, 'expired', '' }
 end
 local holder = redis.call('HGET', KEYS[5], node)
 local exists = redis.call('EXISTS', node) == 1
-if exists and holder and not of_client(holder, client) and holder_alive(holder, now) then
+if exists and holder and not of_client(holder, client) and holder_alive(holder, now, 0) then
   return { {}, 'held', holder }
 end
 -- A node key of another type is replaced (SET takes any key).

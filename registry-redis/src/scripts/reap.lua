@@ -1,10 +1,12 @@
--- KEYS: revision, changes, index, leases, owners. ARGV: maxlen, batch.
+-- KEYS: revision, changes, index, leases, owners. ARGV: maxlen, batch, ttl ms and the
+-- server's replication id (see `adopt_history`).
 -- Removes the nodes of leases whose deadline passed, at most `batch` per call (the next call
 -- goes on), recording each removal, and ends a lease once no node is left on it. Returns
 -- { rebased, current revision, revision of the first entry still in the stream ('0': none),
 -- reaped }.
 check_types()
 local now = now_ms()
+adopt_history(KEYS[4], ARGV[4], ARGV[3], now)
 local budget = tonumber(ARGV[2])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, budget)
 local gone, strays, ended = {}, {}, {}
