@@ -1,13 +1,51 @@
-//! Where the server is: the configured address as a Redis URL, with credentials.
+//! Where the server is: the configured address, one server or the Sentinels of a primary.
+//!
+//! - `redis://[user:pass@]host:port[/db]` (or a bare `host:port`): one server.
+//! - `redis+sentinel://[user:pass@]host:port[,host:port...]/MASTER_NAME[/db]`: the Sentinels
+//!   (port 26379 when none is given) that know the primary named `MASTER_NAME`. The
+//!   credentials and the database are the data nodes'; the Sentinels are asked without
+//!   credentials.
+//!
+//! Credentials set in the options (`rpc.registryConfig.username/password`) replace those of
+//! the address.
 
-use registry_core::{BackendError, ConnectOptions};
+use redis::{ConnectionInfo, IntoConnectionInfo as _, RedisConnectionInfo};
+use registry_core::{redact_address, BackendError, ConnectOptions};
 
 use crate::{DEFAULT_ADDRESS, NAME};
 
-/// `redis://host:port[/db]`, `rediss://...`, or a bare `host:port`; the first of several
-/// comma-separated addresses (a standalone server: no cluster).
+/// The scheme of a Sentinel address.
+pub(crate) const SENTINEL_SCHEME: &str = "redis+sentinel://";
+/// The port of a Sentinel given without one.
+const SENTINEL_PORT: u16 = 26379;
+
+/// A parsed address.
+pub(crate) enum Address {
+    /// One server.
+    Direct(ConnectionInfo),
+    /// A primary found through its Sentinels.
+    Sentinel(SentinelAddress),
+}
+
+/// The Sentinels of a primary, and how to talk to the data nodes.
+pub(crate) struct SentinelAddress {
+    /// The Sentinels, in the configured order.
+    pub(crate) sentinels: Vec<ConnectionInfo>,
+    /// The name the Sentinels monitor the primary under.
+    pub(crate) master: String,
+    /// Database and credentials for the primary.
+    pub(crate) node: RedisConnectionInfo,
+}
+
+/// The address as configured, made whole: a Sentinel address as it is, otherwise
+/// `redis://host:port[/db]`, `rediss://...`, or a bare `host:port` given a scheme; the first of
+/// several comma-separated servers (a standalone server: no cluster).
 pub(crate) fn url(address: &str) -> String {
-    let first = address.split(',').map(str::trim).find(|a| !a.is_empty());
+    let trimmed = address.trim();
+    if trimmed.starts_with(SENTINEL_SCHEME) {
+        return trimmed.to_owned();
+    }
+    let first = trimmed.split(',').map(str::trim).find(|a| !a.is_empty());
     match first {
         None => DEFAULT_ADDRESS.to_owned(),
         Some(a) if a.contains("://") => a.to_owned(),
@@ -15,36 +53,153 @@ pub(crate) fn url(address: &str) -> String {
     }
 }
 
-/// A client for the server `url` names, with the credentials of `options` (when set) in
-/// place of any in the URL.
+/// Parses `url` (see [`url`]), the credentials of `options` (when set) replacing those in it.
 ///
 /// # Errors
-/// [`BackendError::Config`] when `url` is not a Redis address.
-pub(crate) fn client(url: &str, options: &ConnectOptions) -> Result<redis::Client, BackendError> {
-    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|e| BackendError::Config {
-            backend: NAME,
-            reason: format!(
-                "`{}` is not a Redis address: {e}",
-                registry_core::redact_address(url)
-            ),
-        })?;
-    let mut settings = info.redis_settings().clone();
+/// [`BackendError::Config`] when `url` is not a Redis or Sentinel address; the message shows
+/// the address with its password redacted.
+pub(crate) fn parse(url: &str, options: &ConnectOptions) -> Result<Address, BackendError> {
+    let config = |reason: String| BackendError::Config {
+        backend: NAME,
+        reason: format!("`{}` is not a Redis address: {reason}", redact_address(url)),
+    };
+    if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
+        let mut sentinel = sentinel(rest).map_err(config)?;
+        sentinel.node = with_credentials(sentinel.node, options);
+        return Ok(Address::Sentinel(sentinel));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| config(e.to_string()))?;
+    let settings = with_credentials(info.redis_settings().clone(), options);
+    Ok(Address::Direct(info.set_redis_settings(settings)))
+}
+
+fn with_credentials(
+    mut settings: RedisConnectionInfo,
+    options: &ConnectOptions,
+) -> RedisConnectionInfo {
     if let Some(user) = options.username.as_deref().filter(|u| !u.is_empty()) {
         settings = settings.set_username(user);
     }
     if let Some(password) = options.password.as_deref().filter(|p| !p.is_empty()) {
         settings = settings.set_password(password);
     }
-    info = info.set_redis_settings(settings);
-    redis::Client::open(info).map_err(|e| BackendError::Config {
-        backend: NAME,
-        reason: e.to_string(),
+    settings
+}
+
+/// `[user:pass@]host:port[,host:port...]/MASTER_NAME[/db]`, after the scheme.
+fn sentinel(rest: &str) -> Result<SentinelAddress, String> {
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or("no master name (`redis+sentinel://host:port,.../MASTER_NAME[/db]`)")?;
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let mut node = RedisConnectionInfo::default();
+    if let Some(userinfo) = userinfo {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((user, password)) => (user, Some(password)),
+            None => (userinfo, None),
+        };
+        let user =
+            percent_decode(user).ok_or("the user name is not valid percent-encoded UTF-8")?;
+        if !user.is_empty() {
+            node = node.set_username(user);
+        }
+        if let Some(password) = password {
+            let password = percent_decode(password)
+                .ok_or("the password is not valid percent-encoded UTF-8")?;
+            if !password.is_empty() {
+                node = node.set_password(password);
+            }
+        }
+    }
+    let mut sentinels = Vec::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let (name, port) = host_port(host)?;
+        let info = (name.as_str(), port)
+            .into_connection_info()
+            .map_err(|e| format!("Sentinel `{host}`: {e}"))?;
+        sentinels.push(info);
+    }
+    if sentinels.is_empty() {
+        return Err("no Sentinel address before the master name".into());
+    }
+    let mut segments = path.split('/');
+    let master = segments.next().unwrap_or_default();
+    if master.is_empty() || master.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+        return Err(format!("`{master}` is not a master name"));
+    }
+    match (segments.next(), segments.next()) {
+        (None | Some(""), None) => {}
+        (Some(db), None) => {
+            let db: i64 = db
+                .parse()
+                .ok()
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| format!("`{db}` is not a database number"))?;
+            node = node.set_db(db);
+        }
+        _ => return Err("more than `/MASTER_NAME/db` after the Sentinels".into()),
+    }
+    Ok(SentinelAddress {
+        sentinels,
+        master: master.to_owned(),
+        node,
     })
+}
+
+/// `host:port`, `host` (the Sentinel port) or `[v6]:port`.
+fn host_port(host: &str) -> Result<(String, u16), String> {
+    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+        let (name, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{host}`: no closing `]`"))?;
+        (name, after.strip_prefix(':'))
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let port = match port {
+        None => SENTINEL_PORT,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("`{host}`: `{p}` is not a port"))?,
+    };
+    if name.is_empty() {
+        return Err(format!("`{host}`: no host"));
+    }
+    Ok((name.to_owned(), port))
+}
+
+/// `%XX` sequences decoded; `None` when one is malformed or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -53,5 +208,88 @@ mod tests {
         assert_eq!(url("10.0.0.1:6380"), "redis://10.0.0.1:6380");
         assert_eq!(url("rediss://h:1/2"), "rediss://h:1/2");
         assert_eq!(url(" a:1 , b:2"), "redis://a:1");
+        assert_eq!(
+            url(" redis+sentinel://a:1,b:2/m "),
+            "redis+sentinel://a:1,b:2/m"
+        );
+    }
+
+    fn sentinel_of(address: &str, options: &ConnectOptions) -> SentinelAddress {
+        match parse(address, options) {
+            Ok(Address::Sentinel(s)) => s,
+            Ok(Address::Direct(_)) => panic!("{address}: not a Sentinel address"),
+            Err(e) => panic!("{address}: {e}"),
+        }
+    }
+
+    #[test]
+    fn sentinel_addresses() {
+        let none = ConnectOptions::default();
+        let s = sentinel_of(
+            "redis+sentinel://u%40x:p%3Aw@a:1,[::1]:2,c/mymaster/3",
+            &none,
+        );
+        let hosts: Vec<String> = s.sentinels.iter().map(|i| i.addr().to_string()).collect();
+        assert_eq!(hosts, ["a:1", "::1:2", "c:26379"]);
+        assert_eq!(s.master, "mymaster");
+        assert_eq!(s.node.db(), 3);
+        assert_eq!(s.node.username(), Some("u@x"));
+        assert_eq!(s.node.password(), Some("p:w"));
+
+        let s = sentinel_of("redis+sentinel://a:1/m/", &none);
+        assert_eq!((s.node.db(), s.node.password()), (0, None));
+
+        let options = ConnectOptions {
+            username: Some("admin".into()),
+            password: Some("secret".into()),
+            ..ConnectOptions::default()
+        };
+        let s = sentinel_of("redis+sentinel://:old@a:1/m", &options);
+        assert_eq!(s.node.username(), Some("admin"));
+        assert_eq!(s.node.password(), Some("secret"));
+    }
+
+    #[test]
+    fn bad_sentinel_addresses_are_config_errors_without_the_password() {
+        let none = ConnectOptions::default();
+        for bad in [
+            "redis+sentinel://a:1",
+            "redis+sentinel://a:1/",
+            "redis+sentinel:///m",
+            "redis+sentinel://:hunter2@a:0/m",
+            "redis+sentinel://a:x/m",
+            "redis+sentinel://a:1/m/x",
+            "redis+sentinel://a:1/m/1/2",
+            "redis+sentinel://[::1/m",
+            "redis+sentinel://u:%zz@a:1/m",
+        ] {
+            match parse(bad, &none) {
+                Err(BackendError::Config { reason, .. }) => {
+                    assert!(!reason.contains("hunter2"), "{reason}");
+                    assert!(reason.contains("is not a Redis address"), "{reason}");
+                }
+                Err(other) => panic!("{bad}: {other}"),
+                Ok(_) => panic!("{bad}: accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn direct_addresses_take_the_options_credentials() {
+        let options = ConnectOptions {
+            password: Some("secret".into()),
+            ..ConnectOptions::default()
+        };
+        match parse("redis://:old@h:1/2", &options) {
+            Ok(Address::Direct(info)) => {
+                assert_eq!(info.redis_settings().password(), Some("secret"));
+                assert_eq!(info.redis_settings().db(), 2);
+            }
+            _ => panic!("not a direct address"),
+        }
+        assert!(matches!(
+            parse("redis://h:1:2:3", &ConnectOptions::default()),
+            Err(BackendError::Config { .. })
+        ));
     }
 }

@@ -5,37 +5,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Client;
-use registry_core::backend::with_timeout;
 use registry_core::{
     Backend, BackendError, ConnectOptions, KeyValue, Listing, Liveness, Revision, WatchStream,
 };
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::address;
-use crate::error::{classify, request};
-use crate::scripts::{meta_keys, report_rebase, revision, Scripts, DEADLINES, INDEX, MAX_CHANGES};
+use crate::lease::{Lease, PutOutcome};
+use crate::link::{Link, Locator};
+use crate::scripts::{
+    lease_set, meta_keys, report_rebase, revision, Scripts, INDEX, LEASES, MAX_CHANGES, OWNERS,
+};
+use crate::tracking::Tracker;
 use crate::watch;
 use crate::NAME;
 
 /// The Redis [`Backend`]. See the [crate docs](crate).
 pub struct RedisBackend {
-    client: Client,
-    conn: ConnectionManager,
+    link: Arc<Link>,
     scripts: Arc<Scripts>,
     timeout: Duration,
-    /// What this client's watches share (reaping, warnings).
+    /// What this client's watches share (reaping, warnings, where listings were read).
     watches: Arc<watch::Shared>,
+    /// This client's lease.
+    lease: Lease,
+    /// The TTL of this client's lease (the grace leases get on a new history).
+    ttl: Duration,
     address: String,
-    /// This client's id in `rpc-registry:owners`.
-    owner: String,
 }
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("address", &self.address)
+            .field("address", &registry_core::redact_address(&self.address))
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -53,55 +55,87 @@ fn connect_error(error: BackendError, address: &str) -> BackendError {
     }
 }
 
+/// What a put's script answered.
+enum Put {
+    Written,
+    Held(String),
+    Expired,
+}
+
 impl RedisBackend {
     /// Connects to the server `options.address` names (default
-    /// [`DEFAULT_ADDRESS`](crate::DEFAULT_ADDRESS)) and checks that it answers and accepts the
-    /// credentials.
+    /// [`DEFAULT_ADDRESS`](crate::DEFAULT_ADDRESS)), or to the primary its Sentinels name
+    /// (`redis+sentinel://...`, see the [crate docs](crate#addresses)), and checks that it
+    /// answers and accepts the credentials.
     ///
     /// # Errors
     /// [`BackendError::Config`] for an unusable address, [`BackendError::Auth`] for refused
-    /// credentials, [`BackendError::Connect`] when the server cannot be reached.
+    /// credentials, [`BackendError::Connect`] when the server (or no primary) cannot be
+    /// reached.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, BackendError> {
         let address = address::url(&options.address);
-        let client = address::client(&address, options)?;
+        let parsed = address::parse(&address, options)?;
+        let locator = Arc::new(Locator::new(parsed).map_err(|e| BackendError::Config {
+            backend: NAME,
+            reason: format!("`{}`: {e}", registry_core::redact_address(&address)),
+        })?);
         let timeout = options.timeout;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connecting = client.get_connection_manager_with_config(config);
-        let mut conn = with_timeout(NAME, timeout, || "connect".into(), connecting)
-            .await
-            .map_err(|e| connect_error(e, &address))?
-            .map_err(|e| connect_error(classify(e, String::new), &address))?;
+        let link = Arc::new(Link::new(Arc::clone(&locator), timeout));
         // Credentials are checked by the first command when the server requires them.
-        let _: String = request(
-            timeout,
-            || "PING".into(),
-            redis::cmd("PING").query_async(&mut conn),
-        )
-        .await
-        .map_err(|e| connect_error(e, &address))?;
+        let (_, replid): (String, _) = link
+            .run_traced(
+                || "PING".into(),
+                |mut conn, _| async move { redis::cmd("PING").query_async(&mut conn).await },
+            )
+            .await
+            .map_err(|e| connect_error(e, &registry_core::redact_address(&address)))?;
         let reap_every =
             (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
+        let lease = Lease::new(Tracker::new(locator, timeout), options.ttl);
+        lease.first_server(replid);
         Ok(RedisBackend {
-            client,
-            conn,
+            link,
             scripts: Arc::new(Scripts::new()),
             timeout,
-            watches: Arc::new(watch::Shared::new(reap_every)),
+            watches: Arc::new(watch::Shared::new(reap_every, options.ttl)),
+            lease,
+            ttl: options.ttl,
             address,
-            owner: format!("{:016x}", rand::random::<u64>()),
         })
     }
 
-    /// Runs one request under the timeout.
-    async fn run<T, F>(&self, operation: impl Fn() -> String, call: F) -> Result<T, BackendError>
-    where
-        F: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        request(self.timeout, operation, call).await
+    async fn put_on(
+        &self,
+        lease: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Put, BackendError> {
+        let mut invocation = self.scripts.put.prepare_invoke();
+        meta_keys(&mut invocation);
+        invocation
+            .key(lease_set(lease))
+            .key(key)
+            .arg(value)
+            .arg(ttl.as_millis() as u64)
+            .arg(MAX_CHANGES)
+            .arg(lease)
+            .arg(self.lease.client());
+        let (rebased, status, holder): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) =
+            self.link
+                .run(
+                    || format!("put {key}"),
+                    |mut conn, replid| async move {
+                        invocation.arg(&*replid).invoke_async(&mut conn).await
+                    },
+                )
+                .await?;
+        report_rebase(&rebased);
+        Ok(match status.as_slice() {
+            b"held" => Put::Held(String::from_utf8_lossy(&holder).into_owned()),
+            b"expired" => Put::Expired,
+            _ => Put::Written,
+        })
     }
 }
 
@@ -112,38 +146,69 @@ impl Backend for RedisBackend {
     }
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.put.prepare_invoke();
-        meta_keys(&mut invocation);
-        invocation
-            .key(key)
-            .arg(value)
-            .arg(ttl.as_millis() as u64)
-            .arg(MAX_CHANGES)
-            .arg(&self.owner);
-        let (rebased, status, holder): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) = self
-            .run(|| format!("put {key}"), invocation.invoke_async(&mut conn))
-            .await?;
-        report_rebase(&rebased);
-        if status == b"held" {
-            return Err(BackendError::Held {
+        let mut lease = self.lease.put_starts(key);
+        let mut outcome = self.put_on(&lease, key, value, ttl).await;
+        if matches!(outcome, Ok(Put::Expired)) {
+            // Once, on a new lease (which cannot be expired yet).
+            self.lease.put_done(key, &lease, PutOutcome::NotWritten);
+            self.lease.expired(&lease);
+            lease = self.lease.put_starts(key);
+            outcome = self.put_on(&lease, key, value, ttl).await;
+        }
+        let written = matches!(outcome, Ok(Put::Written));
+        self.lease.put_done(
+            key,
+            &lease,
+            if written {
+                PutOutcome::Written
+            } else {
+                PutOutcome::NotWritten
+            },
+        );
+        match outcome? {
+            Put::Written => Ok(()),
+            Put::Held(holder) => Err(BackendError::Held {
                 backend: NAME,
                 key: key.to_owned(),
-                holder: format!("client {}", String::from_utf8_lossy(&holder)),
-            });
+                holder: format!("lease {holder}"),
+            }),
+            Put::Expired => Err(BackendError::request(
+                NAME,
+                format!("put {key}"),
+                std::io::Error::other(
+                    "the new lease expired at once (is the server clock jumping?)",
+                ),
+            )),
         }
-        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.delete.prepare_invoke();
+        let key = key.to_owned();
+        self.lease.forget([&key]);
+        self.lease
+            .delete(
+                &self.link,
+                &self.scripts,
+                &self.lease.id(),
+                std::slice::from_ref(&key),
+                false,
+            )
+            .await
+    }
+
+    async fn admin_write(&self, key: &str, value: Option<&[u8]>) -> Result<(), BackendError> {
+        let mut invocation = self.scripts.admin.prepare_invoke();
         meta_keys(&mut invocation);
-        invocation.key(key).arg(MAX_CHANGES).arg(&self.owner);
-        let (rebased, _): (Vec<Vec<u8>>, i64) = self
+        invocation.key(key).arg(MAX_CHANGES);
+        match value {
+            Some(value) => invocation.arg("1").arg(value),
+            None => invocation.arg("0"),
+        };
+        let (rebased,): (Vec<Vec<u8>>,) = self
+            .link
             .run(
-                || format!("delete {key}"),
-                invocation.invoke_async(&mut conn),
+                || format!("administrator's write of {key}"),
+                |mut conn, _| async move { invocation.invoke_async(&mut conn).await },
             )
             .await?;
         report_rebase(&rebased);
@@ -151,16 +216,19 @@ impl Backend for RedisBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
-        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.list.prepare_invoke();
         meta_keys(&mut invocation);
-        invocation.arg(prefix);
-        let reply: Vec<Vec<u8>> = self
-            .run(
-                || format!("list {prefix}"),
-                invocation.invoke_async(&mut conn),
-            )
-            .await?;
+        invocation.arg(prefix).arg(self.ttl.as_millis() as u64);
+        let (reply, replid): (Vec<Vec<u8>>, _) =
+            self.link
+                .run_traced(
+                    || format!("list {prefix}"),
+                    |mut conn, replid| async move {
+                        invocation.arg(&*replid).invoke_async(&mut conn).await
+                    },
+                )
+                .await?;
+        self.watches.listed(prefix, replid);
         let mut items = reply.into_iter();
         let revision = items.next().map_or(0, |r| revision(&r));
         let mut entries = Vec::new();
@@ -176,8 +244,7 @@ impl Backend for RedisBackend {
     fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
         watch::watch(
             watch::Context {
-                client: self.client.clone(),
-                conn: self.conn.clone(),
+                link: Arc::clone(&self.link),
                 scripts: Arc::clone(&self.scripts),
                 shared: Arc::clone(&self.watches),
                 prefix: prefix.to_owned(),
@@ -187,57 +254,40 @@ impl Backend for RedisBackend {
         )
     }
 
+    /// One short script call whatever the number of nodes (see the [crate docs](crate)).
     async fn keep_alive(&self, keys: &[String], ttl: Duration) -> Result<Liveness, BackendError> {
         if keys.is_empty() {
             return Ok(Liveness::Alive {
                 missing: Vec::new(),
             });
         }
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.keep_alive.prepare_invoke();
-        meta_keys(&mut invocation);
-        for key in keys {
-            invocation.key(key.as_str());
-        }
-        invocation
-            .arg(ttl.as_millis() as u64)
-            .arg(MAX_CHANGES)
-            .arg(&self.owner);
-        let (rebased, missing): (Vec<Vec<u8>>, Vec<String>) = self
-            .run(
-                || format!("keep-alive of {} nodes", keys.len()),
-                invocation.invoke_async(&mut conn),
-            )
-            .await?;
-        report_rebase(&rebased);
-        if !missing.is_empty() {
-            debug!(
-                missing = missing.len(),
-                "nodes lost by the store, putting them back"
-            );
-        }
-        Ok(Liveness::Alive { missing })
+        self.lease
+            .keep_alive(&self.link, &self.scripts, keys, ttl)
+            .await
     }
 
     async fn ttl_remaining(&self, key: &str) -> Result<Option<Duration>, BackendError> {
-        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.ttl.prepare_invoke();
-        invocation.key(DEADLINES).arg(key);
+        invocation.key(OWNERS).key(LEASES).arg(key);
         let left: i64 = self
-            .run(|| format!("ttl {key}"), invocation.invoke_async(&mut conn))
+            .link
+            .run(
+                || format!("ttl {key}"),
+                |mut conn, _| async move { invocation.invoke_async(&mut conn).await },
+            )
             .await?;
         Ok(u64::try_from(left).ok().map(Duration::from_millis))
     }
 
-    /// One script call for the whole prefix (the deadlines of the indexed nodes under it).
+    /// One script call for the whole prefix (one deadline read per lease).
     async fn ttls(&self, prefix: &str) -> Result<HashMap<String, Duration>, BackendError> {
-        let mut conn = self.conn.clone();
         let mut invocation = self.scripts.ttls.prepare_invoke();
-        invocation.key(INDEX).key(DEADLINES).arg(prefix);
+        invocation.key(INDEX).key(OWNERS).key(LEASES).arg(prefix);
         let pairs: Vec<(String, u64)> = self
+            .link
             .run(
                 || format!("ttls {prefix}"),
-                invocation.invoke_async(&mut conn),
+                |mut conn, _| async move { invocation.invoke_async(&mut conn).await },
             )
             .await?;
         Ok(pairs
@@ -247,9 +297,12 @@ impl Backend for RedisBackend {
     }
 
     async fn health(&self) -> Result<(), BackendError> {
-        let mut conn = self.conn.clone();
         let _: String = self
-            .run(|| "PING".into(), redis::cmd("PING").query_async(&mut conn))
+            .link
+            .run(
+                || "PING".into(),
+                |mut conn, _| async move { redis::cmd("PING").query_async(&mut conn).await },
+            )
             .await?;
         Ok(())
     }
@@ -258,20 +311,9 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.delete.prepare_invoke();
-        meta_keys(&mut invocation);
-        for key in keys {
-            invocation.key(key.as_str());
-        }
-        invocation.arg(MAX_CHANGES).arg(&self.owner);
-        let (rebased, _): (Vec<Vec<u8>>, i64) = self
-            .run(
-                || format!("delete {} nodes", keys.len()),
-                invocation.invoke_async(&mut conn),
-            )
-            .await?;
-        report_rebase(&rebased);
-        Ok(())
+        self.lease.forget(keys);
+        self.lease
+            .delete(&self.link, &self.scripts, &self.lease.id(), keys, true)
+            .await
     }
 }

@@ -26,6 +26,17 @@ pub(crate) fn classify(
     BackendError::request(NAME, operation(), error)
 }
 
+/// Whether `error` shows a connection is no good any more: it broke or timed out, or the
+/// server is not a primary ready for writes (`READONLY`: a replica, say a primary demoted by
+/// a failover; `MASTERDOWN`; `LOADING`). The connection is then made again, to wherever the
+/// primary is.
+pub(crate) fn needs_reconnect(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_unrecoverable_error()
+        || error.is_timeout()
+        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+}
+
 /// Runs one request under `timeout`, its error classified.
 ///
 /// # Errors

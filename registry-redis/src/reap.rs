@@ -1,15 +1,14 @@
-//! Expiry without keyspace notifications: the watching clients reap expired nodes, and the
-//! same script call tells them whether the history they read is still there.
+//! Expiry without keyspace notifications: the watching clients reap the nodes of expired
+//! leases, and the same script call tells them whether the history they read is still there.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use registry_core::{BackendError, Revision};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::error::request;
+use crate::link::Link;
 use crate::scripts::{meta_keys, report_rebase, revision, Scripts, MAX_CHANGES, REAP_BATCH};
 
 /// The reaping clock and what the last reap saw, shared by one client's watches (one reaper
@@ -17,6 +16,8 @@ use crate::scripts::{meta_keys, report_rebase, revision, Scripts, MAX_CHANGES, R
 pub(crate) struct Reaper {
     /// How often a watching client reaps expired nodes.
     pub(crate) every: Duration,
+    /// The grace leases get on a new history (this client's TTL).
+    grace: Duration,
     /// When this client last reaped.
     last: Mutex<Instant>,
     /// The newest reap's start and the store's revision it saw.
@@ -24,9 +25,10 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    pub(crate) fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration, grace: Duration) -> Self {
         Reaper {
             every,
+            grace,
             last: Mutex::new(Instant::now()),
             observed: Mutex::new(None),
         }
@@ -50,7 +52,8 @@ impl Reaper {
         observed.and_then(|(started, revision)| (started > since).then_some(revision))
     }
 
-    /// Reaps expired nodes and checks that the history after `after` is still available.
+    /// Reaps the nodes of expired leases and checks that the history after `after` is still
+    /// available.
     ///
     /// # Errors
     /// [`BackendError::HistoryLost`] when the store's revision is below `after` or the stream
@@ -58,23 +61,25 @@ impl Reaper {
     pub(crate) async fn reap(
         &self,
         scripts: &Scripts,
-        conn: &mut ConnectionManager,
-        timeout: Duration,
+        link: &Link,
         after: Revision,
     ) -> Result<(), BackendError> {
         let mut invocation = scripts.reap.prepare_invoke();
         meta_keys(&mut invocation);
-        invocation.arg(MAX_CHANGES).arg(REAP_BATCH);
+        invocation
+            .arg(MAX_CHANGES)
+            .arg(REAP_BATCH)
+            .arg(self.grace.as_millis() as u64);
         let started = Instant::now();
-        let (rebased, current, first, reaped): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>, u64) = request(
-            timeout,
-            || "reap expired nodes".into(),
-            invocation.invoke_async(conn),
-        )
-        .await?;
+        let (rebased, current, first, reaped): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>, u64) = link
+            .run(
+                || "reap expired leases".into(),
+                |mut conn, replid| async move { invocation.arg(&*replid).invoke_async(&mut conn).await },
+            )
+            .await?;
         report_rebase(&rebased);
         if reaped > 0 {
-            debug!(reaped, "removed nodes whose deadline passed");
+            debug!(reaped, "removed nodes whose lease expired");
         }
         let (current, first) = (revision(&current), revision(&first));
         {

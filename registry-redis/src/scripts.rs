@@ -2,10 +2,11 @@
 //! bookkeeping keys they take.
 //!
 //! Each script is its own file under `scripts/`, prefixed with the shared `prelude.lua`. The
-//! first five `KEYS` of every script but `ttl` and `ttls` are the bookkeeping keys, in the order
-//! [`meta_keys`] passes them. A writing script is all or nothing: it checks before it writes
-//! (see `prelude.lua`), and reports a re-based revision counter as the first item of its
-//! reply, which [`report_rebase`] logs.
+//! first five `KEYS` of `put`, `delete`, `reap`, `admin` and `list` are the bookkeeping keys, in the
+//! order [`meta_keys`] passes them; `keep_alive`, `audit`, `ttl` and `ttls` take only the keys
+//! they read. A writing script is all or nothing: it checks before it writes (see
+//! `prelude.lua`), and `put`, `delete`, `reap` and `admin` report a re-based revision counter as the
+//! first item of their reply, which [`report_rebase`] logs.
 
 use redis::{Script, ScriptInvocation};
 use registry_core::Revision;
@@ -17,15 +18,26 @@ pub(crate) const REVISION: &str = "rpc-registry:revision";
 pub(crate) const CHANGES: &str = "rpc-registry:changes";
 /// Every node key (a sorted set, so a prefix is a lexicographic range).
 pub(crate) const INDEX: &str = "rpc-registry:index";
-/// Node key -> time (ms, server clock) its liveness ends.
-pub(crate) const DEADLINES: &str = "rpc-registry:deadlines";
-/// Node key -> id of the client that holds it.
+/// Lease id -> time (ms, server clock) the lease ends: one entry per client, whatever the
+/// number of its nodes.
+pub(crate) const LEASES: &str = "rpc-registry:leases";
+/// Node key -> id of the lease that holds it.
 pub(crate) const OWNERS: &str = "rpc-registry:owners";
+/// Prefix of a lease's node set (`rpc-registry:lease:<lease id>`, a set of node keys). The
+/// scripts build the same name (`LEASE_SET` in `prelude.lua`).
+const LEASE_SET: &str = "rpc-registry:lease:";
+
+/// The key of the node set of lease `id`.
+pub(crate) fn lease_set(id: &str) -> String {
+    format!("{LEASE_SET}{id}")
+}
 
 /// Approximate cap of the change stream.
 pub(crate) const MAX_CHANGES: u64 = 100_000;
 /// Nodes reaped per script call (more are reaped by the next call).
 pub(crate) const REAP_BATCH: u64 = 1000;
+/// Node keys per `audit` call or `MGET`.
+pub(crate) const CHECK_BATCH: usize = 1000;
 
 const PRELUDE: &str = include_str!("scripts/prelude.lua");
 
@@ -35,13 +47,18 @@ pub(crate) struct Scripts {
     pub(crate) put: Script,
     /// Deletes nodes this client holds (see `scripts/delete.lua`).
     pub(crate) delete: Script,
-    /// Removes expired nodes, reports the revision and the stream's first one (see
-    /// `scripts/reap.lua`).
+    /// Removes the nodes of expired leases, reports the revision and the stream's first one
+    /// (see `scripts/reap.lua`).
     pub(crate) reap: Script,
-    /// Pushes the deadlines of this client's nodes (see `scripts/keep_alive.lua`).
+    /// Pushes the deadline of this client's lease (see `scripts/keep_alive.lua`).
     pub(crate) keep_alive: Script,
+    /// Which nodes the lease does not hold, and which it holds unasked (see
+    /// `scripts/audit.lua`).
+    pub(crate) audit: Script,
     /// Lists a prefix with its revision (see `scripts/list.lua`).
     pub(crate) list: Script,
+    /// Writes or deletes a key as an administrator, without a lease (see `scripts/admin.lua`).
+    pub(crate) admin: Script,
     /// Time left of one node (see `scripts/ttl.lua`).
     pub(crate) ttl: Script,
     /// Time left of every node under a prefix (see `scripts/ttls.lua`).
@@ -59,7 +76,9 @@ impl Scripts {
             delete: script(include_str!("scripts/delete.lua")),
             reap: script(include_str!("scripts/reap.lua")),
             keep_alive: script(include_str!("scripts/keep_alive.lua")),
+            audit: script(include_str!("scripts/audit.lua")),
             list: script(include_str!("scripts/list.lua")),
+            admin: script(include_str!("scripts/admin.lua")),
             ttl: script(include_str!("scripts/ttl.lua")),
             ttls: script(include_str!("scripts/ttls.lua")),
         }
@@ -72,7 +91,7 @@ pub(crate) fn meta_keys(invocation: &mut ScriptInvocation<'_>) {
         .key(REVISION)
         .key(CHANGES)
         .key(INDEX)
-        .key(DEADLINES)
+        .key(LEASES)
         .key(OWNERS);
 }
 

@@ -33,34 +33,42 @@ pub(crate) fn stream_entries(reply: Value) -> Vec<Entry> {
         if parts.len() != 2 {
             continue;
         }
-        let Value::Array(entries) = parts.remove(1) else {
+        out.extend(range_entries(parts.remove(1)));
+    }
+    out
+}
+
+/// `XRANGE` reply (or the entries part of an `XREAD` reply) -> its entries, in order; parts
+/// of another shape are skipped.
+pub(crate) fn range_entries(reply: Value) -> Vec<Entry> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let Value::Array(mut entry) = entry else {
             continue;
         };
-        for entry in entries {
-            let Value::Array(mut entry) = entry else {
-                continue;
-            };
-            if entry.len() != 2 {
-                continue;
-            }
-            let fields = entry.remove(1);
-            let Some(id) = text(&entry[0]) else { continue };
-            let mut pairs = Vec::new();
-            if let Value::Array(flat) = fields {
-                let mut flat = flat.into_iter();
-                while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-                    let value = match v {
-                        Value::BulkString(b) => b,
-                        Value::SimpleString(s) => s.into_bytes(),
-                        _ => continue,
-                    };
-                    if let Some(k) = text(&k) {
-                        pairs.push((k, value));
-                    }
+        if entry.len() != 2 {
+            continue;
+        }
+        let fields = entry.remove(1);
+        let Some(id) = text(&entry[0]) else { continue };
+        let mut pairs = Vec::new();
+        if let Value::Array(flat) = fields {
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                let value = match v {
+                    Value::BulkString(b) => b,
+                    Value::SimpleString(s) => s.into_bytes(),
+                    _ => continue,
+                };
+                if let Some(k) = text(&k) {
+                    pairs.push((k, value));
                 }
             }
-            out.push((id, pairs));
         }
+        out.push((id, pairs));
     }
     out
 }

@@ -1,9 +1,10 @@
-//! A watch on a prefix: the change stream read with `XREAD BLOCK` from a revision.
+//! A watch on a prefix: the change stream from a revision.
 //!
-//! A watch opens its own connection (blocking reads must not hold up the shared one), checks
-//! that the history after its revision is still in the stream, then reads the stream in
-//! batches and keeps the changes under its prefix. Between reads it takes its turn at reaping
-//! expired nodes, and checks that the store's revision did not go back.
+//! A watch checks that the history after its revision is still in the stream (the reap
+//! script reports the store's revision and the stream's first entry), joins the client's
+//! stream reader (see `hub`), then catches up with the entries written after its revision
+//! (`XRANGE` on the shared connection, to the stream's end): what the reader reads from then
+//! on follows on, or overlaps (skipped by revision). It keeps the changes under its prefix.
 //!
 //! Every revision has entries, so a revision more than one above the last one seen is a gap:
 //! the stream was trimmed past the watch, or the revisions jumped (a re-based counter, a
@@ -11,45 +12,85 @@
 //! revision is at or above the jump (see `current_revision` in `prelude.lua`), so the
 //! next watch goes on from there. An entry that records no change (unknown `op`, missing
 //! fields) is skipped, with one warning per client for the newest such entry.
+//!
+//! A watch also checks that it reads the history its revision came from: the catch-up must
+//! come from a server with the replication id of the server the prefix was listed on, and
+//! the reader's server must keep the replication id of the server the client writes to.
+//! Another id is another history (a promoted replica that may lack the last writes, a
+//! restarted server): the watch asks for a relist, even when the revisions happen to line up
+//! again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Value};
-use registry_core::backend::{watch_stream, with_timeout, WatchSource};
+use redis::Value;
+use registry_core::backend::{watch_stream, WatchSource};
 use registry_core::{BackendError, Revision, WatchEvent, WatchStream};
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::error::{classify, request};
-use crate::reap::{went_back, Reaper};
+use crate::hub::{self, batches, Batch, Feed, Reader, READ_BATCH};
+use crate::link::Link;
+use crate::reap::Reaper;
 use crate::scripts::{Scripts, CHANGES};
-use crate::stream::{parse_change, revision_of, stream_entries};
-use crate::NAME;
+use crate::stream::{range_entries, Entry};
 
-/// Entries read per `XREAD`.
-const READ_BATCH: u64 = 1000;
+/// Whether two replication ids name different histories (an empty one: not known).
+pub(crate) fn other_history(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && a != b
+}
+
+/// The watch's server has another replication history than the one its revision came from.
+pub(crate) fn changed_history(what: &str) -> BackendError {
+    BackendError::HistoryLost {
+        reason: format!(
+            "another Redis replication history ({what}: a failover or a restart); \
+             replication is asynchronous, so writes seen before may be lost"
+        ),
+    }
+}
 
 /// What one client's watches share.
 pub(crate) struct Shared {
-    reaper: Reaper,
+    pub(crate) reaper: Reaper,
     /// The revision of the newest malformed entry a warning was logged for.
     warned: AtomicU64,
+    /// Per listed prefix, the replication id of the server of its last listing.
+    listed: Mutex<HashMap<String, Arc<str>>>,
+    /// The client's stream reader, while one runs.
+    pub(crate) hub: Mutex<Option<Arc<hub::Hub>>>,
 }
 
 impl Shared {
-    /// State for a client that reaps every `reap_every`.
-    pub(crate) fn new(reap_every: Duration) -> Self {
+    /// State for a client that reaps every `reap_every`, its lease's TTL `ttl`.
+    pub(crate) fn new(reap_every: Duration, ttl: Duration) -> Self {
         Shared {
-            reaper: Reaper::new(reap_every),
+            reaper: Reaper::new(reap_every, ttl),
             warned: AtomicU64::new(0),
+            listed: Mutex::new(HashMap::new()),
+            hub: Mutex::new(None),
         }
     }
 
+    /// `prefix` was listed on the server with replication id `replid`.
+    pub(crate) fn listed(&self, prefix: &str, replid: Arc<str>) {
+        let mut listed = self.listed.lock().unwrap_or_else(PoisonError::into_inner);
+        listed.insert(prefix.to_owned(), replid);
+    }
+
+    /// The replication id `prefix` was last listed on, or (not listed) `replid`, now its own.
+    fn listed_on(&self, prefix: &str, replid: &Arc<str>) -> Arc<str> {
+        let mut listed = self.listed.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            listed
+                .entry(prefix.to_owned())
+                .or_insert_with(|| Arc::clone(replid)),
+        )
+    }
+
     /// Warns about a malformed entry once per client (by its revision), not once per watch.
-    fn malformed(&self, id: &str, revision: Revision) {
+    pub(crate) fn malformed(&self, id: &str, revision: Revision) {
         if self.warned.fetch_max(revision, Ordering::AcqRel) < revision {
             warn!(%id, "skipping a malformed entry of the change stream (not written by the registry)");
         } else {
@@ -60,10 +101,9 @@ impl Shared {
 
 /// What a watch needs from its client.
 pub(crate) struct Context {
-    /// Opens the watch's own connection.
-    pub(crate) client: Client,
-    /// The client's shared connection, for reaping.
-    pub(crate) conn: ConnectionManager,
+    /// The client's shared connection (for the history check and the catch-up), and where
+    /// the primary is (for the reader's connection).
+    pub(crate) link: Arc<Link>,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) prefix: String,
@@ -75,111 +115,130 @@ pub(crate) fn watch(ctx: Context, after: Revision) -> WatchStream {
     watch_stream(open(ctx, after))
 }
 
-/// An open watch: its connection and where it is in the stream.
+/// An open watch: what the reader hands it, and where it is in the stream.
 struct ChangeStream {
-    ctx: Context,
-    conn: MultiplexedConnection,
-    /// Stream id to read after.
-    cursor: String,
-    /// The highest revision read (or the starting point).
+    prefix: String,
+    feed: Feed,
+    /// The highest revision seen (or the starting point).
     seen: Revision,
-    /// When this watch last checked the store's revision, and `seen` then.
-    checked: (Instant, Revision),
+    /// The changes of the catch-up, delivered first.
+    caught_up: Option<Vec<WatchEvent>>,
 }
 
 async fn open(ctx: Context, after: Revision) -> Result<ChangeStream, BackendError> {
-    // Blocking reads get their own connection, with no response timeout of the client's
-    // (the block itself bounds each read).
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(ctx.timeout))
-        .set_response_timeout(None);
-    let connecting = ctx
-        .client
-        .get_multiplexed_async_connection_with_config(&config);
-    let conn = request(ctx.timeout, || "watch".into(), connecting).await?;
-    // Check the history first: the reap step verifies `after` is still covered.
-    let mut reaper = ctx.conn.clone();
+    // The history after `after` must still be there, and the revision not gone back.
     ctx.shared
         .reaper
-        .reap(&ctx.scripts, &mut reaper, ctx.timeout, after)
+        .reap(&ctx.scripts, &ctx.link, after)
         .await?;
-    Ok(ChangeStream {
-        ctx,
-        conn,
-        cursor: format!("{after}-{}", u64::MAX),
+    // Join first: the catch-up then reaches at least as far as where the reader goes on.
+    let feed = hub::join(
+        Reader {
+            link: Arc::clone(&ctx.link),
+            scripts: Arc::clone(&ctx.scripts),
+            shared: Arc::clone(&ctx.shared),
+            timeout: ctx.timeout,
+        },
+        after,
+    );
+    let (entries, replid) = catch_up(&ctx, after).await?;
+    let listed_on = ctx.shared.listed_on(&ctx.prefix, &replid);
+    if other_history(&listed_on, &replid) {
+        return Err(changed_history(
+            "the server this watch reads is not the one this service was listed from",
+        ));
+    }
+    let mut stream = ChangeStream {
+        prefix: ctx.prefix,
+        feed,
         seen: after,
-        checked: (Instant::now(), after),
-    })
+        caught_up: None,
+    };
+    let mut events = Vec::new();
+    for batch in batches(entries, &ctx.shared) {
+        events.extend(stream.accept(&batch)?);
+    }
+    stream.caught_up = Some(events);
+    Ok(stream)
+}
+
+/// The stream's entries after revision `after`, to its end, with the replication id of the
+/// server they came from.
+async fn catch_up(ctx: &Context, after: Revision) -> Result<(Vec<Entry>, Arc<str>), BackendError> {
+    let mut entries = Vec::new();
+    let mut start = format!("{}-0", after.saturating_add(1));
+    let mut server: Option<Arc<str>> = None;
+    loop {
+        let mut command = redis::cmd("XRANGE");
+        command
+            .arg(CHANGES)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(READ_BATCH);
+        let (reply, replid) = ctx
+            .link
+            .run_traced(
+                || "watch (catching up)".into(),
+                |mut conn, _| async move { command.query_async::<Value>(&mut conn).await },
+            )
+            .await?;
+        if server.as_ref().is_some_and(|s| other_history(s, &replid)) {
+            return Err(changed_history("the server changed while catching up"));
+        }
+        server = Some(replid);
+        let read = range_entries(reply);
+        let full = read.len() as u64 >= READ_BATCH;
+        if let Some((id, _)) = read.last() {
+            // Exclusive start after the last id read.
+            start = format!("({id}");
+        }
+        entries.extend(read);
+        if !full {
+            return Ok((entries, server.unwrap_or_else(|| Arc::from(""))));
+        }
+    }
 }
 
 impl ChangeStream {
-    /// Once per reaping period: reaps when it is this watch's turn (one reap per client per
-    /// period), and checks that the store's revision did not go back below what this watch
-    /// read. A reap by another watch counts only if it started after this watch's previous
-    /// check: entries read since may be newer than what that reap saw.
-    async fn check(&mut self) -> Result<(), BackendError> {
-        let ctx = &self.ctx;
-        let reaper = &ctx.shared.reaper;
-        let (checked_at, checked_seen) = self.checked;
-        if checked_at.elapsed() < reaper.every {
-            return Ok(());
+    /// The changes under the prefix of a batch of consecutive revisions, those not seen yet.
+    ///
+    /// # Errors
+    /// [`BackendError::HistoryLost`] when the batch does not follow on what was seen.
+    fn accept(&mut self, batch: &Batch) -> Result<Vec<WatchEvent>, BackendError> {
+        if batch.last <= self.seen {
+            return Ok(Vec::new());
         }
-        let now = Instant::now();
-        if reaper.due() {
-            let mut conn = ctx.conn.clone();
-            reaper
-                .reap(&ctx.scripts, &mut conn, ctx.timeout, self.seen)
-                .await?;
-        } else if let Some(store) = reaper.revision_since(checked_at) {
-            if store < checked_seen {
-                return Err(went_back(checked_seen, store));
-            }
+        if batch.first > self.seen.saturating_add(1) {
+            let (seen, first) = (self.seen, batch.first);
+            return Err(BackendError::HistoryLost {
+                reason: format!(
+                    "the change stream goes from revision {seen} to {first}: trimmed past \
+                     this watch, or the revisions jumped"
+                ),
+            });
         }
-        self.checked = (now, self.seen);
-        Ok(())
+        let events = batch
+            .events
+            .iter()
+            .filter(|e| e.revision() > self.seen && e.key().starts_with(self.prefix.as_str()))
+            .cloned()
+            .collect();
+        self.seen = batch.last;
+        Ok(events)
     }
 }
 
 impl WatchSource for ChangeStream {
     async fn next_batch(&mut self) -> Result<Option<Vec<WatchEvent>>, BackendError> {
-        self.check().await?;
-        let every = self.ctx.shared.reaper.every;
-        let block = every.as_millis().max(1) as u64;
-        let mut command = redis::cmd("XREAD");
-        command
-            .arg("COUNT")
-            .arg(READ_BATCH)
-            .arg("BLOCK")
-            .arg(block)
-            .arg("STREAMS")
-            .arg(CHANGES)
-            .arg(&self.cursor);
-        let read = command.query_async::<Value>(&mut self.conn);
-        let reply = with_timeout(NAME, self.ctx.timeout + every, || "watch".into(), read)
-            .await?
-            .map_err(|e| classify(e, || "watch".into()))?;
-        let mut batch = Vec::new();
-        for (id, fields) in stream_entries(reply) {
-            let revision = revision_of(&id);
-            if revision > self.seen.saturating_add(1) {
-                let seen = self.seen;
-                return Err(BackendError::HistoryLost {
-                    reason: format!(
-                        "the change stream goes from revision {seen} to {revision} (entry {id}): \
-                         trimmed past this watch, or the revisions jumped"
-                    ),
-                });
-            }
-            self.cursor = id;
-            self.seen = self.seen.max(revision);
-            match parse_change(&fields, revision) {
-                Some(event) if event.key().starts_with(self.ctx.prefix.as_str()) => {
-                    batch.push(event);
-                }
-                Some(_) => {}
-                None => self.ctx.shared.malformed(&self.cursor, revision),
-            }
+        if let Some(events) = self.caught_up.take() {
+            return Ok(Some(events));
         }
-        Ok(Some(batch))
+        match self.feed.recv().await {
+            Some(Ok(batch)) => self.accept(&batch).map(Some),
+            Some(Err(error)) => Err(error),
+            // The reader stopped: watch again.
+            None => Ok(None),
+        }
     }
 }

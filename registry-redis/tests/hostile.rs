@@ -8,75 +8,11 @@
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::StreamExt as _;
 use registry_conformance::{addresses, default_options, eventually, svc, svc_addresses, Recorder};
-use registry_core::{
-    error_chain, Backend, BackendError, Listing, Liveness, Registry, RegistryOptions, Revision,
-    WatchStream,
-};
-
-/// A Redis backend that counts the watch errors asking a service's watch for a relist (the
-/// client's watch of the overrides records is left out: the bounds are per service watch).
-struct Counting {
-    inner: Arc<dyn Backend>,
-    history_lost: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Backend for Counting {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        self.inner.put(key, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
-        self.inner.list(prefix).await
-    }
-    fn watch(&self, prefix: &str, after: Revision) -> WatchStream {
-        let count = Arc::clone(&self.history_lost);
-        let counted = !prefix.contains("~overrides");
-        self.inner
-            .watch(prefix, after)
-            .inspect(move |item| {
-                if let (true, Err(BackendError::HistoryLost { reason })) = (counted, item) {
-                    count.fetch_add(1, Ordering::Relaxed);
-                    println!("history lost: {reason}");
-                }
-            })
-            .boxed()
-    }
-    async fn keep_alive(&self, keys: &[String], ttl: Duration) -> Result<Liveness, BackendError> {
-        self.inner.keep_alive(keys, ttl).await
-    }
-    async fn health(&self) -> Result<(), BackendError> {
-        self.inner.health().await
-    }
-    async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
-        self.inner.close(keys).await
-    }
-}
-
-/// A registry client whose watches' relists are counted.
-async fn counted(url: &str, options: RegistryOptions) -> (Registry, Arc<AtomicUsize>) {
-    let inner = support::target(url).backend(&options).await;
-    let history_lost = Arc::new(AtomicUsize::new(0));
-    let backend = Counting {
-        inner,
-        history_lost: Arc::clone(&history_lost),
-    };
-    (
-        Registry::new(Arc::new(backend), options).unwrap(),
-        history_lost,
-    )
-}
+use registry_core::{error_chain, BackendError, Liveness};
+use support::counted;
 
 /// Runs one command (arguments split on spaces) and returns its reply.
 async fn redis<T: redis::FromRedisValue>(url: &str, command: &str) -> T {
@@ -95,19 +31,23 @@ async fn counter(url: &str) -> Option<String> {
     redis(url, "GET rpc-registry:revision").await
 }
 
-/// What the store holds for a node: the key, its index, deadline and owner entries.
+/// What the store holds for a node: the key, its index entry, its owner (a lease) and its
+/// place in that lease's node set.
 async fn node_state(url: &str, key: &str) -> [bool; 4] {
+    let owner = redis::<Option<String>>(url, &format!("HGET rpc-registry:owners {key}")).await;
+    let attached = match &owner {
+        Some(lease) => {
+            redis::<bool>(url, &format!("SISMEMBER rpc-registry:lease:{lease} {key}")).await
+        }
+        None => false,
+    };
     [
         redis::<bool>(url, &format!("EXISTS {key}")).await,
         redis::<Option<f64>>(url, &format!("ZSCORE rpc-registry:index {key}"))
             .await
             .is_some(),
-        redis::<Option<f64>>(url, &format!("ZSCORE rpc-registry:deadlines {key}"))
-            .await
-            .is_some(),
-        redis::<Option<String>>(url, &format!("HGET rpc-registry:owners {key}"))
-            .await
-            .is_some(),
+        owner.is_some(),
+        attached,
     ]
 }
 
@@ -277,43 +217,48 @@ async fn a_write_the_store_refuses_leaves_nothing_half_applied() {
     backend.put(&key, b"v1", ttl).await.unwrap();
     assert_eq!(node_state(&url, &key).await, ALL);
 
-    // A refused delete, close or keep-alive keeps the node whole.
+    // A refused delete or close keeps the node whole.
     let _: () = redis(&url, "SET rpc-registry:changes junk").await;
     backend.delete(&key).await.unwrap_err();
     backend.close(std::slice::from_ref(&key)).await.unwrap_err();
-    let _: i64 = redis(&url, &format!("DEL {key}")).await;
-    backend
-        .keep_alive(std::slice::from_ref(&key), ttl)
-        .await
-        .unwrap_err();
-    assert_eq!(node_state(&url, &key).await, [false, true, true, true]);
-
+    assert_eq!(node_state(&url, &key).await, ALL);
     let _: () = redis(&url, "DEL rpc-registry:changes").await;
-    let missing = backend
-        .keep_alive(std::slice::from_ref(&key), ttl)
-        .await
-        .unwrap();
+
+    // A node key deleted behind the registry's back (a bare DEL records nothing): the
+    // heartbeat reports it missing, told by client tracking, and the put records it again.
+    backend.put(&key, b"v1", ttl).await.unwrap();
+    let keys = std::slice::from_ref(&key);
     assert_eq!(
-        missing,
-        Liveness::Alive {
-            missing: vec![key.clone()]
-        }
+        backend.keep_alive(keys, ttl).await.unwrap(),
+        Liveness::Alive { missing: vec![] }
     );
-    assert_eq!(node_state(&url, &key).await, NONE);
+    let _: i64 = redis(&url, &format!("DEL {key}")).await;
+    let deleted = std::time::Instant::now();
+    loop {
+        // The invalidation is pushed on the tracking connection: a beat or two later.
+        match backend.keep_alive(keys, ttl).await.unwrap() {
+            Liveness::Alive { missing } if missing == keys => break,
+            Liveness::Alive { missing } if missing.is_empty() => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(3),
+            "never reported missing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(node_state(&url, &key).await, [false, true, true, true]);
+    backend.put(&key, b"v1", ttl).await.unwrap();
+    assert_eq!(node_state(&url, &key).await, ALL);
     let recorded: Vec<(String, Vec<(String, String)>)> =
         redis(&url, "XRANGE rpc-registry:changes - +").await;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
-    assert_eq!(recorded[0].1[0], ("op".into(), "del".into()));
+    assert_eq!(recorded[0].1[0], ("op".into(), "put".into()));
 
     // An indexed key of another type is skipped by a listing, not an error.
     backend.put(&key, b"v2", ttl).await.unwrap();
     let junk = format!("{}svc:1.0/127.0.0.1:7", options.keys.root());
     let _: i64 = redis(&url, &format!("ZADD rpc-registry:index 0 {junk}")).await;
-    let _: i64 = redis(
-        &url,
-        &format!("ZADD rpc-registry:deadlines 99999999999999 {junk}"),
-    )
-    .await;
     let _: i64 = redis(&url, &format!("HSET {junk} a b")).await;
     let listing = backend.list(options.keys.root()).await.unwrap();
     let keys: Vec<&str> = listing.entries.iter().map(|kv| kv.key.as_str()).collect();

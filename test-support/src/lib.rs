@@ -800,3 +800,6 @@ impl std::ops::DerefMut for RedisServer {
         &mut self.server
     }
 }
+
+mod redis_sentinel;
+pub use redis_sentinel::{RedisNode, RedisSentinel, MASTER_NAME};

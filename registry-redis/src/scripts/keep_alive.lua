@@ -1,25 +1,12 @@
--- KEYS: revision, changes, index, deadlines, owners, nodes... ARGV: ttl ms, maxlen, owner.
--- Pushes the deadline of every node this client still holds; a node the store lost is
--- cleaned up (its removal recorded, so watchers see it) and returned, to be put again, as is
--- a node another client holds now (left as it is: the put will wait for it).
--- Returns { rebased, missing nodes }.
-check_types()
+-- KEYS: leases, this lease's node set. ARGV: lease id, ttl ms, the server's replication id
+-- (see `adopt_history`).
+-- Pushes the lease's deadline: the same few commands whatever the number of nodes on it.
+-- Returns the number of nodes attached to the lease, or -1 when the lease is gone or its
+-- deadline passed (nothing written: the client takes a new lease and puts every node again).
 local now = now_ms()
-local ttl = tonumber(ARGV[1])
-local missing, renew, gone = {}, {}, {}
-for i = 6, #KEYS do
-  local k = KEYS[i]
-  local holder = redis.call('HGET', KEYS[5], k)
-  if holder == ARGV[3] and redis.call('EXISTS', k) == 1 and redis.call('ZSCORE', KEYS[4], k) then
-    table.insert(renew, k)
-  else
-    if (not holder) or holder == ARGV[3] then table.insert(gone, k) end
-    table.insert(missing, k)
-  end
-end
-local rebased = remove(gone, ARGV[2])
-for _, k in ipairs(renew) do
-  redis.call('ZADD', KEYS[4], now + ttl, k)
-  redis.call('PEXPIRE', k, ttl * 3 + 60000)
-end
-return { rebased, missing }
+local n = redis.call('SCARD', KEYS[2])
+adopt_history(KEYS[1], ARGV[3], ARGV[2], now)
+local d = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not d or tonumber(d) <= now then return -1 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return n

@@ -1,21 +1,75 @@
 -- Shared by every script (prepended to each). KEYS[1..5] of the scripts that take the
--- bookkeeping keys: revision, changes, index, deadlines, owners.
+-- bookkeeping keys: revision, changes, index, leases, owners.
 --
 -- All or nothing: a writing script first reads and checks (the bookkeeping keys hold their
 -- types, the stream takes the next revision), then writes; none of its writes can fail, so
--- a failed script has written nothing.
+-- a failed script has written nothing. (A write to another lease's node set, a key the
+-- script computes, goes through `pcall`: it cannot fail the script half way.)
 
 -- Revisions the scripts write stay below 10^15: at most 15 digits, exact as Lua numbers.
 local MAX_REV = 1e15
+-- A lease's node set is this prefix followed by the lease id.
+local LEASE_SET = 'rpc-registry:lease:'
+-- The replication id of the server the lease deadlines were last counted on.
+local HISTORY = 'rpc-registry:history'
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The deadline (ms, server clock) of lease `id`, nil when there is no such lease.
+local function deadline(id)
+  local d = redis.call('ZSCORE', KEYS[4], id)
+  return d and tonumber(d)
+end
+
+-- Whether `holder` (a lease id, or false: no holder) keeps a node alive at `now` (a lease
+-- whose deadline passed less than `past` ms ago still does, see `slack`). A node without a
+-- holder was written by a tool and has no expiry.
+local function holder_alive(holder, now, past)
+  if not holder then return true end
+  local d = deadline(holder)
+  return d ~= nil and d + (past or 0) > now
+end
+
+-- Whether `replid` (the replication id of this server, as the client read it; '' when it
+-- could not) is not the one the lease deadlines were last counted on: a failover or a
+-- restart happened since.
+local function new_history(replid)
+  return replid ~= '' and redis.pcall('GET', HISTORY) ~= replid
+end
+
+-- How long past its deadline a lease still counts alive, for a script that only reads:
+-- `grace` ms on a new history (the first writing script adopts it, see `adopt_history`), 0
+-- otherwise.
+local function slack(replid, grace)
+  if new_history(replid) then return tonumber(grace) end
+  return 0
+end
+
+-- On a new history, gives every lease in `leases` whose deadline passed less than `grace` ms
+-- ago, or comes within `grace` ms, a deadline `grace` ms from now, and records the history:
+-- clients that could not reach any primary during a failover (or a restart) keep their
+-- nodes, as etcd extends leases on a leader change. A lease that expired longer ago stays
+-- expired. (Writes only where nothing can fail: `leases` is a sorted set, checked before.)
+local function adopt_history(leases, replid, grace, now)
+  if not new_history(replid) then return end
+  grace = tonumber(grace)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, now - grace, now + grace)) do
+    redis.call('ZADD', leases, 'GT', now + grace, id)
+  end
+  redis.call('SET', HISTORY, replid)
+end
+
+-- Whether node `k` is alive: it holds a value and its lease has not expired.
 local function alive(k, now)
-  local d = redis.call('ZSCORE', KEYS[4], k)
-  return d and tonumber(d) > now and redis.call('EXISTS', k) == 1
+  return redis.call('EXISTS', k) == 1 and holder_alive(redis.call('HGET', KEYS[5], k), now, 0)
+end
+
+-- Whether lease id `holder` belongs to the client whose lease ids start with `client`.
+local function of_client(holder, client)
+  return holder and string.sub(holder, 1, #client) == client
 end
 
 -- The revision `s` holds (a string of at most 15 digits), nil when it holds none.
@@ -29,17 +83,21 @@ local function id_rev(id)
   return string.match(id, '^(%d+)-') or '0'
 end
 
--- Fails the script, before it wrote anything, when a bookkeeping key holds another type.
--- (The counter is not checked: one that holds no revision is re-based by `record`.)
-local function check_types()
-  local want = { 'stream', 'zset', 'zset', 'hash' }
-  for i = 2, 5 do
-    local t = redis.call('TYPE', KEYS[i])['ok']
-    if t ~= 'none' and t ~= want[i - 1] then
-      error({ err = 'ERR ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. want[i - 1]
-        .. ': nothing was written; delete it to let the registry write again' })
-    end
+local function check_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    error({ err = 'ERR ' .. key .. ' holds a ' .. t .. ', not a ' .. want
+      .. ': nothing was written; delete it to let the registry write again' })
   end
+end
+
+-- Fails the script, before it wrote anything, when a bookkeeping key (or `lease_set`, this
+-- client's node set, when given) holds another type. (The counter is not checked: one that
+-- holds no revision is re-based by `record`.)
+local function check_types(lease_set)
+  local want = { 'stream', 'zset', 'zset', 'hash' }
+  for i = 2, 5 do check_type(KEYS[i], want[i - 1]) end
+  if lease_set then check_type(lease_set, 'set') end
 end
 
 -- The revision the store is at, as a string: the counter's, or the revision of the stream's
@@ -113,23 +171,26 @@ local function record(changes, maxlen)
   return report
 end
 
--- Removes the nodes `ks` with their index, deadline and owner entries, recording those the
--- registry could see (the node or its index entry was there). Returns what `record`
--- re-based, and the number recorded.
+-- Removes the nodes `ks` with their index and owner entries and their place in their
+-- lease's node set, recording those the registry could see (the node or its index entry was
+-- there). Returns what `record` re-based, and the number recorded.
 local function remove(ks, maxlen)
-  local changes, seen = {}, {}
+  local changes, seen, holders = {}, {}, {}
   for _, k in ipairs(ks) do
-    if not seen[k] and (redis.call('EXISTS', k) == 1 or redis.call('ZSCORE', KEYS[3], k)) then
-      table.insert(changes, { 'del', k })
+    if not seen[k] then
+      if redis.call('EXISTS', k) == 1 or redis.call('ZSCORE', KEYS[3], k) then
+        table.insert(changes, { 'del', k })
+      end
+      holders[k] = redis.call('HGET', KEYS[5], k)
     end
     seen[k] = true
   end
   local rebased = record(changes, maxlen)
-  for _, k in ipairs(ks) do
+  for k, holder in pairs(holders) do
     redis.call('DEL', k)
     redis.call('ZREM', KEYS[3], k)
-    redis.call('ZREM', KEYS[4], k)
     redis.call('HDEL', KEYS[5], k)
+    if holder then redis.pcall('SREM', LEASE_SET .. holder, k) end
   end
   return rebased, #changes
 end

@@ -1,0 +1,81 @@
+//! A Redis primary with a replica and three Sentinels losing its primary: the clients follow
+//! the failover by themselves, no registration is lost for longer than the recovery window,
+//! the nodes are on the new primary, and a consumer keeps serving its last nodes meanwhile
+//! (never an empty list), its watches relisting once on the new primary's history.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use registry_conformance::{default_options, init_tracing, survive};
+use registry_test_support::RedisSentinel;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_killed_the_clients_follow_the_failover() {
+    init_tracing();
+    let setup = Arc::new(Mutex::new(
+        RedisSentinel::start().unwrap_or_else(|e| panic!("{e}")),
+    ));
+    let address = setup.lock().unwrap().address();
+    let relists = Arc::new(AtomicUsize::new(0));
+    let target = support::counting_target(&address, &relists);
+    let options = default_options();
+    let root = options.keys.root().to_owned();
+    let nodes = 20;
+    // The Sentinels take about 2 s to promote the replica; then a heartbeat or a retry.
+    let recovery = options.ttl * 2 + Duration::from_secs(4);
+    let (s1, s2) = (setup.clone(), setup.clone());
+    let failover = Arc::new(Mutex::new(None));
+    let (f1, f2) = (failover.clone(), failover.clone());
+    let on_new_primary = Arc::new(Mutex::new(None));
+    let seen = on_new_primary.clone();
+    let report = survive(
+        &target,
+        options,
+        nodes,
+        move || {
+            let mut setup = s1.lock().unwrap();
+            let killed_at = Instant::now();
+            let killed = setup.kill_primary().unwrap_or_else(|e| panic!("{e}"));
+            let promoted = setup
+                .wait_for_primary(Some(killed), Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("{e}"));
+            *f1.lock().unwrap() = Some((killed, promoted, killed_at.elapsed()));
+        },
+        recovery,
+        move || {
+            let mut setup = s2.lock().unwrap();
+            let (killed, promoted, _) = f2.lock().unwrap().expect("failed over");
+            // The nodes are on the new primary itself.
+            let keys = setup
+                .node(promoted)
+                .command(&format!("KEYS {root}*"))
+                .unwrap_or_default();
+            *seen.lock().unwrap() = keys.lines().next().map(str::to_owned);
+            setup
+                .restart_as_replica(killed)
+                .unwrap_or_else(|e| panic!("{e}"));
+        },
+    )
+    .await;
+    let (killed, promoted, took) = failover.lock().unwrap().expect("failed over");
+    let relisted = relists.load(Ordering::Relaxed);
+    println!(
+        "Redis primary + replica + 3 Sentinels, primary (node {killed}) SIGKILL, node \
+         {promoted} promoted after {took:?}: {report:?}; watch relists: {relisted}"
+    );
+    report.assert_survived("Redis primary SIGKILL", recovery);
+    assert_eq!(
+        on_new_primary.lock().unwrap().as_deref(),
+        Some(format!("*{nodes}").as_str()),
+        "every node key on the new primary"
+    );
+    assert!(
+        relisted > 0,
+        "the watches relist on the new primary's history"
+    );
+}
