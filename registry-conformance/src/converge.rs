@@ -3,7 +3,7 @@
 //! store, and the store must equal what the registrars want.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -53,7 +53,7 @@ pub async fn converge_under_faults<F>(
     target: &Target,
     options: RegistryOptions,
     run: ConvergeRun,
-    mut fault: F,
+    fault: F,
 ) -> ConvergeReport
 where
     F: FnMut(u64) -> Box<dyn FnOnce() + Send> + Send + 'static,
@@ -107,14 +107,15 @@ where
         }));
     }
 
+    // Inflicted on a blocking thread (a fault may wait for a failover).
+    let fault = Arc::new(std::sync::Mutex::new(fault));
     let mut faults = 0;
     let mut last_healed = Instant::now();
     while Instant::now() + fault_every < deadline {
         tokio::time::sleep(fault_every / 2).await;
         let heal = tokio::task::spawn_blocking({
-            let n = faults;
-            let made = fault(n);
-            move || made
+            let (n, fault) = (faults, Arc::clone(&fault));
+            move || (fault.lock().unwrap_or_else(PoisonError::into_inner))(n)
         })
         .await
         .unwrap();

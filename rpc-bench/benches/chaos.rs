@@ -19,7 +19,7 @@ use registry_conformance::{
     converge_under_faults, default_options, survive, ConvergeReport, ConvergeRun, HaReport, Target,
 };
 use registry_core::RegistryOptions;
-use registry_test_support::{EtcdCluster, ZkEnsemble};
+use registry_test_support::{EtcdCluster, RedisSentinel, ZkEnsemble};
 use rpc_bench::{EchoClient, EchoImpl, EchoServer, Message};
 use rpc_runtime::config::{RpcConfig, TolerantStrategyKind};
 use rpc_runtime::consumer::{Consumer, ConsumerOptions};
@@ -390,6 +390,116 @@ async fn zookeeper(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
     (rows, converge)
 }
 
+fn redis_target(address: &str) -> Target {
+    Target::new(address, |options| async move {
+        registry_redis::RedisBackend::connect(&options).await
+    })
+}
+
+/// What happens to one Redis scenario's servers.
+#[derive(Clone, Copy)]
+enum RedisFault {
+    /// The primary SIGKILLed; the Sentinels promote the replica; the old primary comes back
+    /// as a replica.
+    KillPrimary,
+    /// The replica SIGKILLed and restarted: no failover.
+    KillReplica,
+    /// The primary SIGSTOPped until the Sentinels promoted the replica and 1.5 TTLs passed,
+    /// then resumed (the Sentinels turn it into a replica).
+    PausePrimary,
+}
+
+/// Inflicts `fault` on `setup`; returns what the heal needs (the victim's index).
+fn redis_inject(setup: &Mutex<RedisSentinel>, fault: RedisFault) -> usize {
+    let mut s = setup.lock().unwrap();
+    let primary = s.wait_for_primary(None, Duration::from_secs(10)).unwrap();
+    let victim = match fault {
+        RedisFault::KillReplica => 1 - primary,
+        _ => primary,
+    };
+    match fault {
+        RedisFault::PausePrimary => s.node_mut(victim).pause(),
+        _ => s.node_mut(victim).kill(),
+    }
+    if !matches!(fault, RedisFault::KillReplica) {
+        s.wait_for_primary(Some(victim), Duration::from_secs(30))
+            .unwrap();
+    }
+    victim
+}
+
+fn redis_heal(setup: &Mutex<RedisSentinel>, fault: RedisFault, victim: usize) {
+    let mut s = setup.lock().unwrap();
+    match fault {
+        RedisFault::PausePrimary => s.node_mut(victim).resume(),
+        _ => s.restart_as_replica(victim).unwrap(),
+    }
+}
+
+async fn redis(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
+    let options = default_options();
+    // The Sentinels take about 2 s to promote the replica; then a heartbeat or a retry.
+    let recovery = options.ttl * 2 + Duration::from_secs(4);
+    let mut rows = Vec::new();
+    for (name, fault) in [
+        ("primary SIGKILL (failover)", RedisFault::KillPrimary),
+        ("replica SIGKILL", RedisFault::KillReplica),
+        (
+            "primary SIGSTOP beyond the TTL (failover, old primary resumed)",
+            RedisFault::PausePrimary,
+        ),
+    ] {
+        let setup = Arc::new(Mutex::new(RedisSentinel::start().unwrap()));
+        let target = redis_target(&setup.lock().unwrap().address());
+        let victim = Arc::new(Mutex::new(0));
+        let (s1, s2, v1, v2) = (setup.clone(), setup.clone(), victim.clone(), victim);
+        let pause_for = options.ttl + options.ttl / 2;
+        let inject: Fault = Box::new(move || {
+            *v1.lock().unwrap() = redis_inject(&s1, fault);
+        });
+        let heal: Fault = Box::new(move || {
+            if matches!(fault, RedisFault::PausePrimary) {
+                std::thread::sleep(pause_for);
+            }
+            redis_heal(&s2, fault, *v2.lock().unwrap());
+        });
+        rows.push(
+            scenario(
+                "Redis (primary + replica + 3 Sentinels)",
+                name,
+                &target,
+                options.clone(),
+                recovery,
+                inject,
+                heal,
+            )
+            .await,
+        );
+    }
+    let setup = Arc::new(Mutex::new(RedisSentinel::start().unwrap()));
+    let target = redis_target(&setup.lock().unwrap().address());
+    let run = ConvergeRun {
+        clients: 4,
+        consumers: 2,
+        run_for: Duration::from_secs(converge_secs),
+        // A failover takes seconds: one fault every 8 s.
+        fault_every: Duration::from_secs(8),
+        converge_within: options.ttl * 3 + Duration::from_secs(10),
+    };
+    let converge = converge_under_faults(&target, options, run, move |_| {
+        let fault = if rand::rng().random_bool(0.5) {
+            RedisFault::KillPrimary
+        } else {
+            RedisFault::KillReplica
+        };
+        let victim = redis_inject(&setup, fault);
+        let setup = setup.clone();
+        Box::new(move || redis_heal(&setup, fault, victim))
+    })
+    .await;
+    (rows, converge)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
@@ -405,6 +515,11 @@ async fn main() {
         let (r, c) = zookeeper(args.converge_secs).await;
         rows.extend(r);
         converged.push(("ZooKeeper (3 servers)", c));
+    }
+    if wants("redis") {
+        let (r, c) = redis(args.converge_secs).await;
+        rows.extend(r);
+        converged.push(("Redis (primary + replica + 3 Sentinels)", c));
     }
     println!();
     print_rows(&rows);
