@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use registry_core::{EmptyProtection, RegistryOptions};
+use registry_core::{EmptyProtection, Registry, RegistryOptions};
 
 use crate::{svc, Target};
 
@@ -113,7 +113,31 @@ where
 
     let faulted = Instant::now();
     tokio::task::spawn_blocking(inject).await.unwrap();
-    let inspector = target.registry(options.clone()).await;
+    // A client started during the fault (it may be refused while a failover settles).
+    let inspector = {
+        let mut tries = 0;
+        loop {
+            match target.try_backend(&options).await {
+                Ok(backend) => {
+                    break Registry::new(backend, options.clone()).expect("valid options")
+                }
+                Err(error) if faulted.elapsed() < recovery => {
+                    tries += 1;
+                    if tries == 1 {
+                        eprintln!(
+                            "a client started during the fault was refused, retrying: {}",
+                            registry_core::error_chain(&error)
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!(
+                    "no client could connect during the fault: {}",
+                    registry_core::error_chain(&error)
+                ),
+            }
+        }
+    };
     let complete = || async {
         inspector
             .inspect(Some("svc:1.0"))
@@ -144,7 +168,13 @@ where
     tokio::time::sleep(options.ttl * 2).await;
     let present = match inspector.inspect(Some("svc:1.0")).await {
         Ok(n) => n.len(),
-        Err(_) => 0,
+        Err(error) => {
+            eprintln!(
+                "inspecting the store at the end failed: {}",
+                registry_core::error_chain(&error)
+            );
+            0
+        }
     };
     sampling.store(false, Ordering::Relaxed);
     sampler.await.unwrap();

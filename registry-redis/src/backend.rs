@@ -91,6 +91,14 @@ impl RedisBackend {
             .map_err(|e| connect_error(e, &registry_core::redact_address(&address)))?;
         let reap_every =
             (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
+        if locator.follows_sentinels() {
+            let every = (options.ttl / 3).clamp(Duration::from_millis(250), Duration::from_secs(2));
+            tokio::spawn(crate::link::follow_sentinels(
+                Arc::downgrade(&locator),
+                every,
+                timeout,
+            ));
+        }
         let lease = Lease::new(Tracker::new(locator, timeout), options.ttl);
         lease.first_server(replid);
         Ok(RedisBackend {

@@ -199,6 +199,7 @@ async fn read(hub: &Hub, reader: &Reader, after: Revision) -> Result<(), Backend
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(reader.timeout))
         .set_response_timeout(None);
+    let epoch = reader.link.locator().epoch();
     let connecting = async {
         let (mut conn, at) = reader.link.locator().connect(&config, false).await?;
         let replid = replication_id(&mut conn).await;
@@ -217,6 +218,11 @@ async fn read(hub: &Hub, reader: &Reader, after: Revision) -> Result<(), Backend
     loop {
         if !watched(hub, &reader.shared) {
             return Ok(());
+        }
+        if reader.link.locator().epoch() != epoch {
+            return Err(changed_history(
+                "the Sentinels name another primary than the one this reader reads",
+            ));
         }
         state.check(reader).await?;
         let batches = state.next(reader).await?;

@@ -8,6 +8,14 @@
 //! and made again, to wherever the primary is then, by the next request. The core retries
 //! the failed request with backoff, so a failover costs the requests of its own duration.
 //!
+//! With Sentinels, a background task ([`follow_sentinels`]) asks them every second or so
+//! which server is the primary: a client whose connections still work can be talking to a
+//! server the Sentinels no longer name (an old primary back from a pause before they demote
+//! it, or a promoted replica they failed over from again), whose writes are then lost. When
+//! the answer changes, the locator's epoch goes up and every connection made before it is
+//! made again, to the named primary: the shared one at its next request, the tracking one at
+//! the next heartbeat, the change-stream reader at once (its watches relist).
+//!
 //! Every connection reads the server's replication id (`master_replid` of
 //! `INFO replication`) when it is made. A Redis server takes a new one when it starts and
 //! when it is promoted, so a new id means this client now talks to another history: a
@@ -17,7 +25,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -26,7 +34,7 @@ use redis::{AsyncConnectionConfig, Client, ConnectionInfo, RedisError, RedisResu
 use registry_core::backend::with_timeout;
 use registry_core::BackendError;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::address::{Address, SentinelAddress};
 use crate::error::{classify, needs_reconnect};
@@ -35,6 +43,8 @@ use crate::NAME;
 /// Where the primary is.
 pub(crate) struct Locator {
     kind: Kind,
+    /// Goes up each time the Sentinels name another primary than the one connected to.
+    epoch: AtomicU64,
 }
 
 enum Kind {
@@ -49,6 +59,10 @@ struct Sentinels {
     node: SentinelNodeConnectionInfo,
     /// The primary the Sentinels named last, until a connection to it fails.
     primary: Mutex<Option<ConnectionInfo>>,
+    /// The Sentinels' addresses, for [`Locator::verify`].
+    addresses: Vec<ConnectionInfo>,
+    /// A connection to one Sentinel (its index), kept for [`Locator::verify`].
+    probe: tokio::sync::Mutex<Option<(usize, MultiplexedConnection)>>,
 }
 
 impl Locator {
@@ -64,13 +78,63 @@ impl Locator {
                 master,
                 node,
             }) => Kind::Sentinel(Box::new(Sentinels {
+                addresses: sentinels.clone(),
                 sentinel: tokio::sync::Mutex::new(Sentinel::build(sentinels)?),
                 master,
                 node: SentinelNodeConnectionInfo::default().set_redis_connection_info(node),
                 primary: Mutex::new(None),
+                probe: tokio::sync::Mutex::new(None),
             })),
         };
-        Ok(Locator { kind })
+        Ok(Locator {
+            kind,
+            epoch: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether the primary is found through Sentinels.
+    pub(crate) fn follows_sentinels(&self) -> bool {
+        matches!(self.kind, Kind::Sentinel(_))
+    }
+
+    /// The epoch: a connection made at an older one is to a server the Sentinels no longer
+    /// name, and must be made again. Read it before connecting.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Asks a Sentinel which server is the primary; when it names another one than the
+    /// primary this client knows, takes it and moves to the next epoch.
+    async fn verify(&self, timeout: Duration) {
+        let Kind::Sentinel(sentinels) = &self.kind else {
+            return;
+        };
+        let Some(known) = lock(&sentinels.primary)
+            .as_ref()
+            .map(|p| p.addr().to_string())
+        else {
+            // Nothing known: the next connection asks the Sentinels anyway.
+            return;
+        };
+        let Some(named) = sentinels.named(timeout).await else {
+            return;
+        };
+        if named == known {
+            return;
+        }
+        let mut primary = lock(&sentinels.primary);
+        if primary
+            .as_ref()
+            .is_some_and(|p| p.addr().to_string() == known)
+        {
+            warn!(
+                connected = %known, %named, master = %sentinels.master,
+                "the Sentinels name another primary than the one this client is connected to: \
+                 moving every connection to it"
+            );
+            *primary = None;
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Where the primary is: the configured server, or the one the Sentinels named last
@@ -84,6 +148,7 @@ impl Locator {
                     master,
                     node,
                     primary,
+                    ..
                 } = &**sentinels;
                 if let Some(known) = lock(primary).clone() {
                     return Ok(known);
@@ -154,6 +219,68 @@ impl Locator {
     }
 }
 
+impl Sentinels {
+    /// `host:port` of the primary the first Sentinel that answers names; `None` when none
+    /// does (or none knows the master).
+    async fn named(&self, timeout: Duration) -> Option<String> {
+        let mut probe = self.probe.lock().await;
+        let start = probe.as_ref().map_or(0, |(i, _)| *i);
+        for n in 0..self.addresses.len() {
+            let index = (start + n) % self.addresses.len();
+            let mut conn = match probe.take() {
+                Some((i, conn)) if i == index => conn,
+                _ => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout));
+                    let client = match Client::open(self.addresses[index].clone()) {
+                        Ok(client) => client,
+                        Err(_) => continue,
+                    };
+                    match client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                    {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            debug!(sentinel = %self.addresses[index].addr(), error = %e, "a Sentinel did not answer");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut command = redis::cmd("SENTINEL");
+            command.arg("get-master-addr-by-name").arg(&self.master);
+            let asked = command.query_async::<Option<(String, u16)>>(&mut conn);
+            match tokio::time::timeout(timeout, asked).await {
+                Ok(Ok(answer)) => {
+                    *probe = Some((index, conn));
+                    return answer.map(|(host, port)| format!("{host}:{port}"));
+                }
+                Ok(Err(e)) => {
+                    debug!(sentinel = %self.addresses[index].addr(), error = %e, "a Sentinel did not answer");
+                }
+                Err(_) => {
+                    debug!(sentinel = %self.addresses[index].addr(), "a Sentinel did not answer in time");
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Asks the Sentinels every `every` which server is the primary (see the module docs), until
+/// the locator is dropped.
+pub(crate) async fn follow_sentinels(locator: Weak<Locator>, every: Duration, timeout: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(locator) = locator.upgrade() else {
+            return;
+        };
+        locator.verify(timeout).await;
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -187,6 +314,8 @@ pub(crate) struct Live {
     pub(crate) replid: Arc<str>,
     serial: u64,
     at: String,
+    /// The locator's epoch when the connection was made.
+    epoch: u64,
 }
 
 /// The client's shared connection, following the primary.
@@ -223,8 +352,14 @@ impl Link {
     /// The connection, made now if there is none.
     async fn live(&self) -> RedisResult<Live> {
         let mut live = self.live.lock().await;
-        if let Some(live) = &*live {
-            return Ok(live.clone());
+        let epoch = self.locator.epoch();
+        match &*live {
+            Some(current) if current.epoch == epoch => return Ok(current.clone()),
+            Some(current) => {
+                debug!(primary = %current.at, "the Sentinels name another primary: reconnecting");
+                *live = None;
+            }
+            None => {}
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -245,6 +380,7 @@ impl Link {
             replid,
             serial,
             at,
+            epoch,
         };
         *live = Some(made.clone());
         Ok(made)

@@ -56,6 +56,8 @@ pub(crate) struct Tracker {
     pushed: Arc<Mutex<Pushed>>,
     serials: AtomicU64,
     unsupported: AtomicBool,
+    /// The locator's epoch when the tracking connection was made.
+    epoch: AtomicU64,
 }
 
 fn lock(pushed: &Mutex<Pushed>) -> std::sync::MutexGuard<'_, Pushed> {
@@ -79,6 +81,7 @@ impl Tracker {
             pushed: Arc::new(Mutex::new(Pushed::default())),
             serials: AtomicU64::new(0),
             unsupported: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -95,6 +98,11 @@ impl Tracker {
             return Vec::new();
         }
         let mut pushed = lock(&self.pushed);
+        if self.epoch.load(Ordering::Acquire) != self.locator.epoch() {
+            // The Sentinels name another primary: track there, from scratch.
+            pushed.broken = true;
+            pushed.all = true;
+        }
         if pushed.must_start_over() {
             pushed.all = false;
             pushed.keys.clear();
@@ -213,7 +221,9 @@ impl Tracker {
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_push_sender(sender);
+        let epoch = self.locator.epoch();
         let (mut conn, at) = self.locator.connect(&config, true).await?;
+        self.epoch.store(epoch, Ordering::Release);
         if let Err(e) = redis::cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")

@@ -79,3 +79,49 @@ async fn the_primary_killed_the_clients_follow_the_failover() {
         "the watches relist on the new primary's history"
     );
 }
+
+/// The primary SIGSTOPped beyond the TTL: the Sentinels promote the replica, the clients
+/// follow; when the old primary resumes it still calls itself a master until the Sentinels
+/// demote it (and on a loaded machine they may fail over again): clients whose connections
+/// still work must follow whatever server the Sentinels name, or their writes go to a server
+/// nobody reads. No node lost, the consumer never empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_paused_beyond_the_ttl_no_node_is_lost() {
+    init_tracing();
+    let setup = Arc::new(Mutex::new(
+        RedisSentinel::start().unwrap_or_else(|e| panic!("{e}")),
+    ));
+    let address = setup.lock().unwrap().address();
+    let target = support::target(&address);
+    let options = default_options();
+    let recovery = options.ttl * 2 + Duration::from_secs(4);
+    let paused_for = options.ttl + options.ttl / 2;
+    let (s1, s2) = (setup.clone(), setup.clone());
+    let victim = Arc::new(Mutex::new(None));
+    let (v1, v2) = (victim.clone(), victim);
+    let report = survive(
+        &target,
+        options,
+        10,
+        move || {
+            let mut setup = s1.lock().unwrap();
+            let primary = setup
+                .wait_for_primary(None, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{e}"));
+            setup.node_mut(primary).pause();
+            *v1.lock().unwrap() = Some((primary, Instant::now()));
+            setup
+                .wait_for_primary(Some(primary), Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("{e}"));
+        },
+        recovery,
+        move || {
+            let (paused, at) = v2.lock().unwrap().expect("paused");
+            std::thread::sleep(paused_for.saturating_sub(at.elapsed()));
+            s2.lock().unwrap().node_mut(paused).resume();
+        },
+    )
+    .await;
+    println!("Redis primary SIGSTOP beyond the TTL: {report:?}");
+    report.assert_survived("Redis primary SIGSTOP", recovery);
+}

@@ -475,6 +475,10 @@ async fn redis(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
             )
             .await,
         );
+        let s = setup.lock().unwrap();
+        for i in 0..2 {
+            eprintln!("  Redis node {i} at the end: role {:?}", s.node(i).role());
+        }
     }
     let setup = Arc::new(Mutex::new(RedisSentinel::start().unwrap()));
     let target = redis_target(&setup.lock().unwrap().address());
