@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use registry_core::{EmptyProtection, Registry, RegistryOptions};
+use registry_core::{EmptyProtection, RegistryOptions};
 
 use crate::{svc, Target};
 
@@ -111,33 +111,11 @@ where
         })
     };
 
+    // The store as a client sees it; connected before the fault (a client cannot connect
+    // while a ZooKeeper quorum is down), it follows the fault as every client must.
+    let inspector = target.registry(options.clone()).await;
     let faulted = Instant::now();
     tokio::task::spawn_blocking(inject).await.unwrap();
-    // A client started during the fault (it may be refused while a failover settles).
-    let inspector = {
-        let mut tries = 0;
-        loop {
-            match target.try_backend(&options).await {
-                Ok(backend) => {
-                    break Registry::new(backend, options.clone()).expect("valid options")
-                }
-                Err(error) if faulted.elapsed() < recovery => {
-                    tries += 1;
-                    if tries == 1 {
-                        eprintln!(
-                            "a client started during the fault was refused, retrying: {}",
-                            registry_core::error_chain(&error)
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => panic!(
-                    "no client could connect during the fault: {}",
-                    registry_core::error_chain(&error)
-                ),
-            }
-        }
-    };
     let complete = || async {
         inspector
             .inspect(Some("svc:1.0"))

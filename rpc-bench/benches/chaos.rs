@@ -133,10 +133,15 @@ fn print_rows(rows: &[Row]) {
     println!("|---|---|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {:.2} s | {:.2} s | {} of {} | {} / {} | {} |",
+            "| {} | {} | {} | {:.2} s | {} of {} | {} / {} | {} |",
             r.store,
             r.scenario,
-            r.report.back_after.as_secs_f64(),
+            if r.report.back_after == Duration::MAX {
+                // The store answers no one until the fault is healed (no quorum).
+                "after the heal".to_owned()
+            } else {
+                format!("{:.2} s", r.report.back_after.as_secs_f64())
+            },
             r.report.stale_for.as_secs_f64(),
             r.report.consumer_min,
             r.report.nodes,
