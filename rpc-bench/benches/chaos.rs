@@ -19,7 +19,7 @@ use registry_conformance::{
     converge_under_faults, default_options, survive, ConvergeReport, ConvergeRun, HaReport, Target,
 };
 use registry_core::RegistryOptions;
-use registry_test_support::{EtcdCluster, RedisSentinel, ZkEnsemble};
+use registry_test_support::{EtcdCluster, RedisSentinel, Server, ZkEnsemble};
 use rpc_bench::{EchoClient, EchoImpl, EchoServer, Message};
 use rpc_runtime::config::{RpcConfig, TolerantStrategyKind};
 use rpc_runtime::consumer::{Consumer, ConsumerOptions};
@@ -190,6 +190,36 @@ async fn scenario(
     }
 }
 
+/// One of the 3 members of `setup` SIGKILLed or SIGSTOPped at random; returns the heal (a
+/// restart or a resume), for a convergence run.
+fn random_member_fault<C, M>(setup: &Arc<Mutex<C>>, member: fn(&mut C, usize) -> &mut M) -> Fault
+where
+    C: Send + 'static,
+    M: std::ops::DerefMut<Target = Server> + 'static,
+{
+    let index = rand::rng().random_range(0..3);
+    let pause = rand::rng().random_bool(0.5);
+    {
+        let mut s = setup.lock().unwrap();
+        let server: &mut Server = member(&mut s, index);
+        if pause {
+            server.pause();
+        } else {
+            server.kill();
+        }
+    }
+    let setup = Arc::clone(setup);
+    Box::new(move || {
+        let mut s = setup.lock().unwrap();
+        let server: &mut Server = member(&mut s, index);
+        if pause {
+            server.resume();
+        } else {
+            server.restart().unwrap();
+        }
+    })
+}
+
 fn etcd_target(address: &str) -> Target {
     Target::new(address, |options| async move {
         registry_etcd::EtcdBackend::connect(&options).await
@@ -263,23 +293,7 @@ async fn etcd(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
         converge_within: options.ttl * 3 + Duration::from_secs(10),
     };
     let converge = converge_under_faults(&target, options, run, move |_| {
-        let member = rand::rng().random_range(0..3);
-        let pause = rand::rng().random_bool(0.5);
-        let mut c = cluster.lock().unwrap();
-        if pause {
-            c.member_mut(member).pause();
-        } else {
-            c.member_mut(member).kill();
-        }
-        let cluster = cluster.clone();
-        Box::new(move || {
-            let mut c = cluster.lock().unwrap();
-            if pause {
-                c.member_mut(member).resume();
-            } else {
-                c.member_mut(member).restart().unwrap();
-            }
-        })
+        random_member_fault(&cluster, EtcdCluster::member_mut)
     })
     .await;
     (rows, converge)
@@ -373,23 +387,7 @@ async fn zookeeper(converge_secs: u64) -> (Vec<Row>, ConvergeReport) {
         converge_within: options.ttl * 5 + Duration::from_secs(10),
     };
     let converge = converge_under_faults(&target, options, run, move |_| {
-        let member = rand::rng().random_range(0..3);
-        let pause = rand::rng().random_bool(0.5);
-        let mut e = ensemble.lock().unwrap();
-        if pause {
-            e.member_mut(member).pause();
-        } else {
-            e.member_mut(member).kill();
-        }
-        let ensemble = ensemble.clone();
-        Box::new(move || {
-            let mut e = ensemble.lock().unwrap();
-            if pause {
-                e.member_mut(member).resume();
-            } else {
-                e.member_mut(member).restart().unwrap();
-            }
-        })
+        random_member_fault(&ensemble, ZkEnsemble::member_mut)
     })
     .await;
     (rows, converge)
