@@ -684,16 +684,13 @@ impl ZkServer {
             // Written again before each start: a wiped restart keeps the same settings.
             let _ = std::fs::write(&config, text);
             let mut c = Command::new(&java);
-            c.arg(format!("-Xmx{heap_mb}m")).args([
-                "-Xms16m",
-                "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1",
-            ])
-            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
-            .arg("-cp")
-            .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
-            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-            .arg(&config);
+            c.arg(format!("-Xmx{heap_mb}m"))
+                .args(["-Xms16m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+                .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+                .arg("-cp")
+                .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
+                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                .arg(&config);
             c
         });
         let ready: Ready = Box::new(move || {
