@@ -110,6 +110,9 @@ struct Args {
     /// the writes done).
     #[arg(long, default_value_t = 180)]
     max_secs: u64,
+    /// TTL (s) of the raw etcd client's leases (no keep-alives: long enough for a capped run).
+    #[arg(long, default_value_t = 3600)]
+    raw_lease_ttl: i64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -586,16 +589,27 @@ fn raw_key(i: u32, services: u32) -> String {
     )
 }
 
-async fn raw_etcd(address: &str, args: &Args) -> Vec<(String, Rate)> {
-    use etcd_client::{Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
-    let client = Client::connect([address], None).await.unwrap();
+async fn raw_etcd(fresh: impl Fn() -> Store, args: &Args) -> Vec<(String, Rate)> {
+    use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
     let services = args.node_services;
     let mut rates = Vec::new();
-    // (leases, as a transaction like ours)
-    for (leases, txn) in [(1usize, false), (1, true), (16, false), (0, false)] {
+    // (leases, as a transaction like ours), each on a fresh server.
+    for (leases, txn) in [(1usize, true), (1, false), (16, false), (0, false)] {
+        let server = fresh();
+        let client = Client::connect([server.address.as_str()], None)
+            .await
+            .unwrap();
         let mut ids = Vec::new();
+        // Long enough for a capped run without keep-alives.
         for _ in 0..leases {
-            ids.push(client.clone().lease_grant(60, None).await.unwrap().id());
+            ids.push(
+                client
+                    .clone()
+                    .lease_grant(args.raw_lease_ttl, None)
+                    .await
+                    .unwrap()
+                    .id(),
+            );
         }
         let ids = &ids;
         let rate = timed(
@@ -629,14 +643,7 @@ async fn raw_etcd(address: &str, args: &Args) -> Vec<(String, Rate)> {
         };
         eprintln!("etcd raw {name}: {}", rate.show());
         rates.push((name, rate));
-        for id in ids {
-            client.clone().lease_revoke(*id).await.unwrap();
-        }
-        client
-            .clone()
-            .delete("/raw/", Some(DeleteOptions::new().with_prefix()))
-            .await
-            .unwrap();
+        drop(server);
     }
     rates
 }
@@ -748,6 +755,51 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// A store server of the harness, and how a registry reaches it.
+struct Store {
+    _server: Box<dyn std::any::Any>,
+    address: String,
+    port: u16,
+}
+
+impl Store {
+    fn start(store: &str) -> Self {
+        match store {
+            "etcd" => {
+                let server = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
+                let (address, port) = (server.endpoint(), server.port());
+                Store {
+                    _server: Box::new(server),
+                    address,
+                    port,
+                }
+            }
+            "zookeeper" => {
+                // Sized for the benchmark: 100,000 nodes do not fit the tests' 64 MiB heap
+                // (registrations failed at about 88,000). tickTime 2 s: sessions up to 40 s.
+                let server =
+                    ZkServer::start_with_heap(2000, 1024).unwrap_or_else(|e| panic!("{e}"));
+                let (address, port) = (server.connect_string(), server.port());
+                Store {
+                    _server: Box::new(server),
+                    address,
+                    port,
+                }
+            }
+            "redis" => {
+                let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+                let (address, port) = (server.url(), server.port());
+                Store {
+                    _server: Box::new(server),
+                    address,
+                    port,
+                }
+            }
+            other => panic!("unknown store {other} (etcd, zookeeper, redis)"),
+        }
+    }
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         child_main(&spec);
@@ -762,42 +814,22 @@ fn main() {
             ..Row::default()
         };
         let started = Instant::now();
-        match store.as_str() {
-            "etcd" => {
-                let server = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-                let address = server.endpoint();
-                runtime.block_on(async {
-                    connections_and_latency(&mut row, "etcd", &address, server.port(), &args).await;
-                    registration_and_memory(&mut row, "etcd", &address, server.port(), &args).await;
-                    row.raw = raw_etcd(&address, &args).await;
-                });
-            }
-            "zookeeper" => {
-                // Sized for the benchmark: 100,000 nodes do not fit the tests' default heap.
-                let server =
-                    ZkServer::start_with_heap(2000, 1024).unwrap_or_else(|e| panic!("{e}"));
-                let address = server.connect_string();
-                runtime.block_on(async {
-                    connections_and_latency(&mut row, "zookeeper", &address, server.port(), &args)
-                        .await;
-                    registration_and_memory(&mut row, "zookeeper", &address, server.port(), &args)
-                        .await;
-                    row.raw = raw_zookeeper(&address, &args).await;
-                });
-            }
-            "redis" => {
-                let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-                let address = server.url();
-                runtime.block_on(async {
-                    connections_and_latency(&mut row, "redis", &address, server.port(), &args)
-                        .await;
-                    registration_and_memory(&mut row, "redis", &address, server.port(), &args)
-                        .await;
-                    row.raw = raw_redis(&address, &args).await;
-                });
-            }
-            other => panic!("unknown store {other} (etcd, zookeeper, redis)"),
-        }
+        // Every registration run on a fresh server: etcd 3.4 stays slow for lease-attached
+        // writes after a lease with many keys was revoked, so a run must not inherit the last.
+        let fresh = || Store::start(store);
+        runtime.block_on(async {
+            let server = fresh();
+            connections_and_latency(&mut row, store, &server.address, server.port, &args).await;
+            drop(server);
+            let server = fresh();
+            registration_and_memory(&mut row, store, &server.address, server.port, &args).await;
+            drop(server);
+            row.raw = match store.as_str() {
+                "etcd" => raw_etcd(fresh, &args).await,
+                "zookeeper" => raw_zookeeper(&fresh().address, &args).await,
+                _ => raw_redis(&fresh().address, &args).await,
+            };
+        });
         eprintln!("{store}: done in {:.0} s", started.elapsed().as_secs_f64());
         rows.push(row);
     }
