@@ -18,8 +18,12 @@
 //!    counted by a counting global allocator in the child, per node (and its RSS growth read
 //!    from outside in `/proc/<pid>/status`).
 //!
+//! Every registration run (ours, and each raw writer) gets a fresh server; a run stops taking
+//! new writes after `--max-secs` (180) and reports the rate over the writes done. Figures and
+//! their reading: `BENCHMARKS.md`, "Scale (rpc-bench)".
+//!
 //! `cargo bench -p rpc-bench --bench scale` (`-- --stores etcd,zookeeper,redis --nodes N
-//! --node-services S --services W --samples N --in-flight F`).
+//! --node-services S --services W --samples N --in-flight F --max-secs S`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unsafe_code)]
 
