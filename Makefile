@@ -2,7 +2,7 @@
 #   make demo   the quickstart on the embedded in-memory registry (no server needed)
 #   make test   every test; installs the server packages it needs through apt first
 #   make bench  every benchmark quoted in BENCHMARKS.md: cache_hit, etcd, rpc_vs_tonic, backends,
-#               tonic_registry
+#               tonic_registry, scale
 #   make chaos  the fault scenarios of RELIABILITY.md on real clusters
 .PHONY: demo test lint bench chaos deps
 
@@ -21,6 +21,7 @@ bench:
 	cargo bench -p rpc-bench --bench rpc_vs_tonic
 	cargo bench -p rpc-bench --bench backends
 	cargo bench -p rpc-bench --bench tonic_registry
+	cargo bench -p rpc-bench --bench scale
 
 chaos:
 	scripts/install-deps.sh

@@ -655,6 +655,17 @@ impl ZkServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with_tick(tick_ms: u32) -> Result<Self, HarnessError> {
+        Self::start_with_heap(tick_ms, 64)
+    }
+
+    /// Starts ZooKeeper with the given `tickTime` and a JVM heap of at most `heap_mb` MiB
+    /// (`-Xmx`). The tests' 64 MiB holds a few tens of thousands of nodes (registrations fail
+    /// at about 88,000 small ones); the scale benchmark asks for more. The heap starts at
+    /// 16 MiB and grows only as needed, so a larger cap costs nothing until it is used.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_heap(tick_ms: u32, heap_mb: u32) -> Result<Self, HarnessError> {
         let java = which("java")?;
         let jar = PathBuf::from("/usr/share/java/zookeeper.jar");
         if !jar.is_file() {
@@ -673,17 +684,13 @@ impl ZkServer {
             // Written again before each start: a wiped restart keeps the same settings.
             let _ = std::fs::write(&config, text);
             let mut c = Command::new(&java);
-            c.args([
-                "-Xmx64m",
-                "-Xms16m",
-                "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1",
-            ])
-            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
-            .arg("-cp")
-            .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
-            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-            .arg(&config);
+            c.arg(format!("-Xmx{heap_mb}m"))
+                .args(["-Xms16m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+                .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+                .arg("-cp")
+                .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
+                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                .arg(&config);
             c
         });
         let ready: Ready = Box::new(move || {

@@ -47,9 +47,33 @@ impl NodeDiff {
                 n.service_port,
             )
         }
-        let before: HashMap<_, &Node> = old.iter().map(|n| (id(n), n)).collect();
+        // Called on every change of a service with all its nodes, where the two lists usually
+        // share all but a few nodes, in the same order (both are built from the truth, which
+        // keeps the unchanged nodes' `Arc`s): skip the common head and tail by pointer, and
+        // match only the middle. A node shared at both ends is unchanged, and since addresses
+        // are unique in each list, none of the middle's nodes matches one of the ends.
+        let head = old
+            .iter()
+            .zip(new)
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        let (old, new) = (&old[head..], &new[head..]);
+        let tail = old
+            .iter()
+            .rev()
+            .zip(new.iter().rev())
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        let (old, new) = (&old[..old.len() - tail], &new[..new.len() - tail]);
+        // A fast hash for the rest (addresses from our own store, not attacker-chosen keys of
+        // an unbounded map).
+        type Fast = foldhash::fast::RandomState;
+        let mut before: HashMap<_, &Node, Fast> =
+            HashMap::with_capacity_and_hasher(old.len(), Fast::default());
+        before.extend(old.iter().map(|n| (id(n), n)));
         let mut diff = NodeDiff::default();
-        let mut seen = std::collections::HashSet::with_capacity(new.len());
+        let mut seen =
+            std::collections::HashSet::with_capacity_and_hasher(new.len(), Fast::default());
         for n in new {
             let id = id(n);
             seen.insert(id);
@@ -431,13 +455,22 @@ impl ServiceState {
         self.evicted.retain(|_, until| *until > now);
         let evicted = &self.evicted;
         let overrides = &self.overrides;
+        // Runs on every change with every node of the service: build a node's address and
+        // service key (two allocations) only when there is an eviction or an override to look up.
         let fresh: Vec<Node> = self
             .truth
             .values()
-            .filter(|n| !evicted.contains_key(&n.address()))
-            .map(|n| match overrides.get(&n.service_key()) {
-                Some(o) => o.apply(n),
-                None => n.clone(),
+            .filter(|n| evicted.is_empty() || !evicted.contains_key(&n.address()))
+            .map(|n| {
+                let record = if overrides.is_empty() {
+                    None
+                } else {
+                    overrides.get(&n.service_key())
+                };
+                match record {
+                    Some(o) => o.apply(n),
+                    None => n.clone(),
+                }
             })
             .collect();
         let protect = fresh.is_empty()
