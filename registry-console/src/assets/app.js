@@ -66,7 +66,16 @@ function onTtl(d) {
       if (n) n.expiresAt = at;
     }
   }
-  if (route() !== null) schedule(); // the services page shows no TTL
+  // Only the TTL cells of the page change (the services page shows none): no redraw, so
+  // nothing under the pointer is replaced.
+  const key = route();
+  const nodes = key !== null && d.expires[key];
+  if (!nodes) return;
+  for (const tr of document.querySelectorAll("#nodes tr[data-node]")) {
+    const at = nodes[tr.dataset.node];
+    if (at != null) tr.querySelector("td.ttl").dataset.exp = at;
+  }
+  tick();
 }
 
 let frame = 0;
@@ -201,7 +210,7 @@ function connect() {
   source.addEventListener("snapshot", (e) => onSnapshot(JSON.parse(e.data)));
   source.addEventListener("change", (e) => onChange(JSON.parse(e.data)));
   source.addEventListener("ttl", (e) => onTtl(JSON.parse(e.data)));
-  source.addEventListener("health", (e) => { S.health = JSON.parse(e.data); schedule(); });
+  source.addEventListener("health", (e) => { S.health = JSON.parse(e.data); drawOverview(); });
   source.onopen = () => { live.textContent = "live"; live.className = "ok"; };
   source.onerror = () => { live.textContent = "reconnecting…"; live.className = "bad"; };
 }
