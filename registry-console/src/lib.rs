@@ -62,6 +62,7 @@ mod hub;
 mod model;
 pub mod options;
 mod routes;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

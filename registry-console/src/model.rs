@@ -4,50 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use registry_core::{Node, ServiceChange, ServiceMetaInfo};
-use serde::Serialize;
 
-/// Milliseconds since the Unix epoch (what the page's `Date.now()` counts).
-pub(crate) fn epoch_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// One node as the console shows it.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct NodeView {
-    pub(crate) address: String,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) weight: u32,
-    pub(crate) enabled: bool,
-    pub(crate) healthy: bool,
-    pub(crate) metadata: BTreeMap<String, String>,
-    /// Registration time, ms since the epoch.
-    pub(crate) register_time: Option<u64>,
-    /// When the node expires unless renewed, ms since the epoch (last TTL read), where the
-    /// store has a TTL.
-    pub(crate) expires_at: Option<u64>,
-}
-
-impl NodeView {
-    fn new(node: &ServiceMetaInfo, expires_at: Option<u64>) -> Self {
-        Self {
-            address: node.address(),
-            host: node.service_host.clone(),
-            port: node.service_port,
-            weight: node.weight,
-            enabled: node.enabled,
-            healthy: node.healthy,
-            metadata: node.metadata.clone(),
-            register_time: node.register_time.map(epoch_ms),
-            expires_at,
-        }
-    }
-}
+pub(crate) use crate::views::{
+    describe, epoch_ms, LogEntry, NodeView, ServiceDelta, ServiceSummary, ServiceView,
+};
 
 /// One service's nodes.
 #[derive(Debug, Default)]
@@ -57,55 +20,6 @@ struct Service {
     group: String,
     /// By address.
     nodes: BTreeMap<String, Node>,
-}
-
-/// A service with its nodes, as `GET /api/services/{key}` and the snapshot show it.
-#[derive(Debug, Serialize)]
-pub(crate) struct ServiceView {
-    pub(crate) key: String,
-    pub(crate) name: String,
-    pub(crate) version: String,
-    pub(crate) group: String,
-    pub(crate) nodes: Vec<NodeView>,
-}
-
-/// A service's line in `GET /api/services`.
-#[derive(Debug, Serialize)]
-pub(crate) struct ServiceSummary {
-    pub(crate) key: String,
-    pub(crate) name: String,
-    pub(crate) version: String,
-    pub(crate) group: String,
-    pub(crate) nodes: usize,
-    pub(crate) enabled: usize,
-    pub(crate) healthy: usize,
-}
-
-/// One entry of the change log.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct LogEntry {
-    pub(crate) seq: u64,
-    /// ms since the epoch.
-    pub(crate) at: u64,
-    pub(crate) service: String,
-    pub(crate) address: String,
-    /// `added`, `removed` or `updated`.
-    pub(crate) kind: &'static str,
-    /// What changed, for `updated` (e.g. `weight 1 -> 3, disabled`).
-    pub(crate) detail: String,
-}
-
-/// What one root change did to one service, as the `change` event carries it.
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct ServiceDelta {
-    pub(crate) service: String,
-    pub(crate) name: String,
-    pub(crate) version: String,
-    pub(crate) group: String,
-    pub(crate) added: Vec<NodeView>,
-    pub(crate) updated: Vec<NodeView>,
-    /// Addresses.
-    pub(crate) removed: Vec<String>,
 }
 
 /// Every service under the root.
@@ -174,10 +88,9 @@ impl Model {
                 nodes: BTreeMap::new(),
             });
             let before = service.nodes.insert(address.clone(), node.clone());
-            let (kind, detail) = match (&before, is_new) {
-                (Some(old), _) => ("updated", describe(old, node)),
-                (None, true) => ("added", String::new()),
-                (None, false) => ("added", String::new()),
+            let (kind, detail) = match &before {
+                Some(old) => ("updated", describe(old, node)),
+                None => ("added", String::new()),
             };
             self.note(first, at, &key, &address, kind, detail);
             let expires = self.deadlines.get(&(key, address)).copied();
@@ -333,23 +246,71 @@ fn delta<'a>(
         })
 }
 
-/// What changed from `old` to `new`, in a few words.
-fn describe(old: &ServiceMetaInfo, new: &ServiceMetaInfo) -> String {
-    let mut what = Vec::new();
-    if old.weight != new.weight {
-        what.push(format!("weight {} -> {}", old.weight, new.weight));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry_core::NodeDiff;
+
+    fn change(added: &[Node], updated: &[Node], removed: &[Node]) -> ServiceChange {
+        ServiceChange {
+            service_key: Arc::from(""),
+            nodes: Arc::from(Vec::new()),
+            diff: NodeDiff {
+                added: added.to_vec(),
+                updated: updated.to_vec(),
+                removed: removed.to_vec(),
+            },
+            resync: false,
+            stale: false,
+        }
     }
-    if old.enabled != new.enabled {
-        what.push(if new.enabled { "enabled" } else { "disabled" }.to_owned());
+
+    fn node(port: u16) -> Node {
+        Arc::new(ServiceMetaInfo::new("users", "10.0.0.1", port))
     }
-    if old.healthy != new.healthy {
-        what.push(if new.healthy { "healthy" } else { "unhealthy" }.to_owned());
+
+    #[test]
+    fn changes_after_the_listing_are_logged_and_counted() {
+        let mut model = Model::new(2);
+        let now = SystemTime::now();
+        assert_eq!(model.apply(&change(&[node(1)], &[], &[]), now).len(), 1);
+        assert!(model.log(None).is_empty(), "the listing is not a change");
+        assert_eq!(model.last_change, None);
+        let heavier = Arc::new(ServiceMetaInfo::clone(&node(1)).with_weight(3));
+        let deltas = model.apply(&change(&[node(2)], &[heavier], &[]), now);
+        assert_eq!(deltas[0].added.len(), 1);
+        assert_eq!(deltas[0].updated[0].weight, 3);
+        let log = model.log(Some("users:1.0"));
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].detail, "weight 1 -> 3");
+        assert_eq!(model.counts(), (1, 2));
+        model.apply(&change(&[], &[], &[node(1), node(2)]), now);
+        assert_eq!(model.counts(), (0, 0));
+        assert_eq!(model.log(None).len(), 2, "bounded by the capacity");
+        assert!(model.service("users:1.0").is_none());
+        assert!(model.apply(&change(&[], &[], &[]), now).is_empty());
     }
-    if old.metadata != new.metadata {
-        what.push("metadata".to_owned());
+
+    #[test]
+    fn deadlines_are_sent_when_they_move() {
+        let mut model = Model::new(10);
+        model.apply(&change(&[node(1)], &[], &[]), SystemTime::now());
+        let at = |ms| HashMap::from([(("users:1.0".to_owned(), "10.0.0.1:1".to_owned()), ms)]);
+        assert_eq!(model.set_deadlines(at(10_000), 1000).len(), 1);
+        assert!(
+            model.set_deadlines(at(10_600), 1000).is_empty(),
+            "within the tolerance"
+        );
+        assert_eq!(model.set_deadlines(at(12_000), 1000).len(), 1, "renewed");
+        let unknown = HashMap::from([(("orders:1.0".to_owned(), "10.0.0.1:1".to_owned()), 1)]);
+        assert!(model.set_deadlines(unknown, 1000).is_empty());
+        assert_eq!(
+            model
+                .service("users:1.0")
+                .unwrap_or_else(|| unreachable!())
+                .nodes[0]
+                .expires_at,
+            Some(12_000)
+        );
     }
-    if old.register_time != new.register_time {
-        what.push("registered again".to_owned());
-    }
-    what.join(", ")
 }

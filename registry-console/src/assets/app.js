@@ -6,6 +6,8 @@ const $ = (id) => document.getElementById(id);
 const S = {
   seq: -1, services: new Map(), log: [], store: {}, health: {}, actions: false,
   lastChange: null, offset: 0, sort: { col: "name", dir: 1 }, filter: "", pending: [],
+  // What the next frame must draw: everything, or only the rows of these services.
+  full: true, dirty: new Set(), rows: new Map(),
 };
 // Read by the browser test and the benchmark: when each change reached the page and was drawn.
 const stats = (window.consoleStats = { snapshots: 0, changes: [], firstPaint: null });
@@ -32,7 +34,8 @@ function onSnapshot(d) {
     S.services.set(s.key, svc);
   }
   stats.snapshots++;
-  schedule();
+  stats.snapshotAt = performance.now();
+  schedule(true);
 }
 
 function onChange(d) {
@@ -49,6 +52,7 @@ function onChange(d) {
     setNodes(svc, delta.added);
     setNodes(svc, delta.updated);
     if (svc.nodes.size === 0) S.services.delete(delta.service);
+    S.dirty.add(delta.service);
   }
   S.log.push(...d.log.slice().reverse());
   if (S.log.length > 2000) S.log.splice(0, S.log.length - 1000);
@@ -79,7 +83,8 @@ function onTtl(d) {
 }
 
 let frame = 0;
-function schedule() {
+function schedule(full) {
+  if (full) S.full = true;
   if (!frame) frame = requestAnimationFrame(draw);
 }
 
@@ -89,7 +94,10 @@ function draw() {
   const key = route();
   $("services-view").hidden = key !== null;
   $("service-view").hidden = key === null;
-  if (key === null) drawServices(); else drawService(key);
+  if (key === null) drawServices(); else if (S.full || S.dirty.has(key)) drawService(key);
+  drawLog(key === null ? $("recent") : $("log"), key === null ? S.log.slice(-30) : S.log.filter((e) => e.service === key).slice(-200), key === null);
+  S.full = false;
+  S.dirty.clear();
   const drawn = now();
   for (const p of S.pending) stats.changes.push({ seq: p.seq, received: p.received, rendered: drawn });
   S.pending = [];
@@ -121,24 +129,39 @@ function summary(s) {
   return { key: s.key, name: s.name, version: s.version, group: s.group, nodes: s.nodes.size, enabled, healthy };
 }
 
-function drawServices() {
-  const f = S.filter.toLowerCase();
-  const rows = [];
-  for (const s of S.services.values()) {
-    if (!f || s.key.toLowerCase().includes(f) || s.group.toLowerCase().includes(f)) rows.push(summary(s));
+const matches = (s) => { const f = S.filter.toLowerCase(); return !f || s.key.toLowerCase().includes(f) || s.group.toLowerCase().includes(f); };
+const cells = (r) =>
+  `<td><a href="#/service/${encodeURIComponent(r.key)}">${esc(r.name)}</a></td>` +
+  `<td>${esc(r.version)}</td><td>${esc(r.group)}</td><td class="num">${r.nodes}</td>` +
+  `<td class="num${r.enabled < r.nodes ? " warn" : ""}">${r.enabled}</td>` +
+  `<td class="num${r.healthy < r.nodes ? " warn" : ""}">${r.healthy}</td>`;
+
+// Rows of the services that changed, in place; everything again when a service appeared or
+// the order may have changed (sorted by a count).
+function patchServices() {
+  if (["nodes", "enabled", "healthy"].includes(S.sort.col)) return false;
+  for (const key of S.dirty) {
+    const svc = S.services.get(key), tr = S.rows.get(key);
+    if (svc && !tr && matches(svc)) return false;
+    if (!svc && tr) { tr.remove(); S.rows.delete(key); }
+    if (svc && tr) tr.innerHTML = cells(summary(svc));
   }
+  return true;
+}
+
+function drawServices() {
+  $("empty").hidden = S.services.size > 0;
+  if (!S.full && patchServices()) return;
+  const rows = [];
+  for (const s of S.services.values()) if (matches(s)) rows.push(summary(s));
   const { col, dir } = S.sort;
   rows.sort((a, b) => (a[col] < b[col] ? -dir : a[col] > b[col] ? dir : a.key < b.key ? -1 : 1));
-  $("services").tBodies[0].innerHTML = rows.map((r) =>
-    `<tr data-key="${esc(r.key)}"><td><a href="#/service/${encodeURIComponent(r.key)}">${esc(r.name)}</a></td>` +
-    `<td>${esc(r.version)}</td><td>${esc(r.group)}</td><td class="num">${r.nodes}</td>` +
-    `<td class="num${r.enabled < r.nodes ? " warn" : ""}">${r.enabled}</td>` +
-    `<td class="num${r.healthy < r.nodes ? " warn" : ""}">${r.healthy}</td></tr>`).join("");
-  $("empty").hidden = S.services.size > 0;
+  const body = $("services").tBodies[0];
+  body.innerHTML = rows.map((r) => `<tr data-key="${esc(r.key)}">${cells(r)}</tr>`).join("");
+  S.rows = new Map([...body.rows].map((tr) => [tr.dataset.key, tr]));
   for (const th of document.querySelectorAll("#services th[data-sort]")) {
     th.className = th.dataset.sort === col ? (dir > 0 ? "sorted-asc" : "sorted-desc") : "";
   }
-  drawLog($("recent"), S.log.slice(-30), true);
 }
 
 function drawService(key) {
@@ -160,7 +183,6 @@ function drawService(key) {
       `<td class="num ttl" data-exp="${n.expiresAt == null ? "" : n.expiresAt}"></td>${actions}</tr>`;
   }).join("");
   tick();
-  drawLog($("log"), S.log.filter((e) => e.service === key).slice(-200), false);
 }
 
 function drawLog(list, entries, withService) {
@@ -204,9 +226,10 @@ async function act(key, node, action, body) {
   }
 }
 
+let source = null;
 function connect() {
   const live = $("live");
-  const source = new EventSource("/api/events");
+  source = new EventSource("/api/events");
   source.addEventListener("snapshot", (e) => onSnapshot(JSON.parse(e.data)));
   source.addEventListener("change", (e) => onChange(JSON.parse(e.data)));
   source.addEventListener("ttl", (e) => onTtl(JSON.parse(e.data)));
@@ -219,12 +242,12 @@ document.addEventListener("DOMContentLoaded", () => {
   const token = $("token");
   token.value = sessionStorage.getItem("console-token") || "";
   token.addEventListener("input", () => sessionStorage.setItem("console-token", token.value));
-  $("search").addEventListener("input", (e) => { S.filter = e.target.value; schedule(); });
+  $("search").addEventListener("input", (e) => { S.filter = e.target.value; schedule(true); });
   document.querySelector("#services thead").addEventListener("click", (e) => {
     const col = e.target.dataset && e.target.dataset.sort;
     if (!col) return;
     S.sort = { col, dir: S.sort.col === col ? -S.sort.dir : 1 };
-    schedule();
+    schedule(true);
   });
   $("nodes").addEventListener("click", (e) => {
     const act_ = e.target.dataset && e.target.dataset.act;
@@ -235,6 +258,10 @@ document.addEventListener("DOMContentLoaded", () => {
     const body = act_ === "weight" ? { weight: Number(tr.querySelector("input").value) } : {};
     act(key, node, act_, body);
   });
-  window.addEventListener("hashchange", () => { $("action-status").textContent = ""; schedule(); });
+  window.addEventListener("hashchange", () => { $("action-status").textContent = ""; schedule(true); });
+  // A browser holds few connections per server (6 over HTTP/1.1): a page left (or kept in
+  // the back-forward cache) gives its stream back, and takes a new one (a snapshot) on return.
+  window.addEventListener("pagehide", () => source && source.close());
+  window.addEventListener("pageshow", (e) => { if (e.persisted) connect(); });
   connect();
 });
