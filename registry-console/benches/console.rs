@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fantoccini::{Client, ClientBuilder};
+use futures::StreamExt as _;
 use registry_console::{Console, ConsoleOptions};
 use registry_core::{
     ConnectOptions, MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo,
@@ -218,6 +219,29 @@ async fn run(kind: &str, driver: &ChromeDriver, make: impl Fn() -> Registry) {
         "  page clock offset {offset:+.2} ms (round trip {:.2} ms)",
         best.0
     );
+
+    // Store event -> the root subscription's next item (the registry's part, no console).
+    let watcher = make();
+    let mut all = watcher.watch_all().await.unwrap();
+    all.next().await.unwrap();
+    let mut root = Vec::new();
+    for i in 0..EVENTS {
+        let node = ServiceMetaInfo::new(
+            format!("service-{:04}", i % 997),
+            "10.0.0.4",
+            40_000 + i as u16,
+        );
+        let t0 = Instant::now();
+        provider.register(node.clone()).await.unwrap();
+        all.next().await.unwrap();
+        root.push(t0.elapsed().as_secs_f64() * 1000.0);
+        provider.unregister(&node).await.unwrap();
+        all.next().await.unwrap();
+    }
+    drop(all);
+    watcher.shutdown().await.unwrap();
+    println!("  store event -> Registry::watch_all item (no console), {EVENTS} events:");
+    summary("received", root);
 
     // Store event -> the event stream, read by a plain client (no browser): the server's part.
     let mut stream = raw_events(console.local_addr()).await;
