@@ -3,7 +3,7 @@
 #   make console-demo  the web console on the same kind of registry, with nodes coming and going
 #   make test   every test; installs the server packages it needs through apt first
 #   make bench  every benchmark quoted in BENCHMARKS.md: cache_hit, etcd, rpc_vs_tonic, backends,
-#               tonic_registry
+#               tonic_registry, console
 #   make chaos  the fault scenarios of RELIABILITY.md on real clusters
 .PHONY: demo console-demo test lint bench chaos deps
 
@@ -25,6 +25,7 @@ bench:
 	cargo bench -p rpc-bench --bench rpc_vs_tonic
 	cargo bench -p rpc-bench --bench backends
 	cargo bench -p rpc-bench --bench tonic_registry
+	cargo bench -p registry-console --bench console
 
 chaos:
 	scripts/install-deps.sh

@@ -112,16 +112,25 @@ async fn raw_events(address: std::net::SocketAddr) -> BufReader<TcpStream> {
     BufReader::with_capacity(1 << 20, stream)
 }
 
-/// Reads lines until the next `change` event has been read whole.
-async fn next_change(stream: &mut BufReader<TcpStream>) {
+/// Reads lines until the next `change` event has been read whole (at most 20 s).
+async fn next_change(stream: &mut BufReader<TcpStream>, console: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut in_change = false;
     let mut line = String::new();
     loop {
         line.clear();
-        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_line(&mut line))
-            .await
-            .expect("an event")
-            .unwrap();
+        let Ok(read) = tokio::time::timeout_at(deadline, stream.read_line(&mut line)).await else {
+            let mut s = TcpStream::connect(console).await.unwrap();
+            s.write_all(b"GET /api/overview HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer)
+                .await
+                .unwrap();
+            panic!("no change event within 20 s; overview: {answer}");
+        };
+        let read = read.unwrap();
         assert!(read > 0, "the stream ended");
         if line.starts_with("event:") {
             in_change = line.trim_end() == "event: change";
@@ -254,10 +263,10 @@ async fn run(kind: &str, driver: &ChromeDriver, make: impl Fn() -> Registry) {
         );
         let t0 = Instant::now();
         provider.register(node.clone()).await.unwrap();
-        next_change(&mut stream).await;
+        next_change(&mut stream, console.local_addr()).await;
         server.push(t0.elapsed().as_secs_f64() * 1000.0);
         provider.unregister(&node).await.unwrap();
-        next_change(&mut stream).await;
+        next_change(&mut stream, console.local_addr()).await;
     }
     drop(stream);
     println!("  store event -> event stream (plain client), {EVENTS} events:");
@@ -303,6 +312,7 @@ async fn run(kind: &str, driver: &ChromeDriver, make: impl Fn() -> Registry) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    registry_conformance::init_tracing();
     let which: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
