@@ -31,6 +31,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
+/// The console's registry, for the diagnostics of a change that does not arrive.
+static DIAG_REGISTRY: std::sync::Mutex<Option<Registry>> = std::sync::Mutex::new(None);
 const SERVICES: u16 = 1_000;
 const NODES_PER_SERVICE: u16 = 10;
 const PAINT_ROUNDS: usize = 10;
@@ -128,7 +130,11 @@ async fn next_change(stream: &mut BufReader<TcpStream>, console: std::net::Socke
             tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer)
                 .await
                 .unwrap();
-            panic!("no change event within 20 s; overview: {answer}");
+            let registry = DIAG_REGISTRY.lock().unwrap().clone().unwrap();
+            let cached = registry.cached("").map(|n| n.len());
+            let mut fresh = registry.watch_all().await.unwrap();
+            let now = fresh.next().await.map(|c| c.nodes.len());
+            panic!("no change event within 20 s; overview: {answer}\nconsole registry root entry: {cached:?} nodes; a new watch_all: {now:?}");
         };
         let read = read.unwrap();
         assert!(read > 0, "the stream ended");
@@ -155,8 +161,10 @@ async fn run(kind: &str, driver: &ChromeDriver, make: impl Fn() -> Registry) {
         }
     }
     println!("  registered in {:.1} s", start.elapsed().as_secs_f64());
+    let console_registry = make();
+    *DIAG_REGISTRY.lock().unwrap() = Some(console_registry.clone());
     let console = Console::start(
-        make(),
+        console_registry.clone(),
         ConsoleOptions::default()
             .with_listen("127.0.0.1:0".parse().unwrap())
             .with_store_address(kind),
