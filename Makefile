@@ -1,13 +1,17 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine with Rust installed:
 #   make demo   the quickstart on the embedded in-memory registry (no server needed)
+#   make console-demo  the web console on the same kind of registry, with nodes coming and going
 #   make test   every test; installs the server packages it needs through apt first
 #   make bench  every benchmark quoted in BENCHMARKS.md: cache_hit, etcd, rpc_vs_tonic, backends,
-#               tonic_registry, scale
+#               tonic_registry, scale, console
 #   make chaos  the fault scenarios of RELIABILITY.md on real clusters
-.PHONY: demo test lint bench chaos deps
+.PHONY: demo console-demo test lint bench chaos deps
 
 demo:
 	cargo run --quiet -p quickstart
+
+console-demo:
+	cargo run --quiet -p quickstart --bin console_demo
 
 test:
 	scripts/test.sh
@@ -22,6 +26,7 @@ bench:
 	cargo bench -p rpc-bench --bench backends
 	cargo bench -p rpc-bench --bench tonic_registry
 	cargo bench -p rpc-bench --bench scale
+	cargo bench -p registry-console --bench console
 
 chaos:
 	scripts/install-deps.sh

@@ -2,7 +2,8 @@
 # Installs what the tests need and is missing, from Debian packages:
 #   protobuf-compiler + libprotobuf-dev (etcd-client builds its gRPC code with protoc),
 #   etcd-server etcd-client (etcd 3.4 + etcdctl), zookeeper (3.8, with Java), redis-server,
-#   redis-sentinel (the Redis failover tests).
+#   redis-sentinel (the Redis failover tests),
+#   chromium + chromium-driver (the console's browser test drives headless Chromium over WebDriver).
 # Nothing is started here: the tests start their own servers on loopback ports.
 set -euo pipefail
 
@@ -15,6 +16,8 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || need+=(zookeeper)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
 

@@ -174,6 +174,45 @@ pub(crate) async fn set_override(
     Ok(())
 }
 
+/// `console`: serves the web console until SIGINT/SIGTERM. An empty `admin_token` counts as
+/// none (read-only).
+pub(crate) async fn console(
+    registry: &Registry,
+    config: &RpcConfig,
+    listen: std::net::SocketAddr,
+    admin_token: Option<String>,
+) -> Result<(), Failure> {
+    use registry_console::{AdminToken, Console, ConsoleOptions};
+    let stop = shutdown_signal();
+    let options = ConsoleOptions::default()
+        .with_listen(listen)
+        .with_store_address(config.registry_config.display_address())
+        .with_admin_token(admin_token.and_then(AdminToken::new));
+    let actions = options.admin_token.is_some();
+    let console = match Console::start(registry.clone(), options).await {
+        Ok(console) => console,
+        Err(e) => {
+            let _ = registry.shutdown().await;
+            return Err(Failure::store(error_chain(&e)));
+        }
+    };
+    println!(
+        "console at {} ({} registry); actions {}",
+        console.url(),
+        registry.backend_name(),
+        if actions {
+            "allowed with the admin token"
+        } else {
+            "off (read-only: no admin token)"
+        }
+    );
+    let _ = io::stdout().flush();
+    stop.await;
+    let stopped = console.stop().await;
+    let _ = registry.shutdown().await;
+    stopped.map_err(|e| Failure::store(error_chain(&e)))
+}
+
 /// `health`: the store answers and this client may write under the root.
 pub(crate) async fn health(registry: &Registry, config: &RpcConfig) -> Result<(), Failure> {
     registry.health().await.map_err(|e| Failure::registry(&e))?;

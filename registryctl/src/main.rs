@@ -6,7 +6,8 @@
 //! unknown backend, a bad value, refused credentials, or no shared registry configured).
 //!
 //! Layout: `setup` (configuration, connection, exit codes), `nodes` (what `register` is
-//! asked for), `output` (tables and JSON lines, control characters escaped), `commands`.
+//! asked for), `output` (tables and JSON lines, control characters escaped), `commands`
+//! (`console` serves `registry-console`).
 
 mod commands;
 mod nodes;
@@ -101,6 +102,18 @@ enum Command {
         /// The weight, 1 or more, or `reset`.
         weight: String,
     },
+    /// Serve the web console: services, nodes, TTLs counting down and changes as they happen,
+    /// live; actions (disable, enable, weight, deregister) only with an admin token.
+    Console {
+        /// Where to listen (loopback by default; anything else serves plain HTTP to others).
+        #[arg(long, value_name = "ADDR", default_value = registry_console::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// The admin token that unlocks the actions, sent by the page as `Authorization:
+        /// Bearer TOKEN`; without it the console is read-only. Prefer the environment
+        /// variable: a command line is visible to every user of the machine.
+        #[arg(long, value_name = "TOKEN", env = registry_console::TOKEN_ENV, hide_env_values = true)]
+        admin_token: Option<String>,
+    },
     /// Check that the store answers and takes this client's writes under the root (exit 0),
     /// or not (exit 1; 2 for refused credentials).
     Health,
@@ -173,6 +186,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let change = Change::Weight(nodes::parse_weight(&weight)?);
             let registry = connect(&config).await?;
             commands::set_override(&registry, &service_key, &node, change).await
+        }
+        Command::Console {
+            listen,
+            admin_token,
+        } => {
+            let registry = connect(&config).await?;
+            commands::console(&registry, &config, listen, admin_token).await
         }
         Command::Health => {
             let registry = connect(&config).await?;

@@ -32,6 +32,19 @@ const LOG_TAIL: usize = 4000;
 pub const INSTALL_HINT: &str =
     "apt-get install -y etcd-server etcd-client zookeeper redis-server (or run `make test`)";
 
+/// The apt line that installs the browser of the console's browser test.
+pub const BROWSER_INSTALL_HINT: &str =
+    "apt-get install -y chromium chromium-driver (or run `make test`, which installs them)";
+
+/// The install hint for a missing `what`.
+fn install_hint(what: &str) -> &'static str {
+    if what.starts_with("chrom") {
+        BROWSER_INSTALL_HINT
+    } else {
+        INSTALL_HINT
+    }
+}
+
 /// A harness failure.
 #[derive(Debug)]
 pub enum HarnessError {
@@ -62,7 +75,7 @@ impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HarnessError::Missing { what } => {
-                write!(f, "`{what}` is not installed: {INSTALL_HINT}")
+                write!(f, "`{what}` is not installed: {}", install_hint(what))
             }
             HarnessError::Io { doing, source } => write!(f, "{doing}: {source}"),
             HarnessError::NotReady {
@@ -810,3 +823,66 @@ impl std::ops::DerefMut for RedisServer {
 
 mod redis_sentinel;
 pub use redis_sentinel::{RedisNode, RedisSentinel, MASTER_NAME};
+
+/// `chromedriver` (Debian's `chromium-driver`) on a free loopback port, for WebDriver tests
+/// of the console in a real, headless Chromium. Killed on drop.
+#[derive(Debug)]
+pub struct ChromeDriver {
+    server: Server,
+    port: u16,
+    browser: PathBuf,
+}
+
+impl ChromeDriver {
+    /// Starts chromedriver.
+    ///
+    /// # Errors
+    /// [`HarnessError::Missing`] naming the packages to install when `chromedriver` or
+    /// `chromium` is not installed; [`HarnessError::NotReady`] with its log when it does not
+    /// come up.
+    pub fn start() -> Result<Self, HarnessError> {
+        let driver = which("chromedriver")?;
+        let browser = which("chromium")?;
+        let port = free_port();
+        let make: MakeCommand = Box::new(move |data: &Path| {
+            let mut c = Command::new(&driver);
+            c.arg(format!("--port={port}")).arg(format!(
+                "--log-path={}",
+                data.join("chromedriver.log").display()
+            ));
+            c
+        });
+        let ready: Ready = Box::new(move || {
+            // chromedriver does not answer HTTP/1.0.
+            let request = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+            probe(port, request).is_some_and(|a| a.contains("\"ready\":true"))
+        });
+        let server = Server::new("chromedriver".into(), make, ready)?;
+        Ok(Self {
+            server,
+            port,
+            browser,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the WebDriver endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The Chromium binary (for `goog:chromeOptions.binary`).
+    pub fn browser(&self) -> &Path {
+        &self.browser
+    }
+
+    /// chromedriver's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.server.data_dir().join("chromedriver.log"))
+            .unwrap_or_default();
+        let cut = log.len().saturating_sub(LOG_TAIL);
+        let cut = (cut..log.len())
+            .find(|i| log.is_char_boundary(*i))
+            .unwrap_or(0);
+        log[cut..].to_owned()
+    }
+}
