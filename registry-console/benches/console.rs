@@ -111,11 +111,24 @@ async fn raw_events(address: std::net::SocketAddr) -> BufReader<TcpStream> {
         .write_all(b"GET /api/events HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    BufReader::with_capacity(1 << 20, stream)
+    let mut stream = BufReader::with_capacity(1 << 20, stream);
+    // The snapshot first: a change made before the server subscribed this client is in it,
+    // not in a later change event.
+    let mut line = String::new();
+    let mut in_snapshot = false;
+    loop {
+        line.clear();
+        assert!(stream.read_line(&mut line).await.unwrap() > 0, "the stream ended");
+        if line.starts_with("event:") {
+            in_snapshot = line.trim_end() == "event: snapshot";
+        } else if in_snapshot && line.starts_with("data:") {
+            return stream;
+        }
+    }
 }
 
 /// Reads lines until the next `change` event has been read whole (at most 20 s).
-async fn next_change(stream: &mut BufReader<TcpStream>, console: std::net::SocketAddr) {
+async fn next_change(stream: &mut BufReader<TcpStream>, console: std::net::SocketAddr, phase: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut in_change = false;
     let mut line = String::new();
@@ -134,7 +147,8 @@ async fn next_change(stream: &mut BufReader<TcpStream>, console: std::net::Socke
             let cached = registry.cached("").map(|n| n.len());
             let mut fresh = registry.watch_all().await.unwrap();
             let now = fresh.next().await.map(|c| c.nodes.len());
-            panic!("no change event within 20 s; overview: {answer}\nconsole registry root entry: {cached:?} nodes; a new watch_all: {now:?}");
+            let store = registry.inspect(None).await.map(|n| n.len());
+            panic!("no change event within 20 s ({phase}); overview: {answer}\nconsole registry root entry: {cached:?} nodes; a new watch_all: {now:?}; in the store: {store:?}");
         };
         let read = read.unwrap();
         assert!(read > 0, "the stream ended");
@@ -271,10 +285,10 @@ async fn run(kind: &str, driver: &ChromeDriver, make: impl Fn() -> Registry) {
         );
         let t0 = Instant::now();
         provider.register(node.clone()).await.unwrap();
-        next_change(&mut stream, console.local_addr()).await;
+        next_change(&mut stream, console.local_addr(), &format!("register {i}")).await;
         server.push(t0.elapsed().as_secs_f64() * 1000.0);
         provider.unregister(&node).await.unwrap();
-        next_change(&mut stream, console.local_addr()).await;
+        next_change(&mut stream, console.local_addr(), &format!("unregister {i}")).await;
     }
     drop(stream);
     println!("  store event -> event stream (plain client), {EVENTS} events:");

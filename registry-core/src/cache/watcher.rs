@@ -92,7 +92,9 @@ pub(crate) async fn run(
         let revision = entry.lock().revision();
         // Watch from the last revision itself, not after it: a watch that broke in the middle
         // of a multi-key revision replays that revision whole (re-applying is harmless).
-        let mut stream = backend.watch(&prefix, revision.saturating_sub(1));
+        let mut stream = backend
+            .watch(&prefix, revision.saturating_sub(1))
+            .peekable();
         debug!(%service, revision, "watching");
         // A watch that did not fail for one request timeout after it was opened works again
         // (a quiet service has no event to prove it sooner).
@@ -131,8 +133,10 @@ pub(crate) async fn run(
                         backoff.reset();
                         restored(&service, &mut failures);
                         let mut batch = vec![event];
+                        // Only events join the batch: an error waiting behind them stays in
+                        // the stream for the next turn.
                         while batch.len() < MAX_BATCH {
-                            match stream.next().now_or_never() {
+                            match std::pin::Pin::new(&mut stream).next_if(Result::is_ok).now_or_never() {
                                 Some(Some(Ok(event))) => batch.push(event),
                                 _ => break,
                             }
@@ -376,6 +380,100 @@ mod tests {
         assert_eq!(logged.count(Level::INFO, "watch restored"), 0);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(logged.count(Level::INFO, "watch restored"), 1);
+        consumer.shutdown().await.unwrap();
+    }
+
+    /// The memory backend whose first service watch ends its first event with a lost history
+    /// (both ready at once, as a burst that overran a buffer delivers them), then stays quiet.
+    struct LosesHistory {
+        inner: MemoryBackend,
+        lists: std::sync::atomic::AtomicUsize,
+        watches: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for LosesHistory {
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+        async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+            self.inner.put(key, value, ttl).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), BackendError> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Listing, BackendError> {
+            if !prefix.contains("~overrides") {
+                self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.inner.list(prefix).await
+        }
+        fn watch(
+            &self,
+            prefix: &str,
+            after: crate::backend::Revision,
+        ) -> crate::backend::WatchStream {
+            let inner = self.inner.watch(prefix, after);
+            if prefix.contains("~overrides")
+                || self
+                    .watches
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    > 0
+            {
+                return inner;
+            }
+            let lost = BackendError::HistoryLost {
+                reason: "test: fell behind".into(),
+            };
+            inner
+                .take(1)
+                .chain(futures::stream::iter([Err(lost)]))
+                .chain(futures::stream::pending())
+                .boxed()
+        }
+        async fn keep_alive(
+            &self,
+            keys: &[String],
+            ttl: Duration,
+        ) -> Result<crate::backend::Liveness, BackendError> {
+            self.inner.keep_alive(keys, ttl).await
+        }
+        async fn health(&self) -> Result<(), BackendError> {
+            self.inner.health().await
+        }
+        async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
+            self.inner.close(keys).await
+        }
+    }
+
+    /// A lost history that arrives right behind an event (in the same batch) is not dropped
+    /// with the batch: the event is applied and the service listed again.
+    #[tokio::test(start_paused = true)]
+    async fn an_error_behind_a_batch_is_not_lost() {
+        let store = MemoryStore::new();
+        let backend = Arc::new(LosesHistory {
+            inner: MemoryBackend::new(store.clone()),
+            lists: Default::default(),
+            watches: Default::default(),
+        });
+        let options = RegistryOptions::default().with_relist_cooldown(Duration::from_millis(50));
+        let consumer = Registry::new(backend.clone(), options).unwrap();
+        raw_put(&store, 1);
+        assert_eq!(consumer.discover("svc:1.0").await.unwrap().len(), 1);
+        let lists = || backend.lists.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(lists(), 1);
+        raw_put(&store, 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            consumer.cached("svc:1.0").unwrap().len(),
+            2,
+            "the event applied"
+        );
+        assert_eq!(lists(), 2, "listed again for the lost history");
+        // The new watch (after the relist) follows the store.
+        raw_put(&store, 3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(consumer.cached("svc:1.0").unwrap().len(), 3);
         consumer.shutdown().await.unwrap();
     }
 }
