@@ -26,13 +26,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use registry_core::{BackendError, Liveness};
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::link::Link;
 use crate::scripts::{
-    lease_set, meta_keys, report_rebase, Scripts, CHECK_BATCH, LEASES, MAX_CHANGES, OWNERS,
+    lease_set, meta_keys, report_rebase, Scripts, CHECK_BATCH, LEASES, MAX_CHANGES,
 };
 use crate::tracking::Tracker;
+
+mod audit;
 
 /// What the client knows of its lease.
 #[derive(Default)]
@@ -253,86 +255,6 @@ impl Lease {
         Ok(Liveness::Alive {
             missing: missing.into_iter().collect(),
         })
-    }
-
-    /// Which of `held` lease `id` lacks in the store, and which nodes it holds besides.
-    async fn audit(
-        &self,
-        link: &Link,
-        scripts: &Scripts,
-        id: &str,
-        held: Vec<String>,
-    ) -> Result<(Vec<String>, Vec<String>), BackendError> {
-        let mut lacking = Vec::new();
-        let mut given = HashSet::new();
-        let mut members = Vec::new();
-        // The node set is listed whole by each call; only the last chunk's list is kept
-        // (every chunk sees the same set, give or take concurrent puts).
-        let chunks: Vec<&[String]> = if held.is_empty() {
-            vec![&[][..]]
-        } else {
-            held.chunks(CHECK_BATCH).collect()
-        };
-        for chunk in chunks {
-            let mut invocation = scripts.audit.prepare_invoke();
-            invocation.key(OWNERS).key(lease_set(id));
-            for key in chunk {
-                invocation.key(key.as_str());
-                given.insert(key.clone());
-            }
-            invocation.arg(id);
-            let (missing, unexpected): (Vec<String>, Vec<String>) = link
-                .run(
-                    || format!("audit of {} nodes", chunk.len()),
-                    |mut conn, _| async move { invocation.invoke_async(&mut conn).await },
-                )
-                .await?;
-            lacking.extend(missing);
-            members = unexpected;
-        }
-        members.retain(|k| !given.contains(k));
-        Ok((lacking, members))
-    }
-
-    /// Nodes the lease holds that this client did not know of: taken back when wanted (a put
-    /// that failed for the client but was written), deleted otherwise (a delete the store
-    /// lost), unless this client put them since the audit or is putting them.
-    async fn settle(
-        &self,
-        link: &Link,
-        scripts: &Scripts,
-        id: &str,
-        wanted: &[String],
-        unasked: Vec<String>,
-    ) -> Result<(), BackendError> {
-        if unasked.is_empty() {
-            return Ok(());
-        }
-        let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-        let stale: Vec<String> = {
-            let mut state = self.state();
-            let mut stale = Vec::new();
-            for key in unasked {
-                // Put since the audit ran, or being put.
-                if state.held.contains(&key) || state.putting.contains_key(&key) {
-                    continue;
-                }
-                if wanted.contains(key.as_str()) {
-                    state.held.insert(key);
-                } else {
-                    stale.push(key);
-                }
-            }
-            stale
-        };
-        if stale.is_empty() {
-            return Ok(());
-        }
-        info!(
-            nodes = stale.len(),
-            "the store holds nodes this client deleted (a write lost by a failover?): deleting them again"
-        );
-        self.delete(link, scripts, id, &stale, false).await
     }
 
     /// Deletes `keys` this client holds (or nobody does); with `close`, the lease ends too
