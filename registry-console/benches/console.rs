@@ -118,7 +118,10 @@ async fn raw_events(address: std::net::SocketAddr) -> BufReader<TcpStream> {
     let mut in_snapshot = false;
     loop {
         line.clear();
-        assert!(stream.read_line(&mut line).await.unwrap() > 0, "the stream ended");
+        assert!(
+            stream.read_line(&mut line).await.unwrap() > 0,
+            "the stream ended"
+        );
         if line.starts_with("event:") {
             in_snapshot = line.trim_end() == "event: snapshot";
         } else if in_snapshot && line.starts_with("data:") {
@@ -128,7 +131,11 @@ async fn raw_events(address: std::net::SocketAddr) -> BufReader<TcpStream> {
 }
 
 /// Reads lines until the next `change` event has been read whole (at most 20 s).
-async fn next_change(stream: &mut BufReader<TcpStream>, console: std::net::SocketAddr, phase: &str) {
+async fn next_change(
+    stream: &mut BufReader<TcpStream>,
+    console: std::net::SocketAddr,
+    phase: &str,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut in_change = false;
     let mut line = String::new();
@@ -288,7 +295,12 @@ async fn run(kind: &str, driver: &ChromeDriver, make: impl Fn() -> Registry) {
         next_change(&mut stream, console.local_addr(), &format!("register {i}")).await;
         server.push(t0.elapsed().as_secs_f64() * 1000.0);
         provider.unregister(&node).await.unwrap();
-        next_change(&mut stream, console.local_addr(), &format!("unregister {i}")).await;
+        next_change(
+            &mut stream,
+            console.local_addr(),
+            &format!("unregister {i}"),
+        )
+        .await;
     }
     drop(stream);
     println!("  store event -> event stream (plain client), {EVENTS} events:");

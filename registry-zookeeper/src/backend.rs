@@ -119,7 +119,8 @@ impl Backend for ZkBackend {
                 snapshot(&client, prefix, depth),
             )
             .await?;
-        snap.junk.report(prefix);
+        snap.junk
+            .report(prefix, "znodes that are not registry nodes");
         let keys = snap.entries.iter().map(|(kv, _)| kv.key.clone()).collect();
         self.inner.known().insert(prefix.to_owned(), keys);
         Ok(Listing {

@@ -4,7 +4,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use registry_core::{KeyValue, Revision};
 use zookeeper_client as zk;
 
-use crate::path::{is_entry, join, parent, path, Junk};
+use registry_core::backend::Junk;
+
+use crate::path::{is_entry, join, parent, path};
 
 /// Requests in flight at once while listing (pipelined on the session's one connection).
 const CONCURRENCY: usize = 64;
@@ -62,7 +64,10 @@ pub(crate) async fn snapshot(
                 } else if is_entry(&dir, &child) {
                     candidates.push(key);
                 } else {
-                    junk.note(key);
+                    junk.note(
+                        &key,
+                        "not `host:port` two levels below the root; never read",
+                    );
                 }
             }
         }
@@ -83,7 +88,7 @@ pub(crate) async fn snapshot(
         revision = revision.max(stat.mzxid);
         if value.is_empty() {
             // A directory named like a node: nothing to decode.
-            junk.note(key);
+            junk.note(&key, "a directory named like a node");
             continue;
         }
         entries.push((KeyValue { key, value }, stat.mzxid.max(0) as Revision));

@@ -6,7 +6,6 @@
 //! children) costs at most one `getChildren` per directory it sits in and is never read.
 
 use registry_core::KeySpace;
-use tracing::warn;
 
 /// The znode path of a key or prefix (no trailing slash; `/` for the root).
 pub(crate) fn path(key: &str) -> &str {
@@ -87,37 +86,6 @@ pub(crate) fn is_entry(dir: &str, name: &str) -> bool {
 pub(crate) fn is_address(name: &str) -> bool {
     name.rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-}
-
-/// Znodes skipped by one listing because they are not registry nodes: counted, a few kept as
-/// examples, reported in one warning.
-#[derive(Debug, Default)]
-pub(crate) struct Junk {
-    count: usize,
-    examples: Vec<String>,
-}
-
-impl Junk {
-    const EXAMPLES: usize = 3;
-
-    pub(crate) fn note(&mut self, key: String) {
-        self.count += 1;
-        if self.examples.len() < Self::EXAMPLES {
-            self.examples.push(key);
-        }
-    }
-
-    /// One warning for the whole listing of `prefix`, if anything was skipped.
-    pub(crate) fn report(&self, prefix: &str) {
-        if self.count > 0 {
-            warn!(
-                %prefix,
-                skipped = self.count,
-                examples = ?self.examples,
-                "skipped znodes that are not registry nodes (not `host:port` two levels below the root); they are never read"
-            );
-        }
-    }
 }
 
 #[cfg(test)]

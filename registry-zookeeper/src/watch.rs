@@ -71,7 +71,8 @@ async fn start(
             snapshot(&client, &prefix, depth),
         )
         .await?;
-    snap.junk.report(&prefix);
+    snap.junk
+        .report(&prefix, "znodes that are not registry nodes");
     if snap.revision < after {
         // zxids only grow while the ensemble keeps its data: this one restarted empty or was
         // restored from an older snapshot.

@@ -45,12 +45,14 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 mod error;
+mod junk;
 mod lazy;
 mod options;
 mod request;
 mod stream;
 
 pub use error::{BackendError, BoxError};
+pub use junk::Junk;
 pub use lazy::LazyBackend;
 pub use options::ConnectOptions;
 pub use request::with_timeout;

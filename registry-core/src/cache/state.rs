@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use tracing::{debug, warn};
 
-use crate::backend::{KeyValue, Listing, Revision, WatchEvent};
+use crate::backend::{Junk, KeyValue, Listing, Revision, WatchEvent};
 use crate::instance::{KeySpace, ServiceMetaInfo};
 use crate::options::EmptyProtection;
 use crate::overrides::Overrides;
@@ -108,39 +108,6 @@ pub(crate) fn decode_node(
     Ok(node)
 }
 
-/// Junk entries met by one listing: counted, a few kept, reported in one warning (not one per
-/// entry: 5,000 junk keys make one line per listing, not 5,000).
-#[derive(Debug, Default)]
-pub(crate) struct Junk {
-    count: usize,
-    examples: Vec<String>,
-}
-
-impl Junk {
-    const EXAMPLES: usize = 3;
-
-    /// Records one junk entry.
-    pub(crate) fn note(&mut self, key: &str, why: &str) {
-        self.count += 1;
-        if self.examples.len() < Self::EXAMPLES {
-            self.examples
-                .push(format!("{} ({why})", key.escape_debug()));
-        }
-    }
-
-    /// One warning for the listing of `prefix`, when something was skipped.
-    pub(crate) fn report(&self, prefix: &str) {
-        if self.count > 0 {
-            warn!(
-                %prefix,
-                skipped = self.count,
-                examples = ?self.examples,
-                "skipped store entries that are not registry nodes"
-            );
-        }
-    }
-}
-
 /// Decodes an overrides record, or `None` (with a warning) when it is junk.
 pub(crate) fn decode_overrides(kv: &KeyValue) -> Option<Overrides> {
     match serde_json::from_slice(&kv.value) {
@@ -186,7 +153,7 @@ pub(crate) fn decode_listing<'a>(
             Err(why) => junk.note(&kv.key, why),
         }
     }
-    junk.report(prefix);
+    junk.report(prefix, "store entries that are not registry nodes");
     nodes
 }
 
