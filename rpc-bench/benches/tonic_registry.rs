@@ -40,8 +40,9 @@ struct Args {
     /// Seconds measured per throughput run (after a one-second warm-up).
     #[arg(long, default_value_t = 5)]
     secs: u64,
-    /// Throughput rounds; each runs the static and the registry channel once.
-    #[arg(long, default_value_t = 3)]
+    /// Throughput rounds; each runs the static channel, the registry channel and the static
+    /// channel again (the A/A noise floor), in a rotating order.
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// Concurrent callers.
     #[arg(long, default_value_t = 64)]
@@ -211,8 +212,40 @@ fn memory_registry(store: &Arc<MemoryStore>) -> Registry {
     .unwrap()
 }
 
+/// The three arms of a round: the registry channel between two static ones (the second static
+/// run is the A/A noise floor: the same channel measured twice in one round).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Arm {
+    Static,
+    Registry,
+    StaticAgain,
+}
+
+/// Per round, each arm once, in an order that rotates from round to round.
+struct Rounds {
+    fixed: Vec<Throughput>,
+    registry: Vec<Throughput>,
+    again: Vec<Throughput>,
+}
+
+impl Rounds {
+    /// Per round, `arm`'s figure over the first static run's: (calls/s ratio, p99 ratio).
+    fn ratios(&self, arm: &[Throughput]) -> (Vec<f64>, Vec<f64>) {
+        self.fixed
+            .iter()
+            .zip(arm)
+            .map(|(f, r)| {
+                (
+                    r.calls_per_sec / f.calls_per_sec,
+                    r.p99.as_secs_f64() / f.p99.as_secs_f64(),
+                )
+            })
+            .unzip()
+    }
+}
+
 /// Static vs registry channel over the same two servers, rounds interleaved.
-async fn overhead(args: &Args) -> (Throughput, Throughput) {
+async fn overhead(args: &Args) -> Rounds {
     let servers = [TestServer::start().await, TestServer::start().await];
     let store = MemoryStore::new();
     let provider = memory_registry(&store);
@@ -220,49 +253,70 @@ async fn overhead(args: &Args) -> (Throughput, Throughput) {
         provider.register(server.node()).await.unwrap();
     }
     let consumer = memory_registry(&store);
-    let (mut fixed, mut registry) = (Vec::new(), Vec::new());
+    let mut rounds = Rounds {
+        fixed: Vec::new(),
+        registry: Vec::new(),
+        again: Vec::new(),
+    };
+    let arms = [Arm::Static, Arm::Registry, Arm::StaticAgain];
     for round in 0..args.rounds {
-        // Alternate which goes first, so that neither always runs on a warmer process.
-        for registry_first in [round % 2 == 1, round % 2 == 0] {
-            if registry_first {
-                let registry_channel = RegistryChannel::new(consumer.clone(), KEY)
+        // Rotate the order, so that no arm always runs first (on a colder process) or last.
+        let mut order = arms;
+        order.rotate_left(round % arms.len());
+        for arm in order {
+            let channel = if arm == Arm::Registry {
+                RegistryChannel::new(consumer.clone(), KEY)
                     .connect()
                     .await
-                    .unwrap();
-                registry.push(drive(registry_channel, args.callers, args.secs).await);
+                    .unwrap()
             } else {
                 let endpoints = servers
                     .iter()
                     .map(|s| Endpoint::from_shared(format!("http://{}", s.addr)).unwrap());
-                let static_channel = Channel::balance_list(endpoints);
-                fixed.push(drive(static_channel, args.callers, args.secs).await);
+                Channel::balance_list(endpoints)
+            };
+            let measured = drive(channel, args.callers, args.secs).await;
+            match arm {
+                Arm::Static => rounds.fixed.push(measured),
+                Arm::Registry => rounds.registry.push(measured),
+                Arm::StaticAgain => rounds.again.push(measured),
             }
         }
         eprintln!(
-            "round {round} ({} first): static {:.0}/s p99 {:?}, registry {:.0}/s p99 {:?}",
-            if round % 2 == 1 { "registry" } else { "static" },
-            fixed[round].calls_per_sec,
-            fixed[round].p99,
-            registry[round].calls_per_sec,
-            registry[round].p99
+            "round {round} ({order:?}): static {:.0}/s p99 {:?}, registry {:.0}/s p99 {:?}, static again {:.0}/s p99 {:?}",
+            rounds.fixed[round].calls_per_sec,
+            rounds.fixed[round].p99,
+            rounds.registry[round].calls_per_sec,
+            rounds.registry[round].p99,
+            rounds.again[round].calls_per_sec,
+            rounds.again[round].p99,
         );
     }
     provider.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
-    (median(fixed), median(registry))
+    rounds
 }
 
-fn median(mut v: Vec<Throughput>) -> Throughput {
-    v.sort_by(|a, b| a.calls_per_sec.total_cmp(&b.calls_per_sec));
-    let mid = v[v.len() / 2];
+/// The median of each figure over the rounds (each on its own).
+fn median(v: Vec<Throughput>) -> Throughput {
     let mut p50: Vec<Duration> = v.iter().map(|r| r.p50).collect();
     let mut p99: Vec<Duration> = v.iter().map(|r| r.p99).collect();
     p50.sort();
     p99.sort();
     Throughput {
-        calls_per_sec: mid.calls_per_sec,
+        calls_per_sec: median_of(v.iter().map(|r| r.calls_per_sec).collect()),
         p50: p50[p50.len() / 2],
         p99: p99[p99.len() / 2],
+    }
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -407,28 +461,35 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (fixed, registry) = overhead(&args).await;
+        let rounds = overhead(&args).await;
         println!(
-            "{} callers, {} s per run after 1 s warm-up, {} rounds interleaved, medians of rounds; {} worker threads",
+            "{} callers, {} s per run after 1 s warm-up, {} rounds, each: static, registry, static again (order rotating); {} worker threads",
             args.callers,
             args.secs,
             args.rounds,
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!();
-        println!("| channel over the same 2 servers | calls/s | vs static | p50 | p99 | p99 vs static |");
-        println!("|---|---:|---:|---:|---:|---:|");
-        for (name, r) in [
-            ("static `Channel::balance_list` (baseline)", fixed),
-            ("`registry_tonic::RegistryChannel` (memory registry)", registry),
+        println!("| channel over the same 2 servers | calls/s (median of rounds) | p99 (median of rounds) | per-round calls/s ratio to the first static run, median (min-max) | per-round p99 ratio, median (min-max) |");
+        println!("|---|---:|---:|---:|---:|");
+        let spread = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::MAX, f64::min);
+            let hi = v.iter().copied().fold(f64::MIN, f64::max);
+            format!("**{:.3}x** ({lo:.2}-{hi:.2})", median_of(v.to_vec()))
+        };
+        for (name, arm) in [
+            ("static `Channel::balance_list` (baseline)", &rounds.fixed),
+            ("static again (A/A: the noise floor)", &rounds.again),
+            ("`registry_tonic::RegistryChannel` (memory registry)", &rounds.registry),
         ] {
+            let (tp, p99) = rounds.ratios(arm);
+            let m = median(arm.to_vec());
             println!(
-                "| {name} | {:.0} | {:.3}x | {:.0} µs | {:.0} µs | {:.3}x |",
-                r.calls_per_sec,
-                r.calls_per_sec / fixed.calls_per_sec,
-                r.p50.as_secs_f64() * 1e6,
-                r.p99.as_secs_f64() * 1e6,
-                r.p99.as_secs_f64() / fixed.p99.as_secs_f64(),
+                "| {name} | {:.0} | {:.0} µs | {} | {} |",
+                m.calls_per_sec,
+                m.p99.as_secs_f64() * 1e6,
+                spread(&tp),
+                spread(&p99),
             );
         }
         println!();
