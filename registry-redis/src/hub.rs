@@ -3,9 +3,12 @@
 //! A watch per service reading the whole stream on its own blocking connection costs Redis
 //! and the client once per watch for every change: 200 watched services are 200 `XREAD`s woken
 //! by each write. Instead each client runs one reader: a task with one blocking connection
-//! that reads the stream in batches and hands every batch to each of the client's watches
-//! (which keep the changes under their prefix). It starts with the first watch and ends when
-//! the last one is dropped.
+//! that reads the stream in batches and hands each batch to the watches it concerns (those with
+//! a change under their prefix): a change wakes one watch, not every watch of the client. The
+//! reader checks that what it reads follows on (every revision has entries, so a revision more
+//! than one above the last one read is a gap); a batch after a gap goes to every watch, which
+//! asks for a relist unless it caught up past the gap itself. It starts with the first watch
+//! and ends when the last one is dropped.
 //!
 //! Once per reaping period the reader takes the client's turn at reaping expired leases and
 //! checks the history it reads: the store's revision must not have gone back below what it
@@ -44,6 +47,11 @@ pub(crate) struct Batch {
     pub(crate) last: Revision,
     /// Every change of those revisions, whatever its key.
     pub(crate) events: Vec<WatchEvent>,
+    /// The revisions before `first` may be missing: the receiver checks that the batch follows
+    /// on what it saw. Unset on a batch the reader read right after the one before, which it
+    /// hands only to the watches it concerns (a watch then misses only revisions that did not
+    /// concern it).
+    pub(crate) gap: bool,
 }
 
 /// What the reader hands a watch: a batch, or the error that ended the reader.
@@ -69,6 +77,7 @@ pub(crate) fn batches(entries: Vec<Entry>, shared: &Shared) -> Vec<Batch> {
                 first: revision,
                 last: revision,
                 events: event.into_iter().collect(),
+                gap: true,
             }),
         }
     }
@@ -77,7 +86,19 @@ pub(crate) fn batches(entries: Vec<Entry>, shared: &Shared) -> Vec<Batch> {
 
 /// One watch of the reader.
 struct Subscriber {
+    prefix: String,
     feed: mpsc::UnboundedSender<Result<Arc<Batch>, BackendError>>,
+}
+
+impl Subscriber {
+    /// Whether the watch gets `batch`: after a gap, or when a change is under its prefix.
+    fn concerned(&self, batch: &Batch) -> bool {
+        batch.gap
+            || batch
+                .events
+                .iter()
+                .any(|e| e.key().starts_with(self.prefix.as_str()))
+    }
 }
 
 /// A running reader.
@@ -99,9 +120,9 @@ pub(crate) struct Reader {
     pub(crate) timeout: Duration,
 }
 
-/// Joins the client's reader (started now, from `after`, when none runs): the watch receives
-/// every batch the reader reads from now on.
-pub(crate) fn join(reader: Reader, after: Revision) -> Feed {
+/// Joins the client's reader (started now, from `after`, when none runs): the watch of
+/// `prefix` receives every batch the reader reads from now on that concerns it.
+pub(crate) fn join(reader: Reader, prefix: &str, after: Revision) -> Feed {
     let (feed, receiver) = mpsc::unbounded_channel();
     let mut slot = lock(&reader.shared.hub);
     let hub = match &*slot {
@@ -116,7 +137,10 @@ pub(crate) fn join(reader: Reader, after: Revision) -> Feed {
             hub
         }
     };
-    lock(&hub.subscribers).push(Subscriber { feed });
+    lock(&hub.subscribers).push(Subscriber {
+        prefix: prefix.to_owned(),
+        feed,
+    });
     receiver
 }
 
@@ -225,17 +249,24 @@ async fn read(hub: &Hub, reader: &Reader, after: Revision) -> Result<(), Backend
             ));
         }
         state.check(reader).await?;
+        let mut follows = state.seen;
         let batches = state.next(reader).await?;
         if batches.is_empty() {
             continue;
         }
-        let batches: Vec<Arc<Batch>> = batches.into_iter().map(Arc::new).collect();
         let mut subscribers = lock(&hub.subscribers);
-        subscribers.retain(|s| {
-            batches
-                .iter()
-                .all(|batch| s.feed.send(Ok(Arc::clone(batch))).is_ok())
-        });
+        for mut batch in batches {
+            batch.gap = batch.first > follows.saturating_add(1);
+            follows = follows.max(batch.last);
+            let batch = Arc::new(batch);
+            subscribers.retain(|s| {
+                if s.concerned(&batch) {
+                    s.feed.send(Ok(Arc::clone(&batch))).is_ok()
+                } else {
+                    !s.feed.is_closed()
+                }
+            });
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! script reports the store's revision and the stream's first entry), joins the client's
 //! stream reader (see `hub`), then catches up with the entries written after its revision
 //! (`XRANGE` on the shared connection, to the stream's end): what the reader reads from then
-//! on follows on, or overlaps (skipped by revision). It keeps the changes under its prefix.
+//! on follows on, or overlaps (skipped by revision). It keeps the changes under its prefix
+//! (the reader hands it only the batches with one, and every batch after a gap).
 //!
 //! Every revision has entries, so a revision more than one above the last one seen is a gap:
 //! the stream was trimmed past the watch, or the revisions jumped (a re-based counter, a
@@ -139,6 +140,7 @@ async fn open(ctx: Context, after: Revision) -> Result<ChangeStream, BackendErro
             shared: Arc::clone(&ctx.shared),
             timeout: ctx.timeout,
         },
+        &ctx.prefix,
         after,
     );
     let (entries, replid) = catch_up(&ctx, after).await?;
@@ -204,12 +206,13 @@ impl ChangeStream {
     /// The changes under the prefix of a batch of consecutive revisions, those not seen yet.
     ///
     /// # Errors
-    /// [`BackendError::HistoryLost`] when the batch does not follow on what was seen.
+    /// [`BackendError::HistoryLost`] when the batch may not follow on what was seen (see
+    /// [`Batch::gap`]) and does not.
     fn accept(&mut self, batch: &Batch) -> Result<Vec<WatchEvent>, BackendError> {
         if batch.last <= self.seen {
             return Ok(Vec::new());
         }
-        if batch.first > self.seen.saturating_add(1) {
+        if batch.gap && batch.first > self.seen.saturating_add(1) {
             let (seen, first) = (self.seen, batch.first);
             return Err(BackendError::HistoryLost {
                 reason: format!(
@@ -240,5 +243,66 @@ impl WatchSource for ChangeStream {
             // The reader stopped: watch again.
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete(key: &str, revision: Revision) -> WatchEvent {
+        WatchEvent::Delete {
+            key: key.to_owned(),
+            revision,
+        }
+    }
+
+    fn batch(first: Revision, last: Revision, events: Vec<WatchEvent>, gap: bool) -> Batch {
+        Batch {
+            first,
+            last,
+            events,
+            gap,
+        }
+    }
+
+    fn stream(prefix: &str, seen: Revision) -> ChangeStream {
+        ChangeStream {
+            prefix: prefix.to_owned(),
+            feed: tokio::sync::mpsc::unbounded_channel().1,
+            seen,
+            caught_up: None,
+        }
+    }
+
+    /// A batch the reader read right after the one before follows on, even when the watch
+    /// was not handed the revisions between (they did not concern it).
+    #[test]
+    fn a_routed_batch_skips_revisions_of_other_services() {
+        let mut watch = stream("/rpc/a:1.0/", 10);
+        let events = watch
+            .accept(&batch(
+                20,
+                21,
+                vec![delete("/rpc/b:1.0/h:1", 20), delete("/rpc/a:1.0/h:1", 21)],
+                false,
+            ))
+            .unwrap();
+        assert_eq!(events, vec![delete("/rpc/a:1.0/h:1", 21)]);
+        assert_eq!(watch.seen, 21);
+    }
+
+    /// A batch after a gap in the stream: a relist, unless the watch saw past it.
+    #[test]
+    fn a_batch_after_a_gap_asks_for_a_relist_unless_seen_past_it() {
+        let mut behind = stream("/rpc/a:1.0/", 10);
+        let after_gap = batch(20, 20, vec![delete("/rpc/b:1.0/h:1", 20)], true);
+        assert!(matches!(
+            behind.accept(&after_gap),
+            Err(BackendError::HistoryLost { .. })
+        ));
+        let mut caught_up = stream("/rpc/a:1.0/", 19);
+        assert_eq!(caught_up.accept(&after_gap).unwrap(), Vec::new());
+        assert_eq!(caught_up.seen, 20);
     }
 }
