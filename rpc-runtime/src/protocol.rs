@@ -55,6 +55,11 @@ pub const HEADER_LEN: usize = 18;
 pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;
 /// The request id of connection-level messages (a go-away); no request has it.
 pub const CONNECTION_ID: u64 = 0;
+/// The reason of the go-away that closes an idle connection: the node serves, a new
+/// connection will do.
+pub const GO_AWAY_IDLE: &str = "idle";
+/// The reason of the go-away that refuses a connection at the server's connection limit.
+pub const GO_AWAY_FULL: &str = "too many connections";
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -81,7 +81,10 @@ use tracing::{debug, info, warn};
 
 use crate::budget::{ByteBudget, Charge};
 use crate::config::ServerConfig;
-use crate::protocol::{Frame, FrameError, Header, Kind, Status, DEFAULT_MAX_FRAME, HEADER_LEN};
+use crate::protocol::{
+    Frame, FrameError, Header, Kind, Status, DEFAULT_MAX_FRAME, GO_AWAY_FULL, GO_AWAY_IDLE,
+    HEADER_LEN,
+};
 use crate::service::{DispatchError, Service};
 
 /// Default time in-flight calls get to finish at shutdown.
@@ -514,7 +517,7 @@ fn refuse(stream: TcpStream) {
         return;
     };
     let mut bytes = BytesMut::with_capacity(64);
-    let go_away = Frame::go_away("too many connections");
+    let go_away = Frame::go_away(GO_AWAY_FULL);
     Header::put(&go_away, &mut bytes);
     bytes.extend_from_slice(&go_away.body);
     // A fresh socket has room in its send buffer: this does not block (it is non-blocking
@@ -810,7 +813,7 @@ async fn serve_connection(
         ReadEnd::Idle => {
             debug!(%peer, idle_timeout = ?shared.idle_timeout, "closing an idle connection");
             let go_away = Answer {
-                frame: Frame::go_away("idle"),
+                frame: Frame::go_away(GO_AWAY_IDLE),
                 _charges: None,
                 _request: None,
             };

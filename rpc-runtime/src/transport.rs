@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::debug;
 
-use crate::protocol::{write_frames, Frame, FrameCodec, FrameError, Kind};
+use crate::protocol::{write_frames, Frame, FrameCodec, FrameError, Kind, GO_AWAY_IDLE};
 
 /// A transport failure talking to one node.
 #[derive(Debug, thiserror::Error)]
@@ -138,9 +138,9 @@ type Pending = Mutex<HashMap<u64, oneshot::Sender<Frame>>>;
 #[derive(Debug)]
 struct GoneAway {
     reason: String,
-    /// Whether the server had answered on the connection before (it served it, then closed
-    /// it) or not (it refused it).
-    after_answers: bool,
+    /// Whether the server refused the connection (it never answered on it, and did not close
+    /// it for being idle: at its connection limit) rather than closing one it serves.
+    refused: bool,
 }
 
 /// One multiplexed connection to a node.
@@ -267,7 +267,7 @@ impl Connection {
     fn broken(&self) -> TransportError {
         let address = self.address.clone();
         match self.gone_away.get() {
-            Some(g) if g.after_answers => TransportError::GoAway {
+            Some(g) if !g.refused => TransportError::GoAway {
                 address,
                 reason: g.reason.clone(),
             },
@@ -316,10 +316,10 @@ async fn read_loop(
             Some(Ok(frame)) if frame.is_go_away() => {
                 let reason = String::from_utf8_lossy(&frame.body).into_owned();
                 debug!(%address, %reason, "the server closed the connection (go-away)");
-                let _ = gone_away.set(GoneAway {
-                    reason,
-                    after_answers: answered,
-                });
+                // An idle close is never a refusal, even on a connection that answered nothing
+                // yet (a request slower to come than the idle timeout on a loaded machine).
+                let refused = !answered && reason != GO_AWAY_IDLE;
+                let _ = gone_away.set(GoneAway { reason, refused });
                 break;
             }
             Some(Ok(frame)) if frame.kind == Kind::Response => {
@@ -423,6 +423,29 @@ mod tests {
     use super::*;
     use crate::serializer::Serializer;
     use crate::server::{Server, ServerOptions};
+
+    /// A connection closed as idle before it carried a call (its request slower to come than
+    /// the idle timeout) is not a refusal: the node stays, the call is sent again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_close_before_any_answer_is_not_a_refusal() {
+        let server =
+            Server::new(ServerOptions::default().with_idle_timeout(Duration::from_millis(100)))
+                .bind("127.0.0.1:0")
+                .await
+                .unwrap();
+        let address = server.local_addr().to_string();
+        let timeout = Duration::from_secs(3);
+        let connection = Connection::connect(&address, timeout, 1024).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
+        match connection.call(request, timeout).await {
+            Err(e @ TransportError::GoAway { .. }) => {
+                assert!(e.never_sent() && e.is_retryable() && !e.node_unreachable());
+            }
+            other => panic!("{other:?}"),
+        }
+        server.shutdown().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_connection_fails_its_calls_at_once_as_not_run() {
