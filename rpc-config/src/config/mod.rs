@@ -33,6 +33,18 @@
 //! | `rpc.registryConfig.protectThreshold` | number | `0` (off) | `RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD` | between 0 and 1: a resync taking away a larger share of a service's nodes keeps serving them (stale) for one TTL |
 //! | `rpc.registryConfig.snapshotDir` | path | none (off) | `RPC_REGISTRY_CONFIG_SNAPSHOT_DIR` | a writable directory: each service's nodes are kept there, and a process that starts while the store is down serves them (stale) until it answers |
 //! | `rpc.registryConfig.root` | string | `/rpc/` | `RPC_REGISTRY_CONFIG_ROOT` | `/`-separated names, no `.` or `..`, no spaces or control characters |
+//! | `rpc.registryConfig.tls.caFile` | path | none (system trust store) | `RPC_REGISTRY_CONFIG_TLS_CA_FILE` | PEM CA certificate(s) the store's certificate must chain to; setting any `tls.*` key turns TLS on |
+//! | `rpc.registryConfig.tls.certFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_CERT_FILE` | PEM client certificate chain (mutual TLS), with `keyFile` |
+//! | `rpc.registryConfig.tls.keyFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
+//! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd, ZooKeeper; Redis checks the address's host) |
+//! | `rpc.tls.enabled` | boolean | `false` | `RPC_TLS_ENABLED` | the provider serves TLS and advertises `tls=true` in its nodes' metadata; needs `rpc.tls.certFile` and `rpc.tls.keyFile` |
+//! | `rpc.tls.certFile` | path | none | `RPC_TLS_CERT_FILE` | the provider's PEM certificate chain |
+//! | `rpc.tls.keyFile` | path | none | `RPC_TLS_KEY_FILE` | the provider's PEM private key (never logged) |
+//! | `rpc.tls.clientCaFile` | path | none (no client certificate asked) | `RPC_TLS_CLIENT_CA_FILE` | the provider requires client certificates signed by these CAs |
+//! | `rpc.tls.caFile` | path | none (system trust store) | `RPC_TLS_CA_FILE` | the consumer verifies TLS providers against these CAs |
+//! | `rpc.tls.serverName` | string | the node's host | `RPC_TLS_SERVER_NAME` | the name a TLS provider's certificate must carry, for the consumer |
+//! | `rpc.tls.clientCertFile` | path | none | `RPC_TLS_CLIENT_CERT_FILE` | the consumer's PEM certificate chain, for providers that ask for one |
+//! | `rpc.tls.clientKeyFile` | path | none | `RPC_TLS_CLIENT_KEY_FILE` | its private key (never logged) |
 //! | `rpc.server.maxConnections` | integer | ¾ of the open-files soft limit, at most 10000 | `RPC_SERVER_MAX_CONNECTIONS` | ≥ 1 |
 //! | `rpc.server.idleTimeout` | duration, bare number = **seconds** | `60` | `RPC_SERVER_IDLE_TIMEOUT` | 1 ms – 24 h |
 //! | `rpc.server.frameTimeout` | duration, bare number = **seconds** | `10` | `RPC_SERVER_FRAME_TIMEOUT` | 1 ms – 1 h |
@@ -78,6 +90,7 @@ pub use load::{find_config_file, CONFIG_FILES};
 pub use parse::{MAX_FILE_BYTES, MAX_YAML_NODES};
 pub use registry_core::instance::{DEFAULT_ROOT, DEFAULT_VERSION};
 pub use registry_core::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_TTL};
+pub use registry_core::TlsFiles;
 
 /// Default `rpc.name`.
 pub const DEFAULT_NAME: &str = "rpc";
@@ -216,6 +229,9 @@ pub struct RegistryConfig {
     /// `rpc.registryConfig.snapshotDir`: where the cache keeps a disk snapshot of each
     /// service's nodes (`None`: no snapshot). See `RegistryOptions::snapshot_dir`.
     pub snapshot_dir: Option<std::path::PathBuf>,
+    /// `rpc.registryConfig.tls.*`: TLS to the store (`None`: plain, unless the address's
+    /// scheme asks for TLS: `https://`, `rediss://`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl std::fmt::Debug for RegistryConfig {
@@ -231,6 +247,7 @@ impl std::fmt::Debug for RegistryConfig {
             .field("root", &self.root)
             .field("protect_threshold", &self.protect_threshold)
             .field("snapshot_dir", &self.snapshot_dir)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -248,6 +265,7 @@ impl Default for RegistryConfig {
             root: DEFAULT_ROOT.to_owned(),
             protect_threshold: None,
             snapshot_dir: None,
+            tls: None,
         }
     }
 }
@@ -257,6 +275,25 @@ impl RegistryConfig {
     pub fn display_address(&self) -> std::borrow::Cow<'_, str> {
         registry_core::redact_address(&self.address)
     }
+}
+
+/// TLS on the RPC transport: `rpc.tls.*`.
+///
+/// A provider with `enabled` serves TLS with `server` (`certFile`, `keyFile`; with
+/// `clientCaFile` it asks every client for a certificate signed by those CAs) and says so in
+/// its nodes' metadata (`tls=true`); a consumer connects to each node as its metadata says,
+/// verifying TLS providers with `client` (`caFile`, `serverName`, and its own certificate
+/// `clientCertFile` / `clientKeyFile` when providers ask for one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportTlsConfig {
+    /// `rpc.tls.enabled`: the provider serves TLS.
+    pub enabled: bool,
+    /// The provider's side: `cert_file`/`key_file` from `rpc.tls.certFile`/`keyFile`,
+    /// `ca_file` from `rpc.tls.clientCaFile`.
+    pub server: TlsFiles,
+    /// The consumer's side: `ca_file`, `server_name`, and `cert_file`/`key_file` from
+    /// `rpc.tls.clientCertFile`/`clientKeyFile`.
+    pub client: TlsFiles,
 }
 
 /// The provider's limits: `rpc.server`. See `rpc_runtime::server` for what each does.
@@ -310,6 +347,8 @@ pub struct RpcConfig {
     pub registry_config: RegistryConfig,
     /// `rpc.server`.
     pub server: ServerConfig,
+    /// `rpc.tls`.
+    pub tls: TransportTlsConfig,
 }
 
 impl Default for RpcConfig {
@@ -326,6 +365,7 @@ impl Default for RpcConfig {
             warmup: Duration::ZERO,
             registry_config: RegistryConfig::default(),
             server: ServerConfig::default(),
+            tls: TransportTlsConfig::default(),
         }
     }
 }
@@ -390,6 +430,48 @@ impl RpcConfig {
             if value == Some(0) {
                 return Err(invalid(key, "0".into(), "an integer of at least 1".into()));
             }
+        }
+        let pairs = [
+            (
+                "rpc.registryConfig.tls",
+                r.tls.clone().unwrap_or_default(),
+                "certFile",
+                "keyFile",
+            ),
+            ("rpc.tls", self.tls.server.clone(), "certFile", "keyFile"),
+            (
+                "rpc.tls",
+                self.tls.client.clone(),
+                "clientCertFile",
+                "clientKeyFile",
+            ),
+        ];
+        for (prefix, files, cert, key) in pairs {
+            match (&files.cert_file, &files.key_file) {
+                (Some(path), None) => {
+                    return Err(invalid(
+                        &format!("{prefix}.{cert}"),
+                        path.display().to_string(),
+                        format!("a certificate file together with {prefix}.{key}"),
+                    ))
+                }
+                (None, Some(path)) => {
+                    return Err(invalid(
+                        &format!("{prefix}.{key}"),
+                        path.display().to_string(),
+                        format!("a key file together with {prefix}.{cert}"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if self.tls.enabled && !self.tls.server.has_identity() {
+            return Err(invalid(
+                "rpc.tls.enabled",
+                "true".into(),
+                "rpc.tls.certFile and rpc.tls.keyFile to be set when the provider serves TLS"
+                    .into(),
+            ));
         }
         // The registry's own rules, named as configuration keys.
         crate::connect::registry_options(r)
