@@ -92,6 +92,11 @@ impl Locator {
         })
     }
 
+    /// Whether connections to the primary use TLS (`rediss://`).
+    pub(crate) fn uses_tls(&self) -> bool {
+        matches!(&self.kind, Kind::Direct(info) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }))
+    }
+
     /// Whether the primary is found through Sentinels.
     pub(crate) fn follows_sentinels(&self) -> bool {
         matches!(self.kind, Kind::Sentinel(_))
