@@ -151,7 +151,8 @@ pub(crate) fn is_tls(error: &etcd_client::Error) -> bool {
 }
 
 /// Whether the connection was closed by the peer during or right after the handshake (the
-/// request was canceled, or the TLS handshake met an end of file).
+/// request was canceled, the TLS handshake met an end of file, the first write a broken
+/// pipe or a reset).
 pub(crate) fn closed_early(error: &etcd_client::Error) -> bool {
     if tonic_code::of(error).is_some_and(|(code, _)| code == tonic_code::CANCELLED) {
         return true;
@@ -165,9 +166,14 @@ pub(crate) fn closed_early(error: &etcd_client::Error) -> bool {
         _ => None,
     };
     while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
-        {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+            )
+        }) {
             return true;
         }
         next = e.source();
