@@ -1,4 +1,4 @@
-//! TLS settings shared by every backend and the RPC transport: [`TlsFiles`], the PEM files a
+//! TLS settings shared by every backend: [`TlsFiles`], the PEM files a
 //! client or server uses, and [`TlsPem`], their content once read.
 //!
 //! The files are read when a connection is set up; a missing or unreadable file, or one that
@@ -15,7 +15,7 @@ use super::BackendError;
 /// and the name to check the server's certificate against.
 ///
 /// The configuration keys are `rpc.registryConfig.tls.caFile`, `...certFile`, `...keyFile` and
-/// `...serverName` for the stores (`rpc.tls.*` for the RPC transport).
+/// `...serverName`.
 ///
 /// ```
 /// use registry_core::TlsFiles;

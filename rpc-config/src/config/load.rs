@@ -8,9 +8,7 @@ use std::time::Duration;
 use registry_core::options::{MAX_TIMEOUT, MAX_TTL, MIN_HEARTBEAT_INTERVAL, MIN_TTL};
 use tracing::{debug, warn};
 
-use super::parse::{
-    parse, parse_bool, parse_count, parse_duration, Flat, Raw, Unit, MAX_FILE_BYTES,
-};
+use super::parse::{parse, parse_count, parse_duration, Flat, Raw, Unit, MAX_FILE_BYTES};
 use super::*;
 
 /// Config files looked for by [`RpcConfig::load`], in order.
@@ -77,14 +75,6 @@ const KEYS: &[(&str, &str)] = &[
         "rpc.registryConfig.tls.serverName",
         "RPC_REGISTRY_CONFIG_TLS_SERVER_NAME",
     ),
-    ("rpc.tls.enabled", "RPC_TLS_ENABLED"),
-    ("rpc.tls.certFile", "RPC_TLS_CERT_FILE"),
-    ("rpc.tls.keyFile", "RPC_TLS_KEY_FILE"),
-    ("rpc.tls.clientCaFile", "RPC_TLS_CLIENT_CA_FILE"),
-    ("rpc.tls.caFile", "RPC_TLS_CA_FILE"),
-    ("rpc.tls.serverName", "RPC_TLS_SERVER_NAME"),
-    ("rpc.tls.clientCertFile", "RPC_TLS_CLIENT_CERT_FILE"),
-    ("rpc.tls.clientKeyFile", "RPC_TLS_CLIENT_KEY_FILE"),
     ("rpc.server.maxConnections", "RPC_SERVER_MAX_CONNECTIONS"),
     ("rpc.server.idleTimeout", "RPC_SERVER_IDLE_TIMEOUT"),
     ("rpc.server.frameTimeout", "RPC_SERVER_FRAME_TIMEOUT"),
@@ -220,10 +210,6 @@ impl RpcConfig {
             key_file: path("rpc.registryConfig.tls.keyFile"),
             server_name: optional("rpc.registryConfig.tls.serverName"),
         };
-        let tls_enabled = match get("rpc.tls.enabled") {
-            None => false,
-            Some((_, raw)) => parse_bool("rpc.tls.enabled", raw)?,
-        };
         let day = Duration::from_secs(24 * 3600);
         let port = match get("rpc.serverPort") {
             None => DEFAULT_SERVER_PORT,
@@ -296,21 +282,6 @@ impl RpcConfig {
                             }
                         }
                     }
-                },
-            },
-            tls: TransportTlsConfig {
-                enabled: tls_enabled,
-                server: TlsFiles {
-                    ca_file: path("rpc.tls.clientCaFile"),
-                    cert_file: path("rpc.tls.certFile"),
-                    key_file: path("rpc.tls.keyFile"),
-                    server_name: None,
-                },
-                client: TlsFiles {
-                    ca_file: path("rpc.tls.caFile"),
-                    cert_file: path("rpc.tls.clientCertFile"),
-                    key_file: path("rpc.tls.clientKeyFile"),
-                    server_name: optional("rpc.tls.serverName"),
                 },
             },
             server: ServerConfig {

@@ -36,15 +36,7 @@
 //! | `rpc.registryConfig.tls.caFile` | path | none (system trust store) | `RPC_REGISTRY_CONFIG_TLS_CA_FILE` | PEM CA certificate(s) the store's certificate must chain to; setting any `tls.*` key turns TLS on |
 //! | `rpc.registryConfig.tls.certFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_CERT_FILE` | PEM client certificate chain (mutual TLS), with `keyFile` |
 //! | `rpc.registryConfig.tls.keyFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
-//! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd, ZooKeeper; Redis checks the address's host) |
-//! | `rpc.tls.enabled` | boolean | `false` | `RPC_TLS_ENABLED` | the provider serves TLS and advertises `tls=true` in its nodes' metadata; needs `rpc.tls.certFile` and `rpc.tls.keyFile` |
-//! | `rpc.tls.certFile` | path | none | `RPC_TLS_CERT_FILE` | the provider's PEM certificate chain |
-//! | `rpc.tls.keyFile` | path | none | `RPC_TLS_KEY_FILE` | the provider's PEM private key (never logged) |
-//! | `rpc.tls.clientCaFile` | path | none (no client certificate asked) | `RPC_TLS_CLIENT_CA_FILE` | the provider requires client certificates signed by these CAs |
-//! | `rpc.tls.caFile` | path | none (system trust store) | `RPC_TLS_CA_FILE` | the consumer verifies TLS providers against these CAs |
-//! | `rpc.tls.serverName` | string | the node's host | `RPC_TLS_SERVER_NAME` | the name a TLS provider's certificate must carry, for the consumer |
-//! | `rpc.tls.clientCertFile` | path | none | `RPC_TLS_CLIENT_CERT_FILE` | the consumer's PEM certificate chain, for providers that ask for one |
-//! | `rpc.tls.clientKeyFile` | path | none | `RPC_TLS_CLIENT_KEY_FILE` | its private key (never logged) |
+//! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd; Redis checks the address's host and refuses this key; ZooKeeper refuses every `tls.*` key: TLS to it is not supported yet) |
 //! | `rpc.server.maxConnections` | integer | ¾ of the open-files soft limit, at most 10000 | `RPC_SERVER_MAX_CONNECTIONS` | ≥ 1 |
 //! | `rpc.server.idleTimeout` | duration, bare number = **seconds** | `60` | `RPC_SERVER_IDLE_TIMEOUT` | 1 ms – 24 h |
 //! | `rpc.server.frameTimeout` | duration, bare number = **seconds** | `10` | `RPC_SERVER_FRAME_TIMEOUT` | 1 ms – 1 h |
@@ -277,25 +269,6 @@ impl RegistryConfig {
     }
 }
 
-/// TLS on the RPC transport: `rpc.tls.*`.
-///
-/// A provider with `enabled` serves TLS with `server` (`certFile`, `keyFile`; with
-/// `clientCaFile` it asks every client for a certificate signed by those CAs) and says so in
-/// its nodes' metadata (`tls=true`); a consumer connects to each node as its metadata says,
-/// verifying TLS providers with `client` (`caFile`, `serverName`, and its own certificate
-/// `clientCertFile` / `clientKeyFile` when providers ask for one).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TransportTlsConfig {
-    /// `rpc.tls.enabled`: the provider serves TLS.
-    pub enabled: bool,
-    /// The provider's side: `cert_file`/`key_file` from `rpc.tls.certFile`/`keyFile`,
-    /// `ca_file` from `rpc.tls.clientCaFile`.
-    pub server: TlsFiles,
-    /// The consumer's side: `ca_file`, `server_name`, and `cert_file`/`key_file` from
-    /// `rpc.tls.clientCertFile`/`clientKeyFile`.
-    pub client: TlsFiles,
-}
-
 /// The provider's limits: `rpc.server`. See `rpc_runtime::server` for what each does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -347,8 +320,6 @@ pub struct RpcConfig {
     pub registry_config: RegistryConfig,
     /// `rpc.server`.
     pub server: ServerConfig,
-    /// `rpc.tls`.
-    pub tls: TransportTlsConfig,
 }
 
 impl Default for RpcConfig {
@@ -365,7 +336,6 @@ impl Default for RpcConfig {
             warmup: Duration::ZERO,
             registry_config: RegistryConfig::default(),
             server: ServerConfig::default(),
-            tls: TransportTlsConfig::default(),
         }
     }
 }
@@ -431,21 +401,12 @@ impl RpcConfig {
                 return Err(invalid(key, "0".into(), "an integer of at least 1".into()));
             }
         }
-        let pairs = [
-            (
-                "rpc.registryConfig.tls",
-                r.tls.clone().unwrap_or_default(),
-                "certFile",
-                "keyFile",
-            ),
-            ("rpc.tls", self.tls.server.clone(), "certFile", "keyFile"),
-            (
-                "rpc.tls",
-                self.tls.client.clone(),
-                "clientCertFile",
-                "clientKeyFile",
-            ),
-        ];
+        let pairs = [(
+            "rpc.registryConfig.tls",
+            r.tls.clone().unwrap_or_default(),
+            "certFile",
+            "keyFile",
+        )];
         for (prefix, files, cert, key) in pairs {
             match (&files.cert_file, &files.key_file) {
                 (Some(path), None) => {
@@ -464,14 +425,6 @@ impl RpcConfig {
                 }
                 _ => {}
             }
-        }
-        if self.tls.enabled && !self.tls.server.has_identity() {
-            return Err(invalid(
-                "rpc.tls.enabled",
-                "true".into(),
-                "rpc.tls.certFile and rpc.tls.keyFile to be set when the provider serves TLS"
-                    .into(),
-            ));
         }
         // The registry's own rules, named as configuration keys.
         crate::connect::registry_options(r)

@@ -248,23 +248,6 @@ pub(crate) fn parse_duration(
     Ok(duration)
 }
 
-/// Parses a boolean for `key`: `true`/`false` (any case), `yes`/`no`, `on`/`off`, `1`/`0`.
-pub(crate) fn parse_bool(key: &str, raw: &Raw) -> Result<bool, ConfigError> {
-    if let Raw::Bool(b) = raw {
-        return Ok(*b);
-    }
-    let text = raw.text();
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err(ConfigError::InvalidValue {
-            key: key.to_owned(),
-            value: text,
-            expected: "true or false".into(),
-        }),
-    }
-}
-
 /// Parses a count for `key`: an integer of at least 1 (text or number, not a float).
 pub(crate) fn parse_count(key: &str, raw: &Raw) -> Result<usize, ConfigError> {
     let text = raw.text();
