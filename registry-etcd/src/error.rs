@@ -172,6 +172,9 @@ pub(crate) fn closed_early(error: &etcd_client::Error) -> bool {
                 std::io::ErrorKind::UnexpectedEof
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::ConnectionReset
+                    // A TLS alert read after the handshake ("received fatal alert:
+                    // BadCertificate"), which the transport passes on as text.
+                    | std::io::ErrorKind::InvalidData
             )
         }) {
             return true;
