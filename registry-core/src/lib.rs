@@ -60,7 +60,7 @@ mod util;
 
 pub use backend::{
     Backend, BackendError, BoxError, ConnectOptions, KeyValue, Listing, Liveness, Revision,
-    WatchEvent, WatchStream,
+    SecretBytes, TlsFiles, TlsPem, WatchEvent, WatchStream,
 };
 pub use backoff::Backoff;
 pub use cache::{Node, NodeDiff, Origin, ServiceNodes};

@@ -25,6 +25,58 @@ use crate::{listing, watch, EtcdSettings, NAME};
 /// The shortest TTL etcd can honour: leases count whole seconds.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 
+/// The client's TLS settings from the configured PEM material: the CA file's certificates
+/// (else the system's trust store), a client certificate for mutual TLS, the server name.
+fn tls_options(pem: registry_core::TlsPem, handshake: Duration) -> etcd_client::TlsOptions {
+    let mut tls = etcd_client::TlsOptions::new().timeout(handshake);
+    tls = match pem.ca {
+        Some(ca) => tls.ca_certificate(etcd_client::Certificate::from_pem(ca)),
+        None => tls.with_native_roots(),
+    };
+    if let Some((cert, key)) = pem.identity {
+        tls = tls.identity(etcd_client::Identity::from_pem(cert, key.expose()));
+    }
+    if let Some(name) = pem.server_name {
+        tls = tls.domain_name(name);
+    }
+    tls
+}
+
+/// A member that took the TCP connection over TLS and closed it at once did not accept this
+/// client's TLS (it does not speak TLS, or refused our certificate or its absence, which TLS
+/// 1.3 reports only after the handshake): reported as [`BackendError::Tls`], with that hint.
+fn closed_at_handshake(error: BackendError) -> BackendError {
+    let BackendError::Connect {
+        backend,
+        address,
+        source,
+    } = error
+    else {
+        return error;
+    };
+    let closed = source
+        .downcast_ref::<etcd_client::Error>()
+        .is_some_and(crate::error::closed_early);
+    if !closed {
+        return BackendError::Connect {
+            backend,
+            address,
+            source,
+        };
+    }
+    BackendError::Tls {
+        backend,
+        address,
+        source: format!(
+            "the server closed the connection during or right after the TLS handshake: it does \
+             not speak TLS on this port, or refused this client's certificate (or its absence; \
+             see rpc.registryConfig.tls.certFile): {}",
+            registry_core::error_chain(&*source)
+        )
+        .into(),
+    }
+}
+
 /// The `etcd` [`Backend`]. See the [crate docs](crate).
 pub struct EtcdBackend {
     endpoints: Arc<Endpoints>,
@@ -69,21 +121,43 @@ impl EtcdBackend {
                 ),
             });
         }
-        let urls = parse_endpoints(&options.address);
+        let pem = options
+            .tls
+            .as_ref()
+            .map(|t| t.read(NAME, "rpc.registryConfig.tls"))
+            .transpose()?;
+        let urls = parse_endpoints(&options.address, pem.is_some());
         let config_error = |reason: String| BackendError::Config {
             backend: NAME,
             reason,
         };
         if urls.is_empty() {
             return Err(config_error(format!(
-                "no endpoint in `{}` (expected http://host:port,...)",
+                "no endpoint in `{}` (expected http://host:port or https://host:port,...)",
                 registry_core::redact_address(&options.address)
             )));
         }
-        if let Some(url) = urls.iter().find(|u| !u.starts_with("http://")) {
+        if let Some(url) = urls
+            .iter()
+            .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+        {
             return Err(config_error(format!(
-                "`{}`: only http:// endpoints are supported (TLS to etcd is not built in yet)",
+                "`{}`: only http:// and https:// endpoints are supported",
                 registry_core::redact_address(url)
+            )));
+        }
+        let secure = urls.iter().filter(|u| u.starts_with("https://")).count();
+        if secure != 0 && secure != urls.len() {
+            return Err(config_error(format!(
+                "`{}` mixes http:// and https:// endpoints",
+                registry_core::redact_address(&options.address)
+            )));
+        }
+        if pem.is_some() && secure == 0 {
+            return Err(config_error(format!(
+                "TLS is configured (rpc.registryConfig.tls.*) but `{}` names plain http:// \
+                 endpoints: use https://",
+                registry_core::redact_address(&options.address)
             )));
         }
         let attempt = attempt_timeout(urls.len(), options.timeout, options.ttl);
@@ -91,6 +165,9 @@ impl EtcdBackend {
             .with_timeout(attempt)
             .with_connect_timeout(attempt)
             .with_require_leader(true);
+        if secure != 0 {
+            etcd = etcd.with_tls(tls_options(pem.unwrap_or_default(), attempt));
+        }
         if let (Some(user), Some(password)) = (&options.username, &options.password) {
             etcd = etcd.with_user(user.clone(), password.clone());
         }
@@ -109,7 +186,13 @@ impl EtcdBackend {
             settings,
         };
         // One request now, so wrong credentials or no reachable member fail at startup.
-        backend.health().await?;
+        backend.health().await.map_err(|e| {
+            if secure != 0 {
+                closed_at_handshake(e)
+            } else {
+                e
+            }
+        })?;
         Ok(backend)
     }
 

@@ -131,14 +131,15 @@ impl Endpoints {
     }
 }
 
-/// Splits `address` into endpoint URLs (`http://` added when missing); empty when it names
-/// none (`",,,"`).
-pub(crate) fn parse_endpoints(address: &str) -> Vec<String> {
+/// Splits `address` into endpoint URLs (`http://` added when missing, `https://` when `tls`);
+/// empty when it names none (`",,,"`).
+pub(crate) fn parse_endpoints(address: &str, tls: bool) -> Vec<String> {
     let address = if address.trim().is_empty() {
-        DEFAULT_ADDRESS
+        DEFAULT_ADDRESS.trim_start_matches("http://")
     } else {
         address
     };
+    let scheme = if tls { "https" } else { "http" };
     address
         .split(',')
         .map(str::trim)
@@ -147,7 +148,7 @@ pub(crate) fn parse_endpoints(address: &str) -> Vec<String> {
             if s.contains("://") {
                 s.to_owned()
             } else {
-                format!("http://{s}")
+                format!("{scheme}://{s}")
             }
         })
         .collect()
@@ -159,12 +160,20 @@ mod tests {
 
     #[test]
     fn endpoints_get_a_scheme_and_a_default() {
-        assert_eq!(parse_endpoints(""), vec![DEFAULT_ADDRESS.to_owned()]);
+        assert_eq!(parse_endpoints("", false), vec![DEFAULT_ADDRESS.to_owned()]);
         assert_eq!(
-            parse_endpoints("127.0.0.1:1, http://h:2 ,"),
+            parse_endpoints("", true),
+            vec![DEFAULT_ADDRESS.replace("http:", "https:")]
+        );
+        assert_eq!(
+            parse_endpoints("127.0.0.1:1, http://h:2 ,", false),
             vec!["http://127.0.0.1:1".to_owned(), "http://h:2".to_owned()]
         );
-        assert!(parse_endpoints(",,,").is_empty());
+        assert_eq!(
+            parse_endpoints("127.0.0.1:1", true),
+            vec!["https://127.0.0.1:1".to_owned()]
+        );
+        assert!(parse_endpoints(",,,", false).is_empty());
     }
 
     #[test]

@@ -83,12 +83,27 @@ pub(crate) fn classify(
     address: Option<&str>,
 ) -> BackendError {
     if let Some((code, message)) = tonic_code::of(&error) {
+        if code == tonic_code::PERMISSION_DENIED {
+            return BackendError::Denied {
+                backend: NAME,
+                operation: what(),
+                source: Box::new(error),
+            };
+        }
         let auth = code == tonic_code::UNAUTHENTICATED
-            || code == tonic_code::PERMISSION_DENIED
             || (code == tonic_code::INVALID_ARGUMENT && message.contains("authentication failed"));
         if auth {
             return BackendError::Auth {
                 backend: NAME,
+                source: Box::new(error),
+            };
+        }
+    }
+    if is_tls(&error) {
+        if let Some(address) = address {
+            return BackendError::Tls {
+                backend: NAME,
+                address: address.to_owned(),
                 source: Box::new(error),
             };
         }
@@ -103,6 +118,70 @@ pub(crate) fn classify(
         }
     }
     BackendError::request(NAME, what(), error)
+}
+
+/// Whether the error comes from the TLS layer (rustls refused the handshake: untrusted,
+/// expired or misnamed certificate, a refused client certificate, a peer that does not speak
+/// TLS).
+pub(crate) fn is_tls(error: &etcd_client::Error) -> bool {
+    // The client's error has no `source()`: start from what it wraps.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            std::error::Error::source(status).map(|e| e as &(dyn std::error::Error + 'static))
+        }
+        etcd_client::Error::TransportError(e) => Some(e),
+        etcd_client::Error::IoError(e) => Some(e),
+        _ => None,
+    };
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Whether the connection was closed by the peer during or right after the handshake (the
+/// request was canceled, the TLS handshake met an end of file, the first write a broken
+/// pipe or a reset).
+pub(crate) fn closed_early(error: &etcd_client::Error) -> bool {
+    if tonic_code::of(error).is_some_and(|(code, _)| code == tonic_code::CANCELLED) {
+        return true;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            std::error::Error::source(status).map(|e| e as &(dyn std::error::Error + 'static))
+        }
+        etcd_client::Error::TransportError(e) => Some(e),
+        etcd_client::Error::IoError(e) => Some(e),
+        _ => None,
+    };
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    // A TLS alert read after the handshake ("received fatal alert:
+                    // BadCertificate"), which the transport passes on as text.
+                    | std::io::ErrorKind::InvalidData
+            )
+        }) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Whether a read at a revision failed because that revision was compacted.

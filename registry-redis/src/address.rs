@@ -53,26 +53,90 @@ pub(crate) fn url(address: &str) -> String {
     }
 }
 
-/// Parses `url` (see [`url`]), the credentials of `options` (when set) replacing those in it.
+/// Parses `url` (see [`url`]), the credentials of `options` (when set) replacing those in it,
+/// and the TLS files of `options` read (a bare `host:port` becomes `rediss://` with them).
 ///
 /// # Errors
-/// [`BackendError::Config`] when `url` is not a Redis or Sentinel address; the message shows
-/// the address with its password redacted.
+/// [`BackendError::Config`] when `url` is not a Redis or Sentinel address, or TLS files are
+/// configured for a plain `redis://` address, a Sentinel address, or with a server name (the
+/// client checks the address's host); the message shows the address with its password
+/// redacted.
 pub(crate) fn parse(url: &str, options: &ConnectOptions) -> Result<Address, BackendError> {
     let config = |reason: String| BackendError::Config {
         backend: NAME,
         reason: format!("`{}` is not a Redis address: {reason}", redact_address(url)),
     };
+    let tls_config = |reason: String| BackendError::Config {
+        backend: NAME,
+        reason: format!("`{}`: {reason}", redact_address(url)),
+    };
+    let pem = options
+        .tls
+        .as_ref()
+        .map(|t| t.read(NAME, "rpc.registryConfig.tls"))
+        .transpose()?;
     if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
+        if pem.is_some() {
+            return Err(tls_config(
+                "TLS through Sentinels is not supported yet (rpc.registryConfig.tls.* with a \
+                 redis+sentinel:// address): connect to the primary with rediss://"
+                    .into(),
+            ));
+        }
         let mut sentinel = sentinel(rest).map_err(config)?;
         sentinel.node = with_credentials(sentinel.node, options);
         return Ok(Address::Sentinel(sentinel));
     }
+    let url = match (&pem, url.strip_prefix("redis://")) {
+        (Some(_), Some(_)) if options.address.contains("redis://") => {
+            return Err(tls_config(
+                "TLS is configured (rpc.registryConfig.tls.*) but the address is a plain \
+                 redis:// one: use rediss://"
+                    .into(),
+            ))
+        }
+        (Some(_), Some(rest)) => format!("rediss://{rest}"),
+        _ => url.to_owned(),
+    };
     let info = url
+        .as_str()
         .into_connection_info()
         .map_err(|e| config(e.to_string()))?;
     let settings = with_credentials(info.redis_settings().clone(), options);
-    Ok(Address::Direct(info.set_redis_settings(settings)))
+    let info = info.set_redis_settings(settings);
+    let Some(pem) = pem else {
+        return Ok(Address::Direct(info));
+    };
+    if pem.server_name.is_some() {
+        return Err(tls_config(
+            "rpc.registryConfig.tls.serverName is not supported with Redis: the server's \
+             certificate must carry the address's host"
+                .into(),
+        ));
+    }
+    install_crypto_provider();
+    let certificates = redis::TlsCertificates {
+        client_tls: pem.identity.map(|(cert, key)| redis::ClientTlsConfig {
+            client_cert: cert,
+            client_key: key.0,
+        }),
+        root_cert: pem.ca,
+    };
+    let client = redis::Client::build_with_tls(info, certificates).map_err(|e| {
+        tls_config(format!(
+            "unusable TLS files (rpc.registryConfig.tls.*): {e}"
+        ))
+    })?;
+    Ok(Address::Direct(client.get_connection_info().clone()))
+}
+
+/// Makes rustls's `ring` provider the process default when none is (the client builds its
+/// TLS configuration with the default provider; with several compiled in, rustls needs one
+/// chosen).
+pub(crate) fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 fn with_credentials(

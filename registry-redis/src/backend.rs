@@ -43,15 +43,49 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-/// A connection failure as [`BackendError::Connect`], refused credentials as they are.
+/// A connection failure as [`BackendError::Connect`] (or [`BackendError::Tls`] when the TLS
+/// handshake failed), refused credentials and permissions as they are.
 fn connect_error(error: BackendError, address: &str) -> BackendError {
     match error {
-        auth @ BackendError::Auth { .. } => auth,
+        auth @ (BackendError::Auth { .. } | BackendError::Denied { .. }) => auth,
+        other if crate::error::is_tls(&other) => BackendError::Tls {
+            backend: NAME,
+            address: address.to_owned(),
+            source: Box::new(other),
+        },
         other => BackendError::Connect {
             backend: NAME,
             address: address.to_owned(),
             source: Box::new(other),
         },
+    }
+}
+
+/// A server that does not answer a TLS handshake within the timeout most likely does not
+/// speak TLS on that port (a plain Redis port waits for the end of a line that a TLS hello
+/// never sends): said so in the error.
+fn silent_tls_peer(error: BackendError, timeout: Duration) -> BackendError {
+    match error {
+        BackendError::Connect {
+            backend,
+            address,
+            source,
+        } if source
+            .downcast_ref::<BackendError>()
+            .is_some_and(|e| matches!(e, BackendError::Timeout { .. }))
+            || registry_core::error_chain(&*source).contains("timed out") =>
+        {
+            BackendError::Connect {
+                backend,
+                address,
+                source: format!(
+                    "no answer to the TLS handshake within {timeout:?} (rpc.registryConfig.timeout): \
+                     the server may not speak TLS on this port"
+                )
+                .into(),
+            }
+        }
+        other => other,
     }
 }
 
@@ -88,7 +122,14 @@ impl RedisBackend {
                 |mut conn, _| async move { redis::cmd("PING").query_async(&mut conn).await },
             )
             .await
-            .map_err(|e| connect_error(e, &registry_core::redact_address(&address)))?;
+            .map_err(|e| {
+                let error = connect_error(e, &registry_core::redact_address(&address));
+                if locator.uses_tls() {
+                    silent_tls_peer(error, timeout)
+                } else {
+                    error
+                }
+            })?;
         let reap_every =
             (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
         if locator.follows_sentinels() {

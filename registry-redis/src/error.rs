@@ -23,9 +23,45 @@ pub(crate) fn classify(
             source: Box::new(error),
         };
     }
+    if error.code() == Some("NOPERM") || is_script_noperm(&error) {
+        return BackendError::Denied {
+            backend: NAME,
+            operation: operation(),
+            source: Box::new(error),
+        };
+    }
     BackendError::request(NAME, operation(), error)
 }
 
+/// A command a script ran was refused by the user's ACL (Redis reports it as a script error).
+fn is_script_noperm(error: &redis::RedisError) -> bool {
+    error
+        .detail()
+        .is_some_and(|d| d.contains("NOPERM") || d.contains("can't run this command or subcommand"))
+        || error.to_string().contains("NOPERM")
+}
+
+/// Whether the error comes from the TLS layer (rustls refused the handshake: untrusted,
+/// expired or misnamed certificate, a peer that does not speak TLS).
+pub(crate) fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    fn rustls_in(e: &(dyn std::error::Error + 'static)) -> bool {
+        e.is::<rustls::Error>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        // The client keeps its causes behind an `Arc`, whose `source()` skips the cause
+        // itself: look inside.
+        let shared = e.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>();
+        if rustls_in(e) || shared.is_some_and(|inner| rustls_in(&**inner)) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
 /// Whether `error` shows a connection is no good any more: it broke or timed out, or the
 /// server is not a primary ready for writes (`READONLY`: a replica, say a primary demoted by
 /// a failover; `MASTERDOWN`; `LOADING`). The connection is then made again, to wherever the

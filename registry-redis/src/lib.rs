@@ -204,3 +204,27 @@ pub use backend::RedisBackend;
 const NAME: &str = "redis";
 /// The address used when none is configured.
 pub const DEFAULT_ADDRESS: &str = "redis://127.0.0.1:6379";
+
+/// The rules of a Redis ACL user that can run this backend, for the key root `root`
+/// (e.g. `/rpc/`): the keys under the root (overrides records included), the bookkeeping keys
+/// `rpc-registry:*`, and only the commands the backend and its scripts run (scripts run with
+/// the caller's permissions). Consumers need the same rules: every watching client reaps
+/// expired nodes.
+///
+/// ```
+/// let rules = registry_redis::acl_rules("/rpc/");
+/// assert!(rules.starts_with("resetkeys ~rpc-registry:* ~/rpc/* resetchannels -@all +ping"));
+/// // redis-cli ACL SETUSER registry on '>PASSWORD' <rules>
+/// ```
+pub fn acl_rules(root: &str) -> String {
+    // The overrides records (`<root>~overrides/...`) are under the root too.
+    let keys = registry_core::KeySpace::new(root);
+    let root = keys.root();
+    format!("resetkeys ~rpc-registry:* ~{root}* resetchannels -@all {ACL_COMMANDS}")
+}
+
+/// The commands of [`acl_rules`].
+const ACL_COMMANDS: &str = "+ping +hello +auth +select +info +client|tracking \
++eval +evalsha +script|load +get +mget +set +del +exists +type +time +xread +xrange +xrevrange \
++xadd +xinfo|stream +hget +hset +hdel +sadd +srem +scard +sismember +smembers +srandmember \
++zadd +zrem +zscore +zrangebylex +zrangebyscore";

@@ -48,7 +48,7 @@ pub(crate) struct Locator {
 }
 
 enum Kind {
-    Direct(ConnectionInfo),
+    Direct(Box<ConnectionInfo>),
     Sentinel(Box<Sentinels>),
 }
 
@@ -72,7 +72,7 @@ impl Locator {
     /// The client's error when the Sentinel addresses are unusable.
     pub(crate) fn new(address: Address) -> RedisResult<Self> {
         let kind = match address {
-            Address::Direct(info) => Kind::Direct(info),
+            Address::Direct(info) => Kind::Direct(Box::new(info)),
             Address::Sentinel(SentinelAddress {
                 sentinels,
                 master,
@@ -90,6 +90,11 @@ impl Locator {
             kind,
             epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Whether connections to the primary use TLS (`rediss://`).
+    pub(crate) fn uses_tls(&self) -> bool {
+        matches!(&self.kind, Kind::Direct(info) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }))
     }
 
     /// Whether the primary is found through Sentinels.
@@ -141,7 +146,7 @@ impl Locator {
     /// (asked now when none is known).
     async fn primary(&self) -> RedisResult<ConnectionInfo> {
         match &self.kind {
-            Kind::Direct(info) => Ok(info.clone()),
+            Kind::Direct(info) => Ok((**info).clone()),
             Kind::Sentinel(sentinels) => {
                 let Sentinels {
                     sentinel,

@@ -57,6 +57,14 @@ impl ZkBackend {
             "" => DEFAULT_ADDRESS.to_owned(),
             a => a.trim_start_matches("zk://").to_owned(),
         };
+        if options.tls.is_some() {
+            return Err(BackendError::Config {
+                backend: NAME,
+                reason: "TLS to ZooKeeper is not supported yet (rpc.registryConfig.tls.* is set): \
+                         remove it or use a TLS tunnel"
+                    .into(),
+            });
+        }
         let auth = match (&options.username, &options.password) {
             (Some(user), Some(password)) if !user.is_empty() => {
                 Some(format!("{user}:{password}").into_bytes())

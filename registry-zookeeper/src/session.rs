@@ -34,8 +34,13 @@ pub(crate) struct Session {
 /// Maps a client error to the core's kinds. Call it on the `zk::Error` itself, before wrapping.
 pub(crate) fn classify(error: zk::Error, operation: impl FnOnce() -> String) -> BackendError {
     match error {
-        zk::Error::AuthFailed | zk::Error::NoAuth => BackendError::Auth {
+        zk::Error::AuthFailed => BackendError::Auth {
             backend: NAME,
+            source: Box::new(error),
+        },
+        zk::Error::NoAuth => BackendError::Denied {
+            backend: NAME,
+            operation: operation(),
             source: Box::new(error),
         },
         other => BackendError::request(NAME, operation(), other),

@@ -13,6 +13,35 @@ use crate::path::{parent, path};
 use crate::session::{classify, Session};
 use crate::NAME;
 
+/// Nodes of a client with credentials: every permission for its own identity (`auth`), read
+/// for everyone else.
+static OWNED_NODE: [zk::Acl; 2] = [
+    zk::Acl::new_const(zk::Permission::ALL, "auth", ""),
+    zk::Acl::new_const(zk::Permission::READ, "world", "anyone"),
+];
+
+/// Directories of a client with credentials: everyone may read them and create their own
+/// nodes in them, but not delete (nor overwrite) another identity's nodes.
+static OWNED_DIR: std::sync::LazyLock<[zk::Acl; 2]> = std::sync::LazyLock::new(|| {
+    [
+        zk::Acl::new_const(zk::Permission::ALL, "auth", ""),
+        zk::Acl::new(
+            zk::Permission::READ | zk::Permission::CREATE,
+            zk::AuthId::anyone(),
+        ),
+    ]
+});
+
+/// The ACLs of (nodes, directories) created by this client: with credentials, the digest ACLs
+/// above; without, open to anyone (ZooKeeper's default `world:anyone`).
+fn acls(authenticated: bool) -> (zk::Acls<'static>, zk::Acls<'static>) {
+    if authenticated {
+        (zk::Acls::new(&OWNED_NODE), zk::Acls::new(&*OWNED_DIR))
+    } else {
+        (zk::Acls::anyone_all(), zk::Acls::anyone_all())
+    }
+}
+
 impl Inner {
     /// Creates `key` as an ephemeral node of `client`'s session, making its service directory
     /// when missing. `Ok(false)` when it already exists.
@@ -23,8 +52,9 @@ impl Inner {
         value: &[u8],
     ) -> Result<bool, BackendError> {
         let session = &self.session;
-        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-        let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+        let (node_acls, dir_acls) = acls(session.settings.auth.is_some());
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(node_acls);
+        let container = zk::CreateMode::Container.with_acls(dir_acls);
         let node = path(key);
         // The service's directory usually exists: create first, make the directory on NoNode.
         for _ in 0..3 {
@@ -126,8 +156,9 @@ impl Inner {
         let Some(value) = value else {
             return delete_one(session, &client, node).await;
         };
-        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        let container = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+        let (node_acls, dir_acls) = acls(self.session.settings.auth.is_some());
+        let persistent = zk::CreateMode::Persistent.with_acls(node_acls);
+        let container = zk::CreateMode::Container.with_acls(dir_acls);
         for _ in 0..3 {
             match session
                 .raw(|| format!("set {node}"), client.set_data(node, value, None))

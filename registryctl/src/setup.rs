@@ -34,15 +34,12 @@ impl Failure {
     /// A registry error: exit 2 when the configuration is at fault (credentials, options),
     /// else 1.
     pub(crate) fn registry(error: &registry_core::RegistryError) -> Self {
-        let config = matches!(
-            error,
-            registry_core::RegistryError::Store {
-                source: registry_core::BackendError::Auth { .. }
-                    | registry_core::BackendError::Config { .. },
-                ..
-            } | registry_core::RegistryError::InvalidOptions { .. }
-                | registry_core::RegistryError::InvalidService(_)
-        );
+        let config = match error {
+            registry_core::RegistryError::Store { source, .. } => source.is_config_error(),
+            registry_core::RegistryError::InvalidOptions { .. }
+            | registry_core::RegistryError::InvalidService(_) => true,
+            _ => false,
+        };
         let message = error_chain(error);
         if config {
             Self::usage(message)

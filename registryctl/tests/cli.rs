@@ -143,8 +143,8 @@ fn bad_addresses_are_configuration_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     for (registry, address) in [
         ("etcd", ",,,"),
-        ("etcd", "https://127.0.0.1:1"),
-        ("redis", "rediss://127.0.0.1:1"),
+        ("etcd", "ftp://127.0.0.1:1"),
+        ("etcd", "http://127.0.0.1:1,https://127.0.0.1:2"),
         ("redis", "not a url at all://"),
     ] {
         let out = registryctl(

@@ -26,10 +26,7 @@ impl SetupError {
     pub fn is_config_error(&self) -> bool {
         match self {
             SetupError::Factory(FactoryError::UnknownBackend { .. }) => true,
-            SetupError::Factory(FactoryError::Connect { source, .. }) => {
-                matches!(source, registry_core::BackendError::Config { .. })
-                    || matches!(source, registry_core::BackendError::Auth { .. })
-            }
+            SetupError::Factory(FactoryError::Connect { source, .. }) => source.is_config_error(),
             SetupError::Registry(RegistryError::InvalidOptions { .. }) => true,
             SetupError::Registry(_) => false,
         }
@@ -62,6 +59,7 @@ pub fn connect_options(config: &RegistryConfig) -> ConnectOptions {
         timeout: config.timeout,
         ttl: config.ttl,
         root: config.root.clone(),
+        tls: config.tls.clone(),
     }
 }
 

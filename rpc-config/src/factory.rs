@@ -47,10 +47,12 @@ pub enum FactoryError {
         known: Vec<String>,
     },
     /// The backend could not connect.
-    #[error("cannot connect to the `{name}` registry")]
+    #[error("cannot connect to the `{name}` registry at `{address}`")]
     Connect {
         /// The backend name.
         name: String,
+        /// The configured address, its password redacted (empty: the backend's default).
+        address: String,
         /// Cause.
         #[source]
         source: BackendError,
@@ -186,10 +188,16 @@ impl BackendFactory {
                 known: self.names(),
             });
         };
+        let address = if options.address.trim().is_empty() {
+            "(its default address)".to_owned()
+        } else {
+            registry_core::redact_address(&options.address).into_owned()
+        };
         constructor(options)
             .await
             .map_err(|source| FactoryError::Connect {
                 name: name.to_owned(),
+                address,
                 source,
             })
     }

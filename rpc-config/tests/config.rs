@@ -397,3 +397,41 @@ fn the_protect_threshold_is_a_share_or_off() {
         );
     }
 }
+
+#[test]
+fn store_tls_keys_from_a_file_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "rpc.toml",
+        "[rpc.registryConfig]\nregistry = \"etcd\"\n[rpc.registryConfig.tls]\ncaFile = \"/etc/ca.pem\"\nserverName = \"etcd.internal\"\n",
+    );
+    let c = RpcConfig::load_sources(Some(&path), &no_env).unwrap();
+    let tls = c.registry_config.tls.clone().unwrap();
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+    assert_eq!(tls.server_name.as_deref(), Some("etcd.internal"));
+    assert!(!tls.has_identity());
+
+    let env = std::collections::HashMap::from([
+        ("RPC_REGISTRY_CONFIG_TLS_CERT_FILE", "/etc/client.pem"),
+        ("RPC_REGISTRY_CONFIG_TLS_KEY_FILE", "/etc/client.key"),
+    ]);
+    let c = RpcConfig::load_sources(Some(&path), &|k| env.get(k).map(|v| (*v).to_owned())).unwrap();
+    assert!(c.registry_config.tls.as_ref().unwrap().has_identity());
+    // Paths are printed, key contents are never read here.
+    assert!(format!("{c:?}").contains("client.key"));
+
+    let half = std::collections::HashMap::from([("RPC_REGISTRY_CONFIG_TLS_CERT_FILE", "/c.pem")]);
+    let err = RpcConfig::load_sources(None, &|k| half.get(k).map(|v| (*v).to_owned())).unwrap_err();
+    assert!(
+        err.to_string().contains("rpc.registryConfig.tls.certFile"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("keyFile"), "{err}");
+    // No tls key: no TLS.
+    assert!(RpcConfig::load_sources(None, &no_env)
+        .unwrap()
+        .registry_config
+        .tls
+        .is_none());
+}

@@ -19,6 +19,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod spawn;
+mod tls;
+pub use tls::{CertFiles, TestPki, CLIENT_CN};
 mod zk_ensemble;
 pub use zk_ensemble::ZkEnsemble;
 
@@ -400,9 +402,11 @@ impl Drop for Server {
 }
 
 /// Options of an etcd member.
+#[allow(clippy::too_many_arguments)]
 fn etcd_command(
     binary: PathBuf,
     name: String,
+    scheme: &'static str,
     client: u16,
     peer: u16,
     cluster: String,
@@ -416,9 +420,9 @@ fn etcd_command(
             .arg("--data-dir")
             .arg(data)
             .arg("--listen-client-urls")
-            .arg(format!("http://127.0.0.1:{client}"))
+            .arg(format!("{scheme}://127.0.0.1:{client}"))
             .arg("--advertise-client-urls")
-            .arg(format!("http://127.0.0.1:{client}"))
+            .arg(format!("{scheme}://127.0.0.1:{client}"))
             .arg("--listen-peer-urls")
             .arg(format!("http://127.0.0.1:{peer}"))
             .arg("--initial-advertise-peer-urls")
@@ -454,6 +458,7 @@ fn etcd_ready(client: u16) -> Ready {
 pub struct EtcdServer {
     server: Server,
     client_port: u16,
+    tls: bool,
 }
 
 impl EtcdServer {
@@ -476,6 +481,7 @@ impl EtcdServer {
         let make = etcd_command(
             binary,
             "n1".into(),
+            "http",
             client,
             peer,
             format!("n1=http://127.0.0.1:{peer}"),
@@ -486,12 +492,62 @@ impl EtcdServer {
         Ok(Self {
             server,
             client_port: client,
+            tls: false,
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// Starts etcd serving clients over TLS only, with `pki.server` as its certificate;
+    /// with `client_cert_auth` it asks every client for a certificate signed by `pki.ca`
+    /// (mutual TLS). Readiness is probed on a plain metrics listener, so a client of the
+    /// client port must speak TLS.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_tls(
+        pki: &TestPki,
+        server: &CertFiles,
+        client_cert_auth: bool,
+        extra: &[&str],
+    ) -> Result<Self, HarnessError> {
+        let binary = which("etcd")?;
+        let ports = free_ports(3);
+        let (client, peer, metrics) = (ports[0], ports[1], ports[2]);
+        let mut args: Vec<String> = vec![
+            "--cert-file".into(),
+            server.cert.display().to_string(),
+            "--key-file".into(),
+            server.key.display().to_string(),
+            "--trusted-ca-file".into(),
+            pki.ca.display().to_string(),
+            "--listen-metrics-urls".into(),
+            format!("http://127.0.0.1:{metrics}"),
+        ];
+        if client_cert_auth {
+            args.push("--client-cert-auth".into());
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let make = etcd_command(
+            binary,
+            "n1".into(),
+            "https",
+            client,
+            peer,
+            format!("n1=http://127.0.0.1:{peer}"),
+            None,
+            args,
+        );
+        let server = Server::new("etcd-tls".into(), make, etcd_ready(metrics))?;
+        Ok(Self {
+            server,
+            client_port: client,
+            tls: true,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` when started with [`start_tls`](Self::start_tls)).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The client port.
@@ -578,6 +634,7 @@ impl EtcdCluster {
             let make = etcd_command(
                 binary.clone(),
                 format!("n{i}"),
+                "http",
                 client,
                 peer,
                 cluster.clone(),
@@ -589,6 +646,7 @@ impl EtcdCluster {
                     EtcdServer {
                         server,
                         client_port: client,
+                        tls: false,
                     }
                 })
             });
@@ -742,6 +800,7 @@ impl std::ops::DerefMut for ZkServer {
 pub struct RedisServer {
     server: Server,
     port: u16,
+    tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -778,9 +837,59 @@ impl RedisServer {
                 .is_some_and(|a| a.starts_with("+PONG") || a.starts_with("-NOAUTH"))
         });
         let server = Server::new("redis".into(), make, ready)?;
-        Ok(Self { server, port })
+        Ok(Self {
+            server,
+            port,
+            tls_port: None,
+        })
     }
 
+    /// Starts Redis with a TLS port (certificate `server`, clients verified against
+    /// `pki.ca`; with `client_certs` a client without a certificate is refused) besides its
+    /// plain port, which the readiness probe and [`command`](Self::command) use.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_tls(
+        pki: &TestPki,
+        server: &CertFiles,
+        client_certs: bool,
+        extra: &[&str],
+    ) -> Result<Self, HarnessError> {
+        let tls_port = free_port();
+        let mut args: Vec<String> = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            server.cert.display().to_string(),
+            "--tls-key-file".into(),
+            server.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            pki.ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            (if client_certs { "yes" } else { "no" }).into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut started = Self::start_with(&args)?;
+        started.tls_port = Some(tls_port);
+        // The TLS listener opens with the plain one; check it too.
+        let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
+        if TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_err() {
+            let log = started.log_tail();
+            return Err(HarnessError::NotReady {
+                server: "redis-tls".into(),
+                reason: format!("the TLS port {tls_port} does not accept connections"),
+                log,
+            });
+        }
+        Ok(started)
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` when started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("rediss://127.0.0.1:{p}"))
+    }
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

@@ -29,6 +29,34 @@ pub enum BackendError {
         #[source]
         source: BoxError,
     },
+    /// The TLS handshake with the store failed: an untrusted or expired certificate, a name
+    /// that does not match, a client certificate the store refused, or one side speaking TLS
+    /// and the other not.
+    #[error(
+        "TLS with {backend} at `{}` failed (check rpc.registryConfig.tls.* and the address scheme)",
+        crate::redact_address(address)
+    )]
+    Tls {
+        /// Backend name.
+        backend: &'static str,
+        /// Address tried (printed with its password redacted).
+        address: String,
+        /// Cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The store authenticated the client but its user may not do this (etcd RBAC, a Redis
+    /// ACL, a ZooKeeper node ACL).
+    #[error("{operation} on {backend}: permission denied to this user")]
+    Denied {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation, e.g. `put /rpc/a:1.0/h:1`.
+        operation: String,
+        /// Cause.
+        #[source]
+        source: BoxError,
+    },
     /// One request failed.
     #[error("{operation} on {backend} failed")]
     Request {
@@ -93,10 +121,24 @@ impl BackendError {
         matches!(
             self,
             BackendError::Connect { .. }
+                | BackendError::Tls { .. }
                 | BackendError::Request { .. }
                 | BackendError::Timeout { .. }
                 | BackendError::HistoryLost { .. }
                 | BackendError::Held { .. }
+        )
+    }
+
+    /// Whether the configuration is at fault rather than the store's availability: refused
+    /// credentials, a missing permission, a failed TLS handshake, an unusable address or
+    /// option. Programs exit with a configuration error (`registryctl`: 2) for these.
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Auth { .. }
+                | BackendError::Denied { .. }
+                | BackendError::Tls { .. }
+                | BackendError::Config { .. }
         )
     }
 

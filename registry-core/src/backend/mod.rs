@@ -50,6 +50,7 @@ mod lazy;
 mod options;
 mod request;
 mod stream;
+mod tls;
 
 pub use error::{BackendError, BoxError};
 pub use junk::Junk;
@@ -57,6 +58,7 @@ pub use lazy::LazyBackend;
 pub use options::ConnectOptions;
 pub use request::with_timeout;
 pub use stream::{watch_stream, WatchSource};
+pub use tls::{SecretBytes, TlsFiles, TlsPem};
 
 /// A position in the store's change history (etcd revision, ZooKeeper zxid, a Redis stream
 /// sequence, the memory store's counter). Revisions increase with every change.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::TlsFiles;
 use crate::instance::{KeySpace, DEFAULT_ROOT};
 use crate::options::{RegistryOptions, DEFAULT_TIMEOUT, DEFAULT_TTL};
 
@@ -26,6 +27,9 @@ pub struct ConnectOptions {
     /// The key root the registry uses (as in [`KeySpace`](crate::KeySpace)), so a backend can
     /// check it at start and knows where node keys are.
     pub root: String,
+    /// TLS to the store (`rpc.registryConfig.tls.*`); `None`: plain TCP unless the address
+    /// asks for TLS (`https://`, `rediss://`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ConnectOptions {
@@ -37,6 +41,7 @@ impl Default for ConnectOptions {
             timeout: DEFAULT_TIMEOUT,
             ttl: DEFAULT_TTL,
             root: DEFAULT_ROOT.to_owned(),
+            tls: None,
         }
     }
 }
@@ -69,6 +74,7 @@ impl fmt::Debug for ConnectOptions {
             .field("timeout", &self.timeout)
             .field("ttl", &self.ttl)
             .field("root", &self.root)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -59,6 +59,22 @@ const KEYS: &[(&str, &str)] = &[
         "rpc.registryConfig.snapshotDir",
         "RPC_REGISTRY_CONFIG_SNAPSHOT_DIR",
     ),
+    (
+        "rpc.registryConfig.tls.caFile",
+        "RPC_REGISTRY_CONFIG_TLS_CA_FILE",
+    ),
+    (
+        "rpc.registryConfig.tls.certFile",
+        "RPC_REGISTRY_CONFIG_TLS_CERT_FILE",
+    ),
+    (
+        "rpc.registryConfig.tls.keyFile",
+        "RPC_REGISTRY_CONFIG_TLS_KEY_FILE",
+    ),
+    (
+        "rpc.registryConfig.tls.serverName",
+        "RPC_REGISTRY_CONFIG_TLS_SERVER_NAME",
+    ),
     ("rpc.server.maxConnections", "RPC_SERVER_MAX_CONNECTIONS"),
     ("rpc.server.idleTimeout", "RPC_SERVER_IDLE_TIMEOUT"),
     ("rpc.server.frameTimeout", "RPC_SERVER_FRAME_TIMEOUT"),
@@ -186,7 +202,14 @@ impl RpcConfig {
                     }),
             }
         }
+        let path = |key: &str| optional(key).map(PathBuf::from);
         let any = Duration::from_millis(1);
+        let store_tls = TlsFiles {
+            ca_file: path("rpc.registryConfig.tls.caFile"),
+            cert_file: path("rpc.registryConfig.tls.certFile"),
+            key_file: path("rpc.registryConfig.tls.keyFile"),
+            server_name: optional("rpc.registryConfig.tls.serverName"),
+        };
         let day = Duration::from_secs(24 * 3600);
         let port = match get("rpc.serverPort") {
             None => DEFAULT_SERVER_PORT,
@@ -240,6 +263,7 @@ impl RpcConfig {
                     (MIN_HEARTBEAT_INTERVAL, MAX_TTL),
                 )?,
                 root: string("rpc.registryConfig.root", DEFAULT_ROOT),
+                tls: (store_tls != TlsFiles::default()).then_some(store_tls),
                 snapshot_dir: optional("rpc.registryConfig.snapshotDir")
                     .map(std::path::PathBuf::from),
                 protect_threshold: match get("rpc.registryConfig.protectThreshold") {

@@ -33,6 +33,10 @@
 //! | `rpc.registryConfig.protectThreshold` | number | `0` (off) | `RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD` | between 0 and 1: a resync taking away a larger share of a service's nodes keeps serving them (stale) for one TTL |
 //! | `rpc.registryConfig.snapshotDir` | path | none (off) | `RPC_REGISTRY_CONFIG_SNAPSHOT_DIR` | a writable directory: each service's nodes are kept there, and a process that starts while the store is down serves them (stale) until it answers |
 //! | `rpc.registryConfig.root` | string | `/rpc/` | `RPC_REGISTRY_CONFIG_ROOT` | `/`-separated names, no `.` or `..`, no spaces or control characters |
+//! | `rpc.registryConfig.tls.caFile` | path | none (system trust store) | `RPC_REGISTRY_CONFIG_TLS_CA_FILE` | PEM CA certificate(s) the store's certificate must chain to; setting any `tls.*` key turns TLS on |
+//! | `rpc.registryConfig.tls.certFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_CERT_FILE` | PEM client certificate chain (mutual TLS), with `keyFile` |
+//! | `rpc.registryConfig.tls.keyFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
+//! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd; Redis checks the address's host and refuses this key; ZooKeeper refuses every `tls.*` key: TLS to it is not supported yet) |
 //! | `rpc.server.maxConnections` | integer | ¾ of the open-files soft limit, at most 10000 | `RPC_SERVER_MAX_CONNECTIONS` | ≥ 1 |
 //! | `rpc.server.idleTimeout` | duration, bare number = **seconds** | `60` | `RPC_SERVER_IDLE_TIMEOUT` | 1 ms – 24 h |
 //! | `rpc.server.frameTimeout` | duration, bare number = **seconds** | `10` | `RPC_SERVER_FRAME_TIMEOUT` | 1 ms – 1 h |
@@ -78,6 +82,7 @@ pub use load::{find_config_file, CONFIG_FILES};
 pub use parse::{MAX_FILE_BYTES, MAX_YAML_NODES};
 pub use registry_core::instance::{DEFAULT_ROOT, DEFAULT_VERSION};
 pub use registry_core::options::{DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_TTL};
+pub use registry_core::TlsFiles;
 
 /// Default `rpc.name`.
 pub const DEFAULT_NAME: &str = "rpc";
@@ -216,6 +221,9 @@ pub struct RegistryConfig {
     /// `rpc.registryConfig.snapshotDir`: where the cache keeps a disk snapshot of each
     /// service's nodes (`None`: no snapshot). See `RegistryOptions::snapshot_dir`.
     pub snapshot_dir: Option<std::path::PathBuf>,
+    /// `rpc.registryConfig.tls.*`: TLS to the store (`None`: plain, unless the address's
+    /// scheme asks for TLS: `https://`, `rediss://`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl std::fmt::Debug for RegistryConfig {
@@ -231,6 +239,7 @@ impl std::fmt::Debug for RegistryConfig {
             .field("root", &self.root)
             .field("protect_threshold", &self.protect_threshold)
             .field("snapshot_dir", &self.snapshot_dir)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -248,6 +257,7 @@ impl Default for RegistryConfig {
             root: DEFAULT_ROOT.to_owned(),
             protect_threshold: None,
             snapshot_dir: None,
+            tls: None,
         }
     }
 }
@@ -389,6 +399,31 @@ impl RpcConfig {
         ] {
             if value == Some(0) {
                 return Err(invalid(key, "0".into(), "an integer of at least 1".into()));
+            }
+        }
+        let pairs = [(
+            "rpc.registryConfig.tls",
+            r.tls.clone().unwrap_or_default(),
+            "certFile",
+            "keyFile",
+        )];
+        for (prefix, files, cert, key) in pairs {
+            match (&files.cert_file, &files.key_file) {
+                (Some(path), None) => {
+                    return Err(invalid(
+                        &format!("{prefix}.{cert}"),
+                        path.display().to_string(),
+                        format!("a certificate file together with {prefix}.{key}"),
+                    ))
+                }
+                (None, Some(path)) => {
+                    return Err(invalid(
+                        &format!("{prefix}.{key}"),
+                        path.display().to_string(),
+                        format!("a key file together with {prefix}.{cert}"),
+                    ))
+                }
+                _ => {}
             }
         }
         // The registry's own rules, named as configuration keys.
