@@ -20,7 +20,8 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
-/// A throwaway PKI in a temp dir. See the [module docs](self).
+/// A throwaway PKI in a temp dir: a CA, server and client certificates, an expired server
+/// certificate and an unrelated CA, all made anew by each run.
 #[derive(Debug)]
 pub struct TestPki {
     dir: tempfile::TempDir,
