@@ -11,6 +11,7 @@ use registry_core::{
 use tracing::debug;
 
 use crate::listing::snapshot;
+use crate::own::OwnWrites;
 use crate::path::{node_depth, path};
 use crate::session::{Session, Settings};
 use crate::{DEFAULT_ADDRESS, NAME};
@@ -25,6 +26,8 @@ pub(crate) struct Inner {
     /// Per watched prefix, the keys the caller was told about (by a listing or the watch):
     /// what a new watch compares the store with, since ZooKeeper cannot replay history.
     known: Mutex<HashMap<String, HashSet<String>>>,
+    /// The nodes this client wrote, so that its watches need not read them back.
+    pub(crate) own: OwnWrites,
 }
 
 impl Inner {
@@ -98,6 +101,7 @@ impl ZkBackend {
             inner: Arc::new(Inner {
                 session,
                 known: Mutex::default(),
+                own: OwnWrites::default(),
             }),
         })
     }

@@ -53,6 +53,7 @@
 
 mod backend;
 mod listing;
+mod own;
 mod path;
 mod session;
 mod watch;

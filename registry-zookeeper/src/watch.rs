@@ -158,6 +158,17 @@ impl Watching {
                 revision: self.last,
             },
             EventType::NodeCreated | EventType::NodeDataChanged => {
+                let seen = i64::try_from(self.last).unwrap_or(i64::MAX);
+                if let Some((value, mzxid)) = self.inner.own.written_after(&key, seen).await {
+                    // This client's own write: no need to read it back.
+                    self.last = self.last.max(mzxid.max(0) as Revision);
+                    let item = WatchEvent::Put {
+                        kv: KeyValue { key, value },
+                        revision: self.last,
+                    };
+                    self.remember(&item);
+                    return Ok(Some(item));
+                }
                 match self.client.get_data(&key).await {
                     Ok((data, stat)) if !data.is_empty() => {
                         self.last = self.last.max(stat.mzxid.max(0) as Revision);
@@ -175,9 +186,15 @@ impl Watching {
                 }
             }
         };
+        self.remember(&item);
+        Ok(Some(item))
+    }
+
+    /// Records the key of `item` as told to the caller (or gone).
+    fn remember(&self, item: &WatchEvent) {
         let mut known = self.inner.known();
         let keys = known.entry(self.prefix.clone()).or_default();
-        match &item {
+        match item {
             WatchEvent::Put { kv, .. } => {
                 keys.insert(kv.key.clone());
             }
@@ -185,6 +202,5 @@ impl Watching {
                 keys.remove(key);
             }
         }
-        Ok(Some(item))
     }
 }

@@ -58,6 +58,7 @@ impl Inner {
         let node = path(key);
         // The service's directory usually exists: create first, make the directory on NoNode.
         for _ in 0..3 {
+            let announced = self.own.announce(node, value);
             match session
                 .raw(
                     || format!("create {node}"),
@@ -65,7 +66,10 @@ impl Inner {
                 )
                 .await?
             {
-                Ok(_) => return Ok(true),
+                Ok((stat, _)) => {
+                    announced.done(Some(stat.mzxid));
+                    return Ok(true);
+                }
                 Err(zk::Error::NodeExists) => return Ok(false),
                 // No directory yet (or the empty container was just removed): make it.
                 Err(zk::Error::NoNode) => {
@@ -104,6 +108,7 @@ impl Inner {
             };
             let ours = client.session_id().0;
             if stat.ephemeral_owner == ours {
+                let announced = self.own.announce(node, value);
                 match session
                     .raw(
                         || format!("set {node}"),
@@ -111,7 +116,10 @@ impl Inner {
                     )
                     .await?
                 {
-                    Ok(_) => return Ok(()),
+                    Ok(stat) => {
+                        announced.done(Some(stat.mzxid));
+                        return Ok(());
+                    }
                     Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
                     Err(e) => return Err(classify(e, || format!("set {node}"))),
                 }
@@ -197,6 +205,7 @@ impl Inner {
         let session = &self.session;
         let client = session.get().await?;
         let node = path(key);
+        self.own.forget(node);
         let stat = session
             .run(|| format!("stat {node}"), client.check_stat(node))
             .await?;
@@ -225,6 +234,9 @@ impl Inner {
     pub(crate) async fn close(&self, keys: &[String]) -> Result<(), BackendError> {
         let session = &self.session;
         let client = session.current();
+        for key in keys {
+            self.own.forget(path(key));
+        }
         if keys.is_empty() || client.state().is_terminated() {
             return Ok(());
         }
