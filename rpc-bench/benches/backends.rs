@@ -1,7 +1,11 @@
 //! The three store backends side by side, each against its real server started by the test
 //! harness on loopback, through the same factory the runtime uses:
 //!
-//! 1. graceful deregistration -> a watcher in another client sees the removal (p50, p99);
+//! 1. graceful deregistration -> a watcher in another client sees the removal (p50, p99),
+//!    against the store's raw client doing the least that carries the same news, samples
+//!    interleaved in the same run: etcd-client delete -> another client's watch event;
+//!    zookeeper-client delete of an ephemeral node -> another session's persistent recursive
+//!    watch event; Redis `XADD` -> `XREAD BLOCK` on another connection;
 //! 2. time to register 2,000 nodes (20 services x 100, 64 in flight) and see all of them in
 //!    a consumer's cache.
 //!
@@ -9,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use registry_conformance::measure::{self, percentile, Deregistration};
@@ -49,19 +53,189 @@ async fn client(backend: &str, address: &str) -> Registry {
     Registry::new(store, options).unwrap()
 }
 
-async fn deregistration(backend: &str, address: &str, samples: usize) -> (Duration, Duration) {
+/// The store's raw client: the least that carries a removal from one client to another.
+#[allow(clippy::large_enum_variant)] // one per store, never moved around
+enum Raw {
+    Etcd {
+        writer: etcd_client::Client,
+        watch: etcd_client::WatchStream,
+        _watcher: etcd_client::Client,
+    },
+    Zk {
+        writer: zookeeper_client::Client,
+        watcher: zookeeper_client::PersistentWatcher,
+        _watching: zookeeper_client::Client,
+    },
+    Redis {
+        writer: redis::aio::MultiplexedConnection,
+        read: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+    },
+}
+
+const RAW_KEY: &str = "/rawbench/node";
+
+impl Raw {
+    async fn connect(backend: &str, address: &str) -> Raw {
+        match backend {
+            "etcd" => {
+                let writer = etcd_client::Client::connect([address], None).await.unwrap();
+                let mut watcher = etcd_client::Client::connect([address], None).await.unwrap();
+                let watch = watcher
+                    .watch(
+                        "/rawbench/",
+                        Some(etcd_client::WatchOptions::new().with_prefix()),
+                    )
+                    .await
+                    .unwrap();
+                Raw::Etcd {
+                    writer,
+                    watch,
+                    _watcher: watcher,
+                }
+            }
+            "zookeeper" => {
+                use zookeeper_client as zk;
+                let writer = zk::Client::connect(address).await.unwrap();
+                let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                match writer.create("/rawbench", b"", &open).await {
+                    Ok(_) | Err(zk::Error::NodeExists) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                let watching = zk::Client::connect(address).await.unwrap();
+                let watcher = watching
+                    .watch("/rawbench", zk::AddWatchMode::PersistentRecursive)
+                    .await
+                    .unwrap();
+                Raw::Zk {
+                    writer,
+                    watcher,
+                    _watching: watching,
+                }
+            }
+            "redis" => {
+                let client = redis::Client::open(address).unwrap();
+                let writer = client.get_multiplexed_async_connection().await.unwrap();
+                let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                let mut reader = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .unwrap();
+                let (tx, read) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    let mut last = "$".to_owned();
+                    loop {
+                        let read: redis::RedisResult<redis::streams::StreamReadReply> =
+                            redis::cmd("XREAD")
+                                .arg("BLOCK")
+                                .arg(0)
+                                .arg("STREAMS")
+                                .arg("rawbench")
+                                .arg(&last)
+                                .query_async(&mut reader)
+                                .await;
+                        // The server stops at the end of the run.
+                        let Ok(reply) = read else { return };
+                        let now = Instant::now();
+                        for key in reply.keys {
+                            for id in key.ids {
+                                last = id.id;
+                                if tx.send(now).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                // The reader blocks before the first sample.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Raw::Redis { writer, read }
+            }
+            other => panic!("unknown store {other}"),
+        }
+    }
+
+    /// One sample: the removal timed from the write's start to the other client's news.
+    async fn sample(&mut self) -> Duration {
+        match self {
+            Raw::Etcd { writer, watch, .. } => {
+                use etcd_client::EventType;
+                async fn wait(watch: &mut etcd_client::WatchStream, kind: EventType) {
+                    loop {
+                        let response = watch.message().await.unwrap().expect("watch open");
+                        if response.events().iter().any(|e| e.event_type() == kind) {
+                            return;
+                        }
+                    }
+                }
+                writer.put(RAW_KEY, "x", None).await.unwrap();
+                wait(watch, EventType::Put).await;
+                let started = Instant::now();
+                writer.delete(RAW_KEY, None).await.unwrap();
+                wait(watch, EventType::Delete).await;
+                started.elapsed()
+            }
+            Raw::Zk {
+                writer, watcher, ..
+            } => {
+                use zookeeper_client as zk;
+                async fn wait(watcher: &mut zk::PersistentWatcher, kind: zk::EventType) {
+                    while watcher.changed().await.event_type != kind {}
+                }
+                let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+                writer.create(RAW_KEY, b"x", &ephemeral).await.unwrap();
+                wait(watcher, zk::EventType::NodeCreated).await;
+                let started = Instant::now();
+                writer.delete(RAW_KEY, None).await.unwrap();
+                wait(watcher, zk::EventType::NodeDeleted).await;
+                started.elapsed()
+            }
+            Raw::Redis { writer, read } => {
+                let started = Instant::now();
+                let _: String = redis::cmd("XADD")
+                    .arg("rawbench")
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(1000)
+                    .arg("*")
+                    .arg("op")
+                    .arg("del")
+                    .arg("key")
+                    .arg(RAW_KEY)
+                    .query_async(writer)
+                    .await
+                    .unwrap();
+                let seen = read.recv().await.expect("reader alive");
+                seen.saturating_duration_since(started)
+            }
+        }
+    }
+}
+
+/// Ours and raw, samples interleaved: (ours p50, p99), (raw p50, p99).
+async fn deregistration(
+    backend: &str,
+    address: &str,
+    samples: usize,
+) -> ((Duration, Duration), (Duration, Duration)) {
     let mut probe = Deregistration::new(
         client(backend, address).await,
         client(backend, address).await,
     )
     .await;
-    let mut times = Vec::with_capacity(samples);
+    let mut raw_probe = Raw::connect(backend, address).await;
+    let mut ours = Vec::with_capacity(samples);
+    let mut raw = Vec::with_capacity(samples);
     for _ in 0..samples {
-        times.push(probe.sample().await);
+        ours.push(probe.sample().await);
+        raw.push(raw_probe.sample().await);
     }
     probe.finish().await;
-    times.sort();
-    (percentile(&times, 0.5), percentile(&times, 0.99))
+    ours.sort();
+    raw.sort();
+    (
+        (percentile(&ours, 0.5), percentile(&ours, 0.99)),
+        (percentile(&raw, 0.5), percentile(&raw, 0.99)),
+    )
 }
 
 async fn mass(backend: &str, address: &str) -> (Duration, Duration) {
@@ -91,26 +265,37 @@ fn main() {
     let mut rows = Vec::new();
     runtime.block_on(async {
         for (backend, address) in &stores {
-            let (p50, p99) = deregistration(backend, address, samples).await;
+            let (ours, raw) = deregistration(backend, address, samples).await;
             let (registered, seen) = mass(backend, address).await;
             eprintln!("{backend}: done");
-            rows.push((backend, p50, p99, registered, seen));
+            rows.push((backend, ours, raw, registered, seen));
         }
     });
-    println!("deregistration -> watcher in another client: {samples} samples per store");
+    println!(
+        "deregistration -> watcher in another client: {samples} samples per store, ours and the raw client's interleaved"
+    );
     println!(
         "2,000 nodes: 20 services x 100, 64 registrations in flight, consumer already watching"
     );
     println!();
     println!(
-        "| store | dereg -> watcher p50 | p99 | 2,000 registered | all in the consumer's cache |"
+        "| store | dereg -> watcher p50 | p99 | raw client p50 | raw p99 | overhead p50 | overhead p99 | 2,000 registered | all in the consumer's cache |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (backend, p50, p99, registered, seen) in rows {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+    let over = |a: Duration, b: Duration| {
+        let d = a.as_secs_f64() - b.as_secs_f64();
+        format!("{:+.0} µs", d * 1e6)
+    };
+    for (backend, (o50, o99), (r50, r99), registered, seen) in rows {
         println!(
-            "| {backend} | {} | {} | {} | {} |",
-            ms(p50),
-            ms(p99),
+            "| {backend} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            us(o50),
+            us(o99),
+            us(r50),
+            us(r99),
+            over(o50, r50),
+            over(o99, r99),
             ms(registered),
             ms(seen)
         );
