@@ -23,6 +23,7 @@ bench:
 	cargo bench -p registry-core --bench cache_hit
 	cargo bench -p registry-etcd --bench etcd
 	cargo bench -p rpc-bench --bench rpc_vs_tonic
+	cargo bench -p rpc-bench --bench rpc_tls
 	cargo bench -p rpc-bench --bench backends
 	cargo bench -p rpc-bench --bench tonic_registry
 	cargo bench -p rpc-bench --bench scale

@@ -19,6 +19,9 @@ pub enum SetupError {
     /// The registry options are invalid.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A setting outside the registry is unusable (e.g. an `rpc.tls.*` file), naming the key.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl SetupError {
@@ -29,6 +32,7 @@ impl SetupError {
             SetupError::Factory(FactoryError::Connect { source, .. }) => source.is_config_error(),
             SetupError::Registry(RegistryError::InvalidOptions { .. }) => true,
             SetupError::Registry(_) => false,
+            SetupError::Config(_) => true,
         }
     }
 }

@@ -435,3 +435,67 @@ fn store_tls_keys_from_a_file_and_the_environment() {
         .tls
         .is_none());
 }
+
+#[test]
+fn rpc_tls_keys_from_a_file_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "rpc.toml",
+        "[rpc.tls]\ncertFile = \"/etc/rpc/server.pem\"\nkeyFile = \"/etc/rpc/server.key\"\nclientCaFile = \"/etc/rpc/clients.pem\"\n",
+    );
+    let c = RpcConfig::load_sources(Some(&path), &no_env).unwrap();
+    assert!(c.tls.serves_tls() && !c.tls.calls_tls());
+    assert_eq!(
+        c.tls.client_ca_file.as_deref(),
+        Some(Path::new("/etc/rpc/clients.pem"))
+    );
+
+    let env = std::collections::HashMap::from([
+        ("RPC_TLS_CA_FILE", "/etc/rpc/ca.pem"),
+        ("RPC_TLS_CLIENT_CERT_FILE", "/etc/rpc/client.pem"),
+        ("RPC_TLS_CLIENT_KEY_FILE", "/etc/rpc/client.key"),
+        ("RPC_TLS_SERVER_NAME", "rpc.internal"),
+    ]);
+    let c = RpcConfig::load_sources(None, &|k| env.get(k).map(|v| (*v).to_owned())).unwrap();
+    assert!(c.tls.calls_tls() && !c.tls.serves_tls());
+    assert_eq!(c.tls.server_name.as_deref(), Some("rpc.internal"));
+    assert_eq!(
+        c.tls.client_key_file.as_deref(),
+        Some(Path::new("/etc/rpc/client.key"))
+    );
+
+    // Cross-key rules, each naming the key.
+    for (vars, key) in [
+        (vec![("RPC_TLS_CERT_FILE", "/c.pem")], "rpc.tls.certFile"),
+        (vec![("RPC_TLS_KEY_FILE", "/k.pem")], "rpc.tls.keyFile"),
+        (
+            vec![
+                ("RPC_TLS_CA_FILE", "/ca.pem"),
+                ("RPC_TLS_CLIENT_CERT_FILE", "/c.pem"),
+            ],
+            "rpc.tls.clientCertFile",
+        ),
+        (
+            vec![
+                ("RPC_TLS_CLIENT_CERT_FILE", "/c.pem"),
+                ("RPC_TLS_CLIENT_KEY_FILE", "/k.pem"),
+            ],
+            "rpc.tls.clientCertFile",
+        ),
+        (
+            vec![("RPC_TLS_CLIENT_CA_FILE", "/ca.pem")],
+            "rpc.tls.clientCaFile",
+        ),
+        (vec![("RPC_TLS_SERVER_NAME", "a b")], "rpc.tls.serverName"),
+    ] {
+        let env: std::collections::HashMap<_, _> = vars.into_iter().collect();
+        let err = RpcConfig::load_sources(None, &|k| env.get(k).map(|v| (*v).to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+    }
+    // Nothing set: plain TCP on both sides.
+    let c = RpcConfig::load_sources(None, &no_env).unwrap();
+    assert!(!c.tls.serves_tls() && !c.tls.calls_tls());
+}

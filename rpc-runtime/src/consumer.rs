@@ -37,7 +37,8 @@ use crate::fault::{RetryStrategy, TolerantStrategy};
 use crate::protocol::{Frame, Status, DEFAULT_MAX_FRAME};
 use crate::serializer::{SerializeError, Serializer};
 use crate::service::ServiceError;
-use crate::transport::{Pool, TransportError};
+use crate::tls::{wants_tls, ClientTls};
+use crate::transport::{Pool, Target, TransportError};
 
 /// Default per-call timeout (one attempt on one node, dialing included).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -182,6 +183,10 @@ pub struct ConsumerOptions {
     pub max_frame: usize,
     /// Called after every call.
     pub observer: Option<CallObserver>,
+    /// TLS for nodes registered with `tls=true` (`rpc.tls.caFile` and the client
+    /// certificate); `None`: such nodes are skipped with
+    /// [`TransportError::TlsNotConfigured`]. Plain nodes are dialed in plain TCP either way.
+    pub tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for ConsumerOptions {
@@ -196,6 +201,7 @@ impl std::fmt::Debug for ConsumerOptions {
             .field("timeout", &self.timeout)
             .field("max_frame", &self.max_frame)
             .field("observer", &self.observer.is_some())
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -212,13 +218,16 @@ impl Default for ConsumerOptions {
             timeout: DEFAULT_CALL_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
             observer: None,
+            tls: None,
         }
     }
 }
 
 impl ConsumerOptions {
     /// The options `config` describes (`rpc.version`, `rpc.serializer`, `rpc.loadBalancer`,
-    /// `rpc.retryStrategy`, `rpc.tolerantStrategy`; names were checked while loading).
+    /// `rpc.retryStrategy`, `rpc.tolerantStrategy`; names were checked while loading). TLS
+    /// files are not read here: see [`with_tls`](Self::with_tls) and
+    /// [`Consumer::connect`], which reads `rpc.tls.*`.
     pub fn from_config(config: &RpcConfig) -> Self {
         ConsumerOptions {
             version: config.version.clone(),
@@ -266,6 +275,13 @@ impl ConsumerOptions {
         self
     }
 
+    /// Calls nodes registered with `tls=true` in TLS (see [`crate::tls`]).
+    #[must_use]
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Calls `observer` after every call.
     #[must_use]
     pub fn with_observer(mut self, observer: impl Fn(&CallRecord) + Send + Sync + 'static) -> Self {
@@ -295,19 +311,22 @@ impl Consumer {
         Consumer {
             inner: Arc::new(Inner {
                 registry,
-                pool: Pool::new(options.max_frame),
+                pool: Pool::new(options.max_frame, options.tls.clone()),
                 balancer: balance::with_warmup(options.load_balancer, options.warmup),
                 options,
             }),
         }
     }
 
-    /// Connects the registry `config` names and builds a consumer with its options.
+    /// Connects the registry `config` names and builds a consumer with its options and its
+    /// `rpc.tls.*` client settings.
     ///
     /// # Errors
-    /// [`SetupError`]: a registry that cannot be set up.
+    /// [`SetupError`]: a registry that cannot be set up, an unusable `rpc.tls.*` file
+    /// ([`SetupError::Config`], naming the key).
     pub async fn connect(config: &RpcConfig) -> Result<Self, SetupError> {
-        let options = ConsumerOptions::from_config(config);
+        let mut options = ConsumerOptions::from_config(config);
+        options.tls = ClientTls::from_config(&config.tls)?;
         let registry = connect_registry(&config.registry_config).await?;
         Ok(Consumer::new(registry, options))
     }
@@ -419,8 +438,13 @@ impl Consumer {
             };
             let address = node.address();
             record.node = Some(address.clone());
+            let target = Target {
+                address: &address,
+                host: &node.service_host,
+                tls: wants_tls(&node.metadata),
+            };
             let result = self
-                .attempt_with_retry(&address, service_key, method, &payload, record)
+                .attempt_with_retry(target, service_key, method, &payload, record)
                 .await;
             let error = match result {
                 Ok(frame) => return serializer.decode(&frame.body).map_err(CallError::Decode),
@@ -449,7 +473,7 @@ impl Consumer {
 
     async fn attempt_with_retry(
         &self,
-        address: &str,
+        target: Target<'_>,
         service_key: &str,
         method: &str,
         payload: &[u8],
@@ -458,11 +482,11 @@ impl Consumer {
         let mut delays = self.inner.options.retry.delays();
         loop {
             record.attempts += 1;
-            match self.attempt(address, service_key, method, payload).await {
+            match self.attempt(target, service_key, method, payload).await {
                 Ok(frame) => return Ok(frame),
                 Err(CallError::Transport(e)) if e.is_retryable() => match delays.next() {
                     Some(delay) => {
-                        debug!(node = address, error = %e, ?delay, "retrying");
+                        debug!(node = target.address, error = %e, ?delay, "retrying");
                         tokio::time::sleep(delay).await;
                     }
                     None => return Err(CallError::Transport(e)),
@@ -474,20 +498,21 @@ impl Consumer {
 
     async fn attempt(
         &self,
-        address: &str,
+        target: Target<'_>,
         service_key: &str,
         method: &str,
         payload: &[u8],
     ) -> Result<Frame, CallError> {
         let options = &self.inner.options;
-        let connection = self.inner.pool.get(address, options.timeout).await?;
+        let address = target.address;
+        let connection = self.inner.pool.get(target, options.timeout).await?;
         let serializer = options.serializer;
         let build = |id| Frame::request(id, serializer, service_key, method, payload);
         let frame = match connection.call(build, options.timeout).await {
             // The node closed this pooled connection (idle) as the request was on its way: it
             // was not run. Once more, on a new connection.
             Err(TransportError::GoAway { .. }) => {
-                let connection = self.inner.pool.get(address, options.timeout).await?;
+                let connection = self.inner.pool.get(target, options.timeout).await?;
                 connection.call(build, options.timeout).await?
             }
             other => other?,

@@ -10,6 +10,7 @@
 //! - [`server`] and [`provider`]: serving services and registering them (graceful shutdown).
 //! - [`transport`], [`balance`], [`fault`] and [`consumer`]: calling them (multiplexed
 //!   connections, load balancing, retry, failover).
+//! - [`tls`]: TLS on the transport (`rpc.tls.*`), chosen per node by its `tls=true` metadata.
 
 pub mod balance;
 mod budget;
@@ -20,6 +21,7 @@ pub mod provider;
 pub mod serializer;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod transport;
 
 // Configuration and the backend factory live in `rpc-config` (usable without the transport);

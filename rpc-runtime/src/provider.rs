@@ -1,6 +1,7 @@
 //! Provider bootstrap (the original `RpcApplication`): load config, serve on
-//! `rpc.serverHost:rpc.serverPort`, register every service in the configured registry,
-//! heartbeat, and on SIGINT/SIGTERM shut down in the safe order:
+//! `rpc.serverHost:rpc.serverPort` (in TLS with `rpc.tls.certFile` and `rpc.tls.keyFile`, the
+//! nodes then registered with the metadata `tls=true`: see [`crate::tls`]), register every
+//! service in the configured registry, heartbeat, and on SIGINT/SIGTERM shut down in the safe order:
 //!
 //! 1. deregister every node (consumers' watches drop this provider),
 //! 2. stop accepting and reading new requests,
@@ -31,6 +32,7 @@ use crate::config::RpcConfig;
 use crate::connect::{connect_registry, SetupError};
 use crate::server::{RunningServer, Server, ServerOptions, ShutdownReport};
 use crate::service::Service;
+use crate::tls::{ServerTls, TLS_METADATA_KEY};
 
 /// Why a provider could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -130,12 +132,18 @@ impl Provider {
     /// Binds, connects the registry, registers every service; returns the running provider.
     ///
     /// # Errors
-    /// [`ProviderError`]: bind, registry setup, or an invalid service description. A
+    /// [`ProviderError`]: bind, registry setup, an unusable `rpc.tls.*` file
+    /// ([`SetupError::Config`] naming the key), or an invalid service description. A
     /// registration the store did not take is retried in the background (see
     /// [`Registry::register`]), so a store outage at start does not stop the provider.
     pub async fn start(self) -> Result<RunningProvider, ProviderError> {
         let address = format!("{}:{}", self.config.server_host, self.config.server_port);
+        let tls = ServerTls::from_config(&self.config.tls).map_err(SetupError::from)?;
+        let serves_tls = tls.is_some();
         let mut server = Server::new(self.server_options);
+        if let Some(tls) = tls {
+            server = server.with_tls(tls);
+        }
         for service in &self.services {
             server.add(&self.config.version, Arc::clone(service));
         }
@@ -165,6 +173,11 @@ impl Provider {
             .with_version(self.config.version.clone())
             .with_weight(self.weight);
             node.metadata = self.metadata.clone();
+            if serves_tls {
+                // Consumers dial this node in TLS.
+                node.metadata
+                    .insert(TLS_METADATA_KEY.to_owned(), "true".to_owned());
+            }
             let node = match registry.register(node.clone()).await {
                 Ok(stored) => {
                     info!(service = %stored.service_key(), node = %stored.address(), registry = registry.backend_name(), "registered");

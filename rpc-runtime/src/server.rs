@@ -22,6 +22,13 @@
 //! | memory, per connection: [`max_connection_bytes`](ServerOptions::max_connection_bytes) | [`DEFAULT_MAX_CONNECTION_BYTES`] | see below |
 //! | calls per connection: [`max_in_flight`](ServerOptions::max_in_flight) | [`DEFAULT_MAX_IN_FLIGHT`] | the connection is not read until a call finishes |
 //!
+//! With [TLS](crate::tls) ([`Server::with_tls`]) every limit above applies the same way to the
+//! connections after their handshake; the handshake itself holds a connection slot and must
+//! end within the frame timeout, so a client that connects and never finishes it cannot keep
+//! the slot. A TLS listener at its connection limit closes a new connection at once, without a
+//! go-away (it would have to complete a handshake first): the consumer sees a TLS failure,
+//! which also means the request was not run, and moves to another node.
+//!
 //! A failing `accept` (out of file descriptors) is retried with backoff (10 ms doubling up to
 //! 1 s) and logged once per episode: a warning the first time, debug lines while it lasts,
 //! an info line when connections are accepted again. Reaching the connection limit is logged
@@ -70,8 +77,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
 use registry_core::error_chain;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -86,6 +92,7 @@ use crate::protocol::{
     HEADER_LEN,
 };
 use crate::service::{DispatchError, Service};
+use crate::tls::{ServerTls, Split};
 
 /// Default time in-flight calls get to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -267,6 +274,7 @@ type Services = HashMap<String, Arc<dyn Service>>;
 pub struct Server {
     services: Services,
     options: ServerOptions,
+    tls: Option<ServerTls>,
 }
 
 impl std::fmt::Debug for Server {
@@ -274,6 +282,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("services", &self.services.keys().collect::<Vec<_>>())
             .field("options", &self.options)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -284,7 +293,16 @@ impl Server {
         Server {
             services: HashMap::new(),
             options,
+            tls: None,
         }
+    }
+
+    /// Serves in TLS (see [`crate::tls`]): every connection starts with a handshake, bounded by
+    /// the frame timeout.
+    #[must_use]
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Serves `service` as `Name:version`.
@@ -331,9 +349,11 @@ impl Server {
             frame_timeout: o.frame_timeout,
             budget,
             max_connection_bytes,
+            tls: self.tls.map(|t| t.acceptor),
         });
+        let tls = shared.tls.is_some();
         let accept = tokio::spawn(accept_loop(listener, shared));
-        info!(%local_addr, max_connections, "rpc server listening");
+        info!(%local_addr, max_connections, tls, "rpc server listening");
         Ok(RunningServer {
             local_addr,
             cancel,
@@ -362,6 +382,8 @@ struct Shared {
     /// Frame bytes held by the whole server.
     budget: Arc<ByteBudget>,
     max_connection_bytes: usize,
+    /// The TLS handshake every connection starts with, when serving TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A server accepting connections.
@@ -482,7 +504,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             } else {
                 debug!(%peer, "connection refused: at the connection limit");
             }
-            refuse(stream);
+            // A TLS client would read a plain go-away as a TLS error anyway: just close.
+            if shared.tls.is_none() {
+                refuse(stream);
+            }
             continue;
         };
         if let Some(refused) = refusing.recovered(Instant::now()) {
@@ -494,9 +519,33 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
         let _ = stream.set_nodelay(true);
         let conn_shared = Arc::clone(&shared);
-        shared
-            .tracker
-            .spawn(serve_connection(stream, peer, conn_shared, slot));
+        match &shared.tls {
+            None => {
+                shared
+                    .tracker
+                    .spawn(serve_connection(stream, peer, conn_shared, slot));
+            }
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                shared.tracker.spawn(async move {
+                    // The slot is held during the handshake; the frame timeout bounds it.
+                    let within = conn_shared.frame_timeout;
+                    let done = tokio::select! {
+                        () = conn_shared.cancel.cancelled() => return,
+                        done = tokio::time::timeout(within, handshake) => done,
+                    };
+                    match done {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, conn_shared, slot).await,
+                        Ok(Err(error)) => {
+                            debug!(%peer, %error, "TLS handshake failed, closing the connection");
+                        }
+                        Err(_) => {
+                            debug!(%peer, frame_timeout = ?within, "TLS handshake not finished within the frame timeout, closing the connection");
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -609,13 +658,13 @@ enum ReadEnd {
 }
 
 /// Reads frames from a connection, charging each body to the budgets before reading it.
-struct FrameReader {
-    read: OwnedReadHalf,
+struct FrameReader<R> {
+    read: R,
     /// What was read past the last frame (at most about [`READ_CHUNK`]).
     buf: BytesMut,
 }
 
-impl FrameReader {
+impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame with its charges.
     async fn next(&mut self, shared: &Shared, conn: &Conn) -> Result<(Frame, Charges), ReadEnd> {
         // Room on this connection for the largest frame, before reading: a connection whose
@@ -713,14 +762,14 @@ impl FrameReader {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: Split>(
+    stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
     _slot: OwnedSemaphorePermit,
 ) {
     debug!(%peer, "connection opened");
-    let (read, write) = stream.into_split();
+    let (read, write) = stream.split();
     let conn = Arc::new(Conn {
         budget: ByteBudget::new(shared.max_connection_bytes),
         outstanding: AtomicUsize::new(0),
@@ -826,6 +875,9 @@ async fn serve_connection(
         ReadEnd::ResponseSent => {
             warn!(%peer, "closing the connection: a response frame sent to the server");
         }
+        ReadEnd::Bad(FrameError::BadMagic { found }) if found >> 8 == 0x16 => {
+            warn!(%peer, "closing the connection: a TLS client on a plain listener (set rpc.tls.certFile and rpc.tls.keyFile to serve TLS)");
+        }
         ReadEnd::Bad(error) => warn!(%peer, %error, "closing the connection: bad frame"),
         ReadEnd::Io(error) => debug!(%peer, %error, "connection lost"),
     }
@@ -839,8 +891,8 @@ async fn serve_connection(
 /// Writes answers as they come, batching small ones into one write; each batch (or large
 /// body) must be written within `frame_timeout`, else the peer is not reading and the
 /// connection is dropped. An answer's charges are given back once it is written.
-async fn write_loop(
-    mut write: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut rx: mpsc::Receiver<Answer>,
     frame_timeout: Duration,
     peer: SocketAddr,
@@ -881,8 +933,8 @@ async fn write_loop(
     }
 }
 
-async fn write_within(
-    write: &mut OwnedWriteHalf,
+async fn write_within<W: AsyncWrite + Unpin>(
+    write: &mut W,
     bytes: &[u8],
     within: Duration,
 ) -> Result<(), &'static str> {

@@ -9,6 +9,9 @@
 //! refused (it never answered on it: at its connection limit), [`TransportError::GoAway`] on
 //! one it served and then closed (idle).
 //!
+//! A node registered with the metadata `tls=true` is dialed in TLS (see [`crate::tls`]); the
+//! framing, batching and failure handling are the same code on both kinds of stream.
+//!
 //! Only [`TransportError`] is public (it is what a failed call reports); the connections and
 //! their pool belong to the [`Consumer`](crate::consumer::Consumer).
 
@@ -23,9 +26,10 @@ use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::protocol::{write_frames, Frame, FrameCodec, FrameError, Kind, GO_AWAY_IDLE};
+use crate::tls::{failure_hint, ClientTls, Split};
 
 /// A transport failure talking to one node.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,26 @@ pub enum TransportError {
         /// The server's reason.
         reason: String,
     },
+    /// TLS with the node failed: its certificate is not trusted (wrong CA, expired, another
+    /// name), it refused this client's certificate or its absence, or one side does not speak
+    /// TLS on that port. The request was not run.
+    #[error("TLS with {address} failed ({hint})")]
+    Tls {
+        /// The node.
+        address: String,
+        /// What to check.
+        hint: &'static str,
+        /// The TLS or socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// The node is registered with `tls=true` but this consumer has no `rpc.tls.caFile` to
+    /// verify it: it was not dialed, the request was not run.
+    #[error("{address} serves TLS (its metadata says tls=true) but this consumer has no rpc.tls.caFile to verify it; the request was not run")]
+    TlsNotConfigured {
+        /// The node.
+        address: String,
+    },
 }
 
 impl TransportError {
@@ -104,11 +128,15 @@ impl TransportError {
                 | TransportError::ConnectTimeout { .. }
                 | TransportError::Rejected { .. }
                 | TransportError::GoAway { .. }
+                | TransportError::Tls { .. }
+                | TransportError::TlsNotConfigured { .. }
         )
     }
 
     /// True when the node looks gone or cannot take this consumer (refused, unreachable,
-    /// connection broken or rejected): the consumer takes it out of its cache at once.
+    /// connection broken or rejected): the consumer takes it out of its cache at once. A TLS
+    /// failure is not: it follows from this consumer's or the node's settings, the node is
+    /// skipped for the call but stays in the cache (no relisting on every call).
     pub fn node_unreachable(&self) -> bool {
         matches!(
             self,
@@ -143,35 +171,46 @@ struct GoneAway {
     refused: bool,
 }
 
+/// A TLS failure seen by the reader after the handshake (TLS 1.3: the server refuses a
+/// client certificate after the client finished), or a TLS answer on a plain connection.
+#[derive(Debug)]
+struct TlsFailure {
+    hint: &'static str,
+    cause: String,
+}
+
 /// One multiplexed connection to a node.
 #[derive(Debug)]
 pub(crate) struct Connection {
     address: String,
+    tls: bool,
     tx: mpsc::Sender<Frame>,
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
     gone_away: Arc<OnceLock<GoneAway>>,
+    tls_failure: Arc<OnceLock<TlsFailure>>,
     next_id: AtomicU64,
 }
 
 impl Connection {
-    /// Dials `address` within `timeout`.
+    /// Dials `address` within `timeout`, in TLS when `tls` is given (with the name to verify).
     ///
     /// # Errors
-    /// [`TransportError::Refused`], [`TransportError::Connect`] or
-    /// [`TransportError::ConnectTimeout`].
+    /// [`TransportError::Refused`], [`TransportError::Connect`],
+    /// [`TransportError::ConnectTimeout`] or [`TransportError::Tls`].
     pub(crate) async fn connect(
         address: &str,
         timeout: Duration,
         max_frame: usize,
+        tls: Option<(&ClientTls, rustls_pki_types::ServerName<'static>)>,
     ) -> Result<Connection, TransportError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-            Err(_) => {
-                return Err(TransportError::ConnectTimeout {
-                    address: address.to_owned(),
-                    after: timeout,
-                })
-            }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || TransportError::ConnectTimeout {
+            address: address.to_owned(),
+            after: timeout,
+        };
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
+            Err(_) => return Err(timed_out()),
             Ok(Err(source)) if source.kind() == io::ErrorKind::ConnectionRefused => {
                 return Err(TransportError::Refused {
                     address: address.to_owned(),
@@ -187,12 +226,29 @@ impl Connection {
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let Some((tls, name)) = tls else {
+            return Ok(Connection::start(stream, address, max_frame, false));
+        };
+        match tokio::time::timeout_at(deadline, tls.connector.connect(name, stream)).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(source)) => Err(TransportError::Tls {
+                address: address.to_owned(),
+                hint: failure_hint(&source, true).unwrap_or("the TLS handshake failed"),
+                source,
+            }),
+            Ok(Ok(stream)) => Ok(Connection::start(stream, address, max_frame, true)),
+        }
+    }
+
+    /// Runs the reader and writer tasks over `stream`.
+    fn start<S: Split>(stream: S, address: &str, max_frame: usize, tls: bool) -> Connection {
+        let (read, write) = stream.split();
         let codec = FrameCodec::new(max_frame);
         let (tx, rx) = mpsc::channel(1024);
         let pending: Arc<Pending> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let gone_away = Arc::new(OnceLock::new());
+        let tls_failure = Arc::new(OnceLock::new());
         tokio::spawn(write_loop(
             FramedWrite::new(write, codec.clone()),
             rx,
@@ -200,20 +256,25 @@ impl Connection {
         ));
         tokio::spawn(read_loop(
             FramedRead::new(read, codec),
-            Arc::clone(&pending),
-            Arc::clone(&closed),
-            Arc::clone(&gone_away),
-            address.to_owned(),
+            ReaderState {
+                pending: Arc::clone(&pending),
+                closed: Arc::clone(&closed),
+                gone_away: Arc::clone(&gone_away),
+                tls_failure: Arc::clone(&tls_failure),
+                address: address.to_owned(),
+            },
         ));
-        debug!(%address, "connected");
-        Ok(Connection {
+        debug!(%address, tls, "connected");
+        Connection {
             address: address.to_owned(),
+            tls,
             tx,
             pending,
             closed,
             gone_away,
+            tls_failure,
             next_id: AtomicU64::new(1),
-        })
+        }
     }
 
     /// True once the socket broke; the pool then dials a new connection.
@@ -263,9 +324,16 @@ impl Connection {
         }
     }
 
-    /// Why the connection failed the call: a go-away received, or broken.
+    /// Why the connection failed the call: a go-away received, a TLS failure, or broken.
     fn broken(&self) -> TransportError {
         let address = self.address.clone();
+        if let Some(f) = self.tls_failure.get() {
+            return TransportError::Tls {
+                address,
+                hint: f.hint,
+                source: io::Error::other(f.cause.clone()),
+            };
+        }
         match self.gone_away.get() {
             Some(g) if !g.refused => TransportError::GoAway {
                 address,
@@ -290,8 +358,8 @@ fn fail_all(pending: &Pending, closed: &AtomicBool) {
     lock(pending).clear();
 }
 
-async fn write_loop(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
+    mut sink: FramedWrite<W, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
     closed: Arc<AtomicBool>,
 ) {
@@ -303,13 +371,32 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+/// What the reader shares with its connection.
+struct ReaderState {
     pending: Arc<Pending>,
     closed: Arc<AtomicBool>,
     gone_away: Arc<OnceLock<GoneAway>>,
+    tls_failure: Arc<OnceLock<TlsFailure>>,
     address: String,
+}
+
+/// The first two bytes of a TLS record (alert or handshake, TLS 1.x) where a frame was
+/// expected: the peer speaks TLS.
+fn is_tls_record(magic: u16) -> bool {
+    matches!(magic >> 8, 0x15 | 0x16) && magic & 0xff == 0x03
+}
+
+async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
+    mut frames: FramedRead<R, FrameCodec>,
+    state: ReaderState,
 ) {
+    let ReaderState {
+        pending,
+        closed,
+        gone_away,
+        tls_failure,
+        address,
+    } = state;
     let mut answered = false;
     loop {
         match frames.next().await {
@@ -334,7 +421,25 @@ async fn read_loop(
                 break;
             }
             Some(Err(FrameError::Io(error))) => {
-                debug!(%address, %error, "connection lost");
+                if let Some(hint) = failure_hint(&error, false) {
+                    warn!(%address, %error, hint, "TLS failure on the connection");
+                    let _ = tls_failure.set(TlsFailure {
+                        hint,
+                        cause: error.to_string(),
+                    });
+                } else {
+                    debug!(%address, %error, "connection lost");
+                }
+                break;
+            }
+            Some(Err(error @ FrameError::BadMagic { found })) if is_tls_record(found) => {
+                let hint = "the node answered in TLS: it serves TLS on this port but is not \
+                            registered with tls=true";
+                warn!(%address, hint, "TLS answer on a plain connection");
+                let _ = tls_failure.set(TlsFailure {
+                    hint,
+                    cause: error.to_string(),
+                });
                 break;
             }
             Some(Err(error)) => {
@@ -350,11 +455,24 @@ async fn read_loop(
     fail_all(&pending, &closed);
 }
 
-/// One connection per node address, dialed on first use and again after it broke.
+/// One connection per node address, dialed on first use and again after it broke, in TLS
+/// for nodes that ask for it.
 #[derive(Debug)]
 pub(crate) struct Pool {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     max_frame: usize,
+    tls: Option<ClientTls>,
+    /// TLS nodes met without `rpc.tls.caFile`, warned about once each.
+    warned: Mutex<std::collections::HashSet<String>>,
+}
+
+/// The node to dial: its address, its host (the name its certificate is verified for by
+/// default) and whether it asks for TLS.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target<'a> {
+    pub(crate) address: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) tls: bool,
 }
 
 #[derive(Debug, Default)]
@@ -364,24 +482,50 @@ struct Slot {
 }
 
 impl Pool {
-    /// An empty pool whose connections accept frames up to `max_frame`.
-    pub(crate) fn new(max_frame: usize) -> Self {
+    /// An empty pool whose connections accept frames up to `max_frame`, dialing TLS nodes with
+    /// `tls`.
+    pub(crate) fn new(max_frame: usize, tls: Option<ClientTls>) -> Self {
         Pool {
             slots: Mutex::default(),
             max_frame,
+            tls,
+            warned: Mutex::default(),
         }
     }
 
-    /// The open connection to `address`, dialing (within `timeout`) when there is none.
+    /// The open connection to `target`, dialing (within `timeout`) when there is none.
     /// Concurrent callers share one dial.
     ///
     /// # Errors
-    /// The dial error.
+    /// The dial error; [`TransportError::TlsNotConfigured`] for a TLS node without
+    /// `rpc.tls.caFile`.
     pub(crate) async fn get(
         &self,
-        address: &str,
+        target: Target<'_>,
         timeout: Duration,
     ) -> Result<Arc<Connection>, TransportError> {
+        let address = target.address;
+        let tls = match (&self.tls, target.tls) {
+            (_, false) => None,
+            (Some(tls), true) => {
+                let name = tls
+                    .server_name(target.host)
+                    .ok_or_else(|| TransportError::Tls {
+                        address: address.to_owned(),
+                        hint: "the node's host is no valid TLS server name: set rpc.tls.serverName",
+                        source: io::Error::other(format!("invalid server name `{}`", target.host)),
+                    })?;
+                Some((tls, name))
+            }
+            (None, true) => {
+                if lock(&self.warned).insert(address.to_owned()) {
+                    warn!(%address, "a node registered with tls=true is skipped: this consumer has no rpc.tls.caFile");
+                }
+                return Err(TransportError::TlsNotConfigured {
+                    address: address.to_owned(),
+                });
+            }
+        };
         let slot = {
             let mut slots = lock(&self.slots);
             match slots.get(address) {
@@ -393,14 +537,15 @@ impl Pool {
                 }
             }
         };
-        if let Some(conn) = open(&slot) {
+        let wanted = tls.is_some();
+        if let Some(conn) = open(&slot, wanted) {
             return Ok(conn);
         }
         let _dialing = slot.dialing.lock().await;
-        if let Some(conn) = open(&slot) {
+        if let Some(conn) = open(&slot, wanted) {
             return Ok(conn);
         }
-        let conn = Arc::new(Connection::connect(address, timeout, self.max_frame).await?);
+        let conn = Arc::new(Connection::connect(address, timeout, self.max_frame, tls).await?);
         slot.current.store(Some(Arc::clone(&conn)));
         Ok(conn)
     }
@@ -411,8 +556,12 @@ impl Pool {
     }
 }
 
-fn open(slot: &Slot) -> Option<Arc<Connection>> {
-    slot.current.load_full().filter(|c| !c.is_closed())
+/// The slot's connection when it is open and of the wanted kind (a node that switched to TLS
+/// or back is dialed again).
+fn open(slot: &Slot, tls: bool) -> Option<Arc<Connection>> {
+    slot.current
+        .load_full()
+        .filter(|c| !c.is_closed() && c.tls == tls)
 }
 
 #[cfg(test)]
@@ -435,7 +584,9 @@ mod tests {
                 .unwrap();
         let address = server.local_addr().to_string();
         let timeout = Duration::from_secs(3);
-        let connection = Connection::connect(&address, timeout, 1024).await.unwrap();
+        let connection = Connection::connect(&address, timeout, 1024, None)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
         let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
         match connection.call(request, timeout).await {
@@ -458,7 +609,9 @@ mod tests {
         let _hold = std::net::TcpStream::connect(&address).unwrap();
         let timeout = Duration::from_secs(3);
         let started = Instant::now();
-        let connection = Connection::connect(&address, timeout, 1024).await.unwrap();
+        let connection = Connection::connect(&address, timeout, 1024, None)
+            .await
+            .unwrap();
         let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
         match connection.call(request, timeout).await {
             Err(e @ TransportError::Rejected { .. }) => {

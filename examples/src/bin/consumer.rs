@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
         }
     };
     let last: Arc<Mutex<Option<CallRecord>>> = Arc::default();
-    let options = ConsumerOptions::from_config(&config).with_observer({
+    let mut options = ConsumerOptions::from_config(&config).with_observer({
         let last = Arc::clone(&last);
         move |record: &CallRecord| {
             if let Ok(mut slot) = last.lock() {
@@ -58,6 +58,14 @@ async fn main() -> ExitCode {
             }
         }
     });
+    // rpc.tls.*: nodes registered with tls=true are called in TLS.
+    match rpc_runtime::tls::ClientTls::from_config(&config.tls) {
+        Ok(tls) => options.tls = tls,
+        Err(e) => {
+            eprintln!("consumer: {}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    }
     let registry = match rpc_runtime::connect::connect_registry(&config.registry_config).await {
         Ok(r) => r,
         Err(e) => {

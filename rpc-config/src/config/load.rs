@@ -75,6 +75,13 @@ const KEYS: &[(&str, &str)] = &[
         "rpc.registryConfig.tls.serverName",
         "RPC_REGISTRY_CONFIG_TLS_SERVER_NAME",
     ),
+    ("rpc.tls.certFile", "RPC_TLS_CERT_FILE"),
+    ("rpc.tls.keyFile", "RPC_TLS_KEY_FILE"),
+    ("rpc.tls.clientCaFile", "RPC_TLS_CLIENT_CA_FILE"),
+    ("rpc.tls.caFile", "RPC_TLS_CA_FILE"),
+    ("rpc.tls.clientCertFile", "RPC_TLS_CLIENT_CERT_FILE"),
+    ("rpc.tls.clientKeyFile", "RPC_TLS_CLIENT_KEY_FILE"),
+    ("rpc.tls.serverName", "RPC_TLS_SERVER_NAME"),
     ("rpc.server.maxConnections", "RPC_SERVER_MAX_CONNECTIONS"),
     ("rpc.server.idleTimeout", "RPC_SERVER_IDLE_TIMEOUT"),
     ("rpc.server.frameTimeout", "RPC_SERVER_FRAME_TIMEOUT"),
@@ -300,6 +307,15 @@ impl RpcConfig {
                 )?,
                 max_buffered_bytes: count("rpc.server.maxBufferedBytes")?
                     .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES),
+            },
+            tls: RpcTlsConfig {
+                cert_file: path("rpc.tls.certFile"),
+                key_file: path("rpc.tls.keyFile"),
+                client_ca_file: path("rpc.tls.clientCaFile"),
+                ca_file: path("rpc.tls.caFile"),
+                client_cert_file: path("rpc.tls.clientCertFile"),
+                client_key_file: path("rpc.tls.clientKeyFile"),
+                server_name: optional("rpc.tls.serverName"),
             },
         };
         config.validate()?;

@@ -37,6 +37,13 @@
 //! | `rpc.registryConfig.tls.certFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_CERT_FILE` | PEM client certificate chain (mutual TLS), with `keyFile` |
 //! | `rpc.registryConfig.tls.keyFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
 //! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd; Redis checks the address's host and refuses this key; ZooKeeper refuses every `tls.*` key: TLS to it is not supported yet) |
+//! | `rpc.tls.certFile` | path | none (plain TCP) | `RPC_TLS_CERT_FILE` | PEM certificate chain of the provider's server, with `keyFile`: setting both turns the provider's listener to TLS and registers its nodes with the metadata `tls=true` |
+//! | `rpc.tls.keyFile` | path | none | `RPC_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
+//! | `rpc.tls.clientCaFile` | path | none (no client certificate asked) | `RPC_TLS_CLIENT_CA_FILE` | provider: PEM CA certificate(s); every client must present a certificate signed by one of them (mutual TLS); needs `certFile` |
+//! | `rpc.tls.caFile` | path | none | `RPC_TLS_CA_FILE` | consumer: PEM CA certificate(s) the certificates of nodes marked `tls=true` must chain to (no system trust store: without it such nodes are skipped with an error) |
+//! | `rpc.tls.clientCertFile` | path | none | `RPC_TLS_CLIENT_CERT_FILE` | consumer: PEM client certificate chain for mutual TLS, with `clientKeyFile`; needs `caFile` |
+//! | `rpc.tls.clientKeyFile` | path | none | `RPC_TLS_CLIENT_KEY_FILE` | consumer: PEM private key of `clientCertFile` (never logged) |
+//! | `rpc.tls.serverName` | string | the node's host | `RPC_TLS_SERVER_NAME` | consumer: the name every TLS node's certificate must carry (a DNS name or an IP address) |
 //! | `rpc.server.maxConnections` | integer | ¾ of the open-files soft limit, at most 10000 | `RPC_SERVER_MAX_CONNECTIONS` | ≥ 1 |
 //! | `rpc.server.idleTimeout` | duration, bare number = **seconds** | `60` | `RPC_SERVER_IDLE_TIMEOUT` | 1 ms – 24 h |
 //! | `rpc.server.frameTimeout` | duration, bare number = **seconds** | `10` | `RPC_SERVER_FRAME_TIMEOUT` | 1 ms – 1 h |
@@ -269,6 +276,41 @@ impl RegistryConfig {
     }
 }
 
+/// TLS on the RPC transport: `rpc.tls`. The provider's side (`certFile`, `keyFile`,
+/// `clientCaFile`) and the consumer's (`caFile`, `clientCertFile`, `clientKeyFile`,
+/// `serverName`) are independent: one process may set both. Only paths are held here; the
+/// files are read by `rpc-runtime` when a server or consumer is built (errors name the key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RpcTlsConfig {
+    /// `rpc.tls.certFile`: the provider's certificate chain (PEM). With `key_file`, the
+    /// provider listens in TLS.
+    pub cert_file: Option<PathBuf>,
+    /// `rpc.tls.keyFile`: its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// `rpc.tls.clientCaFile`: the provider requires client certificates signed by these CAs.
+    pub client_ca_file: Option<PathBuf>,
+    /// `rpc.tls.caFile`: the CAs a consumer trusts for nodes marked `tls=true`.
+    pub ca_file: Option<PathBuf>,
+    /// `rpc.tls.clientCertFile`: the consumer's certificate chain for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// `rpc.tls.clientKeyFile`: its private key.
+    pub client_key_file: Option<PathBuf>,
+    /// `rpc.tls.serverName`: the name a node's certificate must carry; `None`: the node's host.
+    pub server_name: Option<String>,
+}
+
+impl RpcTlsConfig {
+    /// Whether the provider's listener speaks TLS (`certFile` and `keyFile` set).
+    pub fn serves_tls(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// Whether the consumer can call TLS nodes (`caFile` set).
+    pub fn calls_tls(&self) -> bool {
+        self.ca_file.is_some()
+    }
+}
+
 /// The provider's limits: `rpc.server`. See `rpc_runtime::server` for what each does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -320,6 +362,8 @@ pub struct RpcConfig {
     pub registry_config: RegistryConfig,
     /// `rpc.server`.
     pub server: ServerConfig,
+    /// `rpc.tls`: TLS on the RPC transport (all `None`: plain TCP).
+    pub tls: RpcTlsConfig,
 }
 
 impl Default for RpcConfig {
@@ -336,6 +380,7 @@ impl Default for RpcConfig {
             warmup: Duration::ZERO,
             registry_config: RegistryConfig::default(),
             server: ServerConfig::default(),
+            tls: RpcTlsConfig::default(),
         }
     }
 }
@@ -401,14 +446,27 @@ impl RpcConfig {
                 return Err(invalid(key, "0".into(), "an integer of at least 1".into()));
             }
         }
-        let pairs = [(
-            "rpc.registryConfig.tls",
-            r.tls.clone().unwrap_or_default(),
-            "certFile",
-            "keyFile",
-        )];
-        for (prefix, files, cert, key) in pairs {
-            match (&files.cert_file, &files.key_file) {
+        let store = r.tls.clone().unwrap_or_default();
+        let t = &self.tls;
+        let pairs = [
+            (
+                "rpc.registryConfig.tls",
+                &store.cert_file,
+                &store.key_file,
+                "certFile",
+                "keyFile",
+            ),
+            ("rpc.tls", &t.cert_file, &t.key_file, "certFile", "keyFile"),
+            (
+                "rpc.tls",
+                &t.client_cert_file,
+                &t.client_key_file,
+                "clientCertFile",
+                "clientKeyFile",
+            ),
+        ];
+        for (prefix, cert_file, key_file, cert, key) in pairs {
+            match (cert_file, key_file) {
                 (Some(path), None) => {
                     return Err(invalid(
                         &format!("{prefix}.{cert}"),
@@ -424,6 +482,32 @@ impl RpcConfig {
                     ))
                 }
                 _ => {}
+            }
+        }
+        if let (Some(path), false) = (&t.client_ca_file, t.serves_tls()) {
+            return Err(invalid(
+                "rpc.tls.clientCaFile",
+                path.display().to_string(),
+                "a CA file together with rpc.tls.certFile and rpc.tls.keyFile (client \
+                 certificates are asked only by a TLS listener)"
+                    .into(),
+            ));
+        }
+        if let (Some(path), false) = (&t.client_cert_file, t.calls_tls()) {
+            return Err(invalid(
+                "rpc.tls.clientCertFile",
+                path.display().to_string(),
+                "a client certificate together with rpc.tls.caFile (it is sent only over TLS)"
+                    .into(),
+            ));
+        }
+        if let Some(name) = &t.server_name {
+            if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "rpc.tls.serverName",
+                    name.escape_debug().to_string(),
+                    "a DNS name or an IP address".into(),
+                ));
             }
         }
         // The registry's own rules, named as configuration keys.
