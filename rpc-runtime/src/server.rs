@@ -941,7 +941,13 @@ async fn write_within<W: AsyncWrite + Unpin>(
     if bytes.is_empty() {
         return Ok(());
     }
-    match tokio::time::timeout(within, write.write_all(bytes)).await {
+    // Flushed: a TLS stream may keep written records buffered (socket full) until flushed,
+    // and the next answer may be long in coming (a plain socket's flush does nothing).
+    let written = async {
+        write.write_all(bytes).await?;
+        write.flush().await
+    };
+    match tokio::time::timeout(within, written).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("write failed"),
         Err(_) => Err("the peer does not read its answers (frame timeout)"),
@@ -999,6 +1005,25 @@ async fn handle(services: &Services, frame: Frame, max_frame: usize) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers are flushed: a stream that buffers what it is given (a TLS stream whose socket
+    /// was full keeps its records; here a `BufWriter`) hands them on at once, not when the next
+    /// answer comes. Found by the TLS bench: under 64 callers, calls waited for later answers
+    /// and timed out.
+    #[tokio::test]
+    async fn written_answers_are_flushed() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 16);
+        let mut buffered = tokio::io::BufWriter::new(ours);
+        write_within(&mut buffered, b"answer", Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut read = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(1), peer.read_exact(&mut read))
+            .await
+            .expect("the answer arrives without another write")
+            .unwrap();
+        assert_eq!(&read, b"answer");
+    }
 
     #[test]
     fn an_episode_is_reported_once_and_ends_after_a_quiet_period() {
