@@ -16,9 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::{
-    free_ports, probe_redis, which, HarnessError, MakeCommand, Ready, Server, TestPki,
-};
+use crate::{free_ports, probe_redis, which, HarnessError, MakeCommand, Ready, Server, TestPki};
 
 /// The name the Sentinels monitor the primary under.
 pub const MASTER_NAME: &str = "mymaster";
@@ -224,13 +222,8 @@ impl RedisSentinel {
         // Plain ports first, TLS ports (used only in a TLS setup) after.
         let with_tls = |i: usize| tls.clone().map(|t| (t, ports[5 + i]));
         let primary_port = if tls.is_some() { ports[5] } else { ports[0] };
-        let primary = RedisNode::start(
-            &server,
-            "redis-primary".into(),
-            ports[0],
-            None,
-            with_tls(0),
-        )?;
+        let primary =
+            RedisNode::start(&server, "redis-primary".into(), ports[0], None, with_tls(0))?;
         let replica = RedisNode::start(
             &server,
             "redis-replica".into(),
