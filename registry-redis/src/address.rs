@@ -378,6 +378,35 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_addresses_with_tls_files_reach_the_sentinels_over_tls() {
+        let pki = registry_test_support::TestPki::generate().unwrap();
+        let files = registry_core::TlsFiles::default().with_ca_file(&pki.ca);
+        let options = ConnectOptions {
+            tls: Some(files.clone()),
+            ..ConnectOptions::default()
+        };
+        let s = sentinel_of("redis+sentinel://a:1,[::1]:2/m", &options);
+        assert!(s.tls.is_some());
+        for info in &s.sentinels {
+            assert!(
+                matches!(info.addr(), ConnectionAddr::TcpTls { insecure: false, .. }),
+                "{:?}",
+                info.addr()
+            );
+        }
+        let named = ConnectOptions {
+            tls: Some(files.with_server_name("redis.internal")),
+            ..ConnectOptions::default()
+        };
+        match parse("redis+sentinel://a:1/m", &named) {
+            Err(BackendError::Config { reason, .. }) => {
+                assert!(reason.contains("serverName is not supported"), "{reason}");
+            }
+            _ => panic!("a server name with Sentinels must be refused"),
+        }
+    }
+
+    #[test]
     fn direct_addresses_take_the_options_credentials() {
         let options = ConnectOptions {
             password: Some("secret".into()),
