@@ -389,7 +389,13 @@ mod tests {
         assert!(s.tls.is_some());
         for info in &s.sentinels {
             assert!(
-                matches!(info.addr(), ConnectionAddr::TcpTls { insecure: false, .. }),
+                matches!(
+                    info.addr(),
+                    ConnectionAddr::TcpTls {
+                        insecure: false,
+                        ..
+                    }
+                ),
                 "{:?}",
                 info.addr()
             );
