@@ -241,3 +241,18 @@ async fn tls_settings_zookeeper_cannot_honour_are_configuration_errors() {
         assert!(chain.contains(expected), "{chain}");
     }
 }
+
+/// A server certificate that expired: refused at once, the cause named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_server_with_an_expired_certificate_fails_at_once() {
+    init_tracing();
+    let pki = TestPki::generate().unwrap();
+    let server = ZkServer::start_tls(&pki, &pki.expired_server, false).unwrap();
+    let secure = server.secure_connect_string().unwrap();
+    let chain = tls_refused(
+        &tls_options(secure.clone(), TlsFiles::default().with_ca_file(&pki.ca)),
+        &secure,
+    )
+    .await;
+    assert!(chain.contains("expired"), "{chain}");
+}
