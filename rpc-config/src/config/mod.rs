@@ -33,7 +33,7 @@
 //! | `rpc.registryConfig.protectThreshold` | number | `0` (off) | `RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD` | between 0 and 1: a resync taking away a larger share of a service's nodes keeps serving them (stale) for one TTL |
 //! | `rpc.registryConfig.snapshotDir` | path | none (off) | `RPC_REGISTRY_CONFIG_SNAPSHOT_DIR` | a writable directory: each service's nodes are kept there, and a process that starts while the store is down serves them (stale) until it answers |
 //! | `rpc.registryConfig.root` | string | `/rpc/` | `RPC_REGISTRY_CONFIG_ROOT` | `/`-separated names, no `.` or `..`, no spaces or control characters |
-//! | `rpc.registryConfig.tls.caFile` | path | none (system trust store) | `RPC_REGISTRY_CONFIG_TLS_CA_FILE` | PEM CA certificate(s) the store's certificate must chain to; setting any `tls.*` key turns TLS on |
+//! | `rpc.registryConfig.tls.caFile` | path | none (system trust store; ZooKeeper requires it) | `RPC_REGISTRY_CONFIG_TLS_CA_FILE` | PEM CA certificate(s) the store's certificate must chain to; setting any `tls.*` key turns TLS on |
 //! | `rpc.registryConfig.tls.certFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_CERT_FILE` | PEM client certificate chain (mutual TLS), with `keyFile` |
 //! | `rpc.registryConfig.tls.keyFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
 //! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd; Redis and ZooKeeper check the address's host and refuse this key; ZooKeeper also needs `caFile`) |
