@@ -8,9 +8,13 @@
 //!
 //! Credentials set in the options (`rpc.registryConfig.username/password`) replace those of
 //! the address.
+//!
+//! TLS files (`rpc.registryConfig.tls.*`) make a bare `host:port` a `rediss://` one; with a
+//! Sentinel address they apply to the Sentinels (their `tls-port`) and to the data nodes they
+//! name (which must then be their TLS ports: `tls-replication yes` on every node and Sentinel).
 
-use redis::{ConnectionInfo, IntoConnectionInfo as _, RedisConnectionInfo};
-use registry_core::{redact_address, BackendError, ConnectOptions};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo as _, RedisConnectionInfo};
+use registry_core::{redact_address, BackendError, ConnectOptions, TlsPem};
 
 use crate::{DEFAULT_ADDRESS, NAME};
 
@@ -35,6 +39,9 @@ pub(crate) struct SentinelAddress {
     pub(crate) master: String,
     /// Database and credentials for the primary.
     pub(crate) node: RedisConnectionInfo,
+    /// TLS to the Sentinels and the data nodes (`rpc.registryConfig.tls.*`): the same CA and
+    /// client certificate for both.
+    pub(crate) tls: Option<redis::TlsCertificates>,
 }
 
 /// The address as configured, made whole: a Sentinel address as it is, otherwise
@@ -58,9 +65,8 @@ pub(crate) fn url(address: &str) -> String {
 ///
 /// # Errors
 /// [`BackendError::Config`] when `url` is not a Redis or Sentinel address, or TLS files are
-/// configured for a plain `redis://` address, a Sentinel address, or with a server name (the
-/// client checks the address's host); the message shows the address with its password
-/// redacted.
+/// configured for a plain `redis://` address or with a server name (the client checks the
+/// address's host); the message shows the address with its password redacted.
 pub(crate) fn parse(url: &str, options: &ConnectOptions) -> Result<Address, BackendError> {
     let config = |reason: String| BackendError::Config {
         backend: NAME,
@@ -76,15 +82,16 @@ pub(crate) fn parse(url: &str, options: &ConnectOptions) -> Result<Address, Back
         .map(|t| t.read(NAME, "rpc.registryConfig.tls"))
         .transpose()?;
     if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
-        if pem.is_some() {
-            return Err(tls_config(
-                "TLS through Sentinels is not supported yet (rpc.registryConfig.tls.* with a \
-                 redis+sentinel:// address): connect to the primary with rediss://"
-                    .into(),
-            ));
-        }
         let mut sentinel = sentinel(rest).map_err(config)?;
         sentinel.node = with_credentials(sentinel.node, options);
+        if let Some(pem) = pem {
+            let certificates = certificates(pem).map_err(tls_config)?;
+            // The files are checked here: a bad one is a configuration error at start.
+            for info in &mut sentinel.sentinels {
+                *info = with_tls(info, &certificates).map_err(tls_config)?;
+            }
+            sentinel.tls = Some(certificates);
+        }
         return Ok(Address::Sentinel(sentinel));
     }
     let url = match (&pem, url.strip_prefix("redis://")) {
@@ -107,27 +114,58 @@ pub(crate) fn parse(url: &str, options: &ConnectOptions) -> Result<Address, Back
     let Some(pem) = pem else {
         return Ok(Address::Direct(info));
     };
-    if pem.server_name.is_some() {
-        return Err(tls_config(
-            "rpc.registryConfig.tls.serverName is not supported with Redis: the server's \
-             certificate must carry the address's host"
-                .into(),
-        ));
-    }
-    install_crypto_provider();
-    let certificates = redis::TlsCertificates {
-        client_tls: pem.identity.map(|(cert, key)| redis::ClientTlsConfig {
-            client_cert: cert,
-            client_key: key.0,
-        }),
-        root_cert: pem.ca,
-    };
+    let certificates = certificates(pem).map_err(tls_config)?;
     let client = redis::Client::build_with_tls(info, certificates).map_err(|e| {
         tls_config(format!(
             "unusable TLS files (rpc.registryConfig.tls.*): {e}"
         ))
     })?;
     Ok(Address::Direct(client.get_connection_info().clone()))
+}
+
+/// The client's certificates from the files read; the crypto provider installed.
+///
+/// # Errors
+/// A message when a server name is configured (the client checks the address's host).
+fn certificates(pem: TlsPem) -> Result<redis::TlsCertificates, String> {
+    if pem.server_name.is_some() {
+        return Err(
+            "rpc.registryConfig.tls.serverName is not supported with Redis: the server's \
+             certificate must carry the address's host"
+                .into(),
+        );
+    }
+    install_crypto_provider();
+    Ok(redis::TlsCertificates {
+        client_tls: pem.identity.map(|(cert, key)| redis::ClientTlsConfig {
+            client_cert: cert,
+            client_key: key.0,
+        }),
+        root_cert: pem.ca,
+    })
+}
+
+/// `info` (a Sentinel's plain address) over TLS with `certificates`.
+///
+/// # Errors
+/// A message when the files are unusable.
+fn with_tls(
+    info: &ConnectionInfo,
+    certificates: &redis::TlsCertificates,
+) -> Result<ConnectionInfo, String> {
+    let ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return Ok(info.clone());
+    };
+    let addr = ConnectionAddr::TcpTls {
+        host: host.clone(),
+        port: *port,
+        insecure: false,
+        tls_params: None,
+    };
+    let tls = info.clone().set_addr(addr);
+    redis::Client::build_with_tls(tls, certificates.clone())
+        .map(|client| client.get_connection_info().clone())
+        .map_err(|e| format!("unusable TLS files (rpc.registryConfig.tls.*): {e}"))
 }
 
 /// Makes rustls's `ring` provider the process default when none is (the client builds its
@@ -212,6 +250,7 @@ fn sentinel(rest: &str) -> Result<SentinelAddress, String> {
         sentinels,
         master: master.to_owned(),
         node,
+        tls: None,
     })
 }
 
@@ -335,6 +374,41 @@ mod tests {
                 Err(other) => panic!("{bad}: {other}"),
                 Ok(_) => panic!("{bad}: accepted"),
             }
+        }
+    }
+
+    #[test]
+    fn sentinel_addresses_with_tls_files_reach_the_sentinels_over_tls() {
+        let pki = registry_test_support::TestPki::generate().unwrap();
+        let files = registry_core::TlsFiles::default().with_ca_file(&pki.ca);
+        let options = ConnectOptions {
+            tls: Some(files.clone()),
+            ..ConnectOptions::default()
+        };
+        let s = sentinel_of("redis+sentinel://a:1,[::1]:2/m", &options);
+        assert!(s.tls.is_some());
+        for info in &s.sentinels {
+            assert!(
+                matches!(
+                    info.addr(),
+                    ConnectionAddr::TcpTls {
+                        insecure: false,
+                        ..
+                    }
+                ),
+                "{:?}",
+                info.addr()
+            );
+        }
+        let named = ConnectOptions {
+            tls: Some(files.with_server_name("redis.internal")),
+            ..ConnectOptions::default()
+        };
+        match parse("redis+sentinel://a:1/m", &named) {
+            Err(BackendError::Config { reason, .. }) => {
+                assert!(reason.contains("serverName is not supported"), "{reason}");
+            }
+            _ => panic!("a server name with Sentinels must be refused"),
         }
     }
 

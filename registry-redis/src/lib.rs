@@ -13,6 +13,13 @@
 //! are asked without credentials. `rpc.registryConfig.username/password` replace the
 //! address's credentials.
 //!
+//! With `rpc.registryConfig.tls.*`, `host:port` becomes `rediss://host:port`; with a Sentinel
+//! address the Sentinels are reached on the ports listed (their `tls-port`) and the primary
+//! they name over TLS too, with the same CA and client certificate: run every node and
+//! Sentinel with `tls-replication yes`, so the Sentinels monitor and name the nodes' TLS
+//! ports. `serverName` is refused: the certificates must carry the hosts the client connects
+//! to (for the data nodes, the address the Sentinels name).
+//!
 //! # Layout
 //!
 //! Every node is a plain string key holding its JSON (`GET /rpc/users:1.0/10.0.0.7:8080` is

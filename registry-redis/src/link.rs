@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Client, ConnectionInfo, RedisError, RedisResult};
 use registry_core::backend::with_timeout;
 use registry_core::BackendError;
@@ -54,9 +54,12 @@ enum Kind {
 
 /// The Sentinels of one primary.
 struct Sentinels {
-    sentinel: tokio::sync::Mutex<Sentinel>,
+    /// Asks the Sentinels for the primary and checks it (`ROLE`), with the primary's
+    /// database, credentials and TLS.
+    client: tokio::sync::Mutex<SentinelClient>,
     master: String,
-    node: SentinelNodeConnectionInfo,
+    /// Whether the Sentinels and the data nodes are reached over TLS.
+    tls: bool,
     /// The primary the Sentinels named last, until a connection to it fails.
     primary: Mutex<Option<ConnectionInfo>>,
     /// The Sentinels' addresses, for [`Locator::verify`].
@@ -77,11 +80,17 @@ impl Locator {
                 sentinels,
                 master,
                 node,
+                tls,
             }) => Kind::Sentinel(Box::new(Sentinels {
-                addresses: sentinels.clone(),
-                sentinel: tokio::sync::Mutex::new(Sentinel::build(sentinels)?),
+                client: tokio::sync::Mutex::new(sentinel_client(
+                    &sentinels,
+                    &master,
+                    &node,
+                    tls.clone(),
+                )?),
+                tls: tls.is_some(),
+                addresses: sentinels,
                 master,
-                node: SentinelNodeConnectionInfo::default().set_redis_connection_info(node),
                 primary: Mutex::new(None),
                 probe: tokio::sync::Mutex::new(None),
             })),
@@ -92,9 +101,12 @@ impl Locator {
         })
     }
 
-    /// Whether connections to the primary use TLS (`rediss://`).
+    /// Whether connections to the primary (and the Sentinels) use TLS.
     pub(crate) fn uses_tls(&self) -> bool {
-        matches!(&self.kind, Kind::Direct(info) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }))
+        match &self.kind {
+            Kind::Direct(info) => matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }),
+            Kind::Sentinel(sentinels) => sentinels.tls,
+        }
     }
 
     /// Whether the primary is found through Sentinels.
@@ -149,9 +161,8 @@ impl Locator {
             Kind::Direct(info) => Ok((**info).clone()),
             Kind::Sentinel(sentinels) => {
                 let Sentinels {
-                    sentinel,
+                    client,
                     master,
-                    node,
                     primary,
                     ..
                 } = &**sentinels;
@@ -160,11 +171,7 @@ impl Locator {
                 }
                 // The Sentinels' answer is checked by the client: the server it names
                 // must call itself a master (`ROLE`).
-                let client = sentinel
-                    .lock()
-                    .await
-                    .async_master_for(master, Some(node))
-                    .await?;
+                let client = client.lock().await.async_get_client().await?;
                 let info = client.get_connection_info().clone();
                 debug!(primary = %info.addr(), %master, "the Sentinels name the primary");
                 *lock(primary) = Some(info.clone());
@@ -284,6 +291,36 @@ pub(crate) async fn follow_sentinels(locator: Weak<Locator>, every: Duration, ti
         };
         locator.verify(timeout).await;
     }
+}
+
+/// The client that asks the Sentinels `sentinels` for the primary `master`, and connects to
+/// it with the database and credentials of `node`, both over TLS with `tls`.
+fn sentinel_client(
+    sentinels: &[ConnectionInfo],
+    master: &str,
+    node: &redis::RedisConnectionInfo,
+    tls: Option<redis::TlsCertificates>,
+) -> RedisResult<SentinelClient> {
+    let mut builder = SentinelClientBuilder::new(
+        sentinels.iter().map(|s| s.addr().clone()),
+        master,
+        SentinelServerType::Master,
+    )?
+    .set_client_to_redis_db(node.db());
+    if let Some(user) = node.username() {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = node.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(certificates) = tls {
+        builder = builder
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_certificates(certificates.clone())
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_redis_certificates(certificates);
+    }
+    builder.build()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

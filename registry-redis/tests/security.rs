@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use registry_conformance::{addresses, default_options, init_tracing, svc, svc_addresses};
 use registry_core::{BackendError, ConnectOptions, Registry, RegistryError, TlsFiles};
 use registry_redis::RedisBackend;
-use registry_test_support::{RedisServer, TestPki};
+use registry_test_support::{RedisSentinel, RedisServer, TestPki};
 
 /// A wrong setting must fail well within this (the request timeout is longer).
 const FAST: Duration = Duration::from_secs(2);
@@ -221,4 +221,75 @@ async fn the_documented_acl_user_is_enough_and_a_lesser_one_is_denied() {
     assert!(matches!(err, BackendError::Auth { .. }), "{err:?}");
     lesser.unregister(&svc(3)).await.ok();
     provider.shutdown().await.unwrap();
+}
+
+/// `redis+sentinel://` with TLS: the Sentinels on their TLS ports, the primary they name on
+/// its TLS port (`tls-replication yes` everywhere), client certificates required. The
+/// registry works, follows a failover to the promoted replica over TLS, and a wrong CA or a
+/// missing client certificate fails at once with a TLS error naming the Sentinel address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_through_sentinels_and_to_the_primary_they_name() {
+    init_tracing();
+    let pki = TestPki::generate().unwrap();
+    let mut setup = RedisSentinel::start_tls(&pki, true).unwrap_or_else(|e| panic!("{e}"));
+    let address = setup.address();
+    let mtls = ca(&pki.ca).with_identity(&pki.client.cert, &pki.client.key);
+    let registry_options = default_options();
+    let registry = Registry::new(
+        Arc::new(
+            RedisBackend::connect(&ConnectOptions {
+                root: registry_options.keys.root().to_owned(),
+                ..options(&address, Some(mtls.clone()))
+            })
+            .await
+            .unwrap(),
+        ),
+        registry_options,
+    )
+    .unwrap();
+    registry.register(svc(1)).await.unwrap();
+    assert_eq!(addresses(&registry, "svc:1.0").await, svc_addresses(&[1]));
+
+    // A failover: the Sentinels name the replica's TLS port; the registry follows.
+    let killed = setup.kill_primary().unwrap_or_else(|e| panic!("{e}"));
+    let promoted = setup
+        .wait_for_primary(Some(killed), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tls_port = setup.node(promoted).tls_port().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), registry.register(svc(2)))
+        .await
+        .expect("register after the failover")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while addresses(&registry, "svc:1.0").await != svc_addresses(&[1, 2]) {
+        assert!(Instant::now() < deadline, "both nodes after the failover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let keys = setup.node(promoted).command("DBSIZE").unwrap_or_default();
+    eprintln!("failover to node {promoted} (TLS port {tls_port}): DBSIZE {keys}");
+    registry.shutdown().await.unwrap();
+
+    let first_sentinel = address
+        .trim_start_matches("redis+sentinel://")
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned();
+    let port: u16 = first_sentinel.rsplit_once(':').unwrap().1.parse().unwrap();
+    // The wrong CA: no Sentinel is trusted.
+    let wrong_ca = ca(&pki.other_ca).with_identity(&pki.client.cert, &pki.client.key);
+    let err = connect_err(&options(&address, Some(wrong_ca))).await;
+    let chain = registry_core::error_chain(&err);
+    eprintln!("{chain}");
+    tls_failure(&err, port);
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
+
+    // No client certificate: the Sentinels refuse it.
+    let err = connect_err(&options(&address, Some(ca(&pki.ca)))).await;
+    eprintln!("{}", registry_core::error_chain(&err));
+    assert!(
+        matches!(err, BackendError::Tls { .. } | BackendError::Connect { .. }),
+        "{}",
+        registry_core::error_chain(&err)
+    );
 }

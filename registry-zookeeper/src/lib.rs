@@ -44,11 +44,23 @@
 //! and closing remove only this session's nodes; a graceful shutdown deletes them in one
 //! `multi`, and one by one when the `multi` fails (ZooKeeper applies it all-or-nothing).
 //!
+//! # TLS
+//!
+//! With `rpc.registryConfig.tls.*` every server of the address is reached on its secure
+//! client port (`secureClientPort`, Netty): the server's certificate must chain to `caFile`
+//! (required: the client library has no system trust store) and carry the address's host
+//! (`serverName` is refused); `certFile`/`keyFile` are presented for `ssl.clientAuth=need`.
+//! Before the session opens, a handshake of this crate's own names a TLS failure at once
+//! (the client library would retry until its deadline and report only that no server
+//! answered). rustls with the `ring` provider, installed as the process default: the
+//! library's `tls` feature also compiles `aws-lc-rs` (a C build with `cc`, no cmake).
+//!
 //! # Layout of this crate
 //!
 //! `path` (keys as znode paths, where nodes sit), `session` (the liveness handle and request
 //! timeouts), `listing` (reading a prefix), `watch` (persistent watch with catch-up),
-//! `writes` (create, put, delete and close under the ownership rule), `backend` (the
+//! `writes` (create, put, delete and close under the ownership rule), `tls` (TLS options
+//! and the handshake check), `backend` (the
 //! [`Backend`](registry_core::Backend) implementation).
 
 mod backend;
@@ -56,6 +68,7 @@ mod listing;
 mod own;
 mod path;
 mod session;
+mod tls;
 mod watch;
 mod writes;
 

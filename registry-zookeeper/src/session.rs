@@ -10,6 +10,7 @@ use registry_core::{BackendError, KeySpace};
 use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
+use crate::tls::Tls;
 use crate::NAME;
 
 /// What a session is opened with.
@@ -19,6 +20,8 @@ pub(crate) struct Settings {
     pub(crate) session_timeout: Duration,
     pub(crate) timeout: Duration,
     pub(crate) keys: KeySpace,
+    /// TLS to the servers' secure client ports (`rpc.registryConfig.tls.*`).
+    pub(crate) tls: Option<Tls>,
 }
 
 /// The current session (replaced when it expires) and what outlives it.
@@ -58,11 +61,23 @@ fn connector(s: &Settings) -> zk::Connector {
     if let Some(auth) = &s.auth {
         connector = connector.with_auth("digest", auth);
     }
+    if let Some(tls) = &s.tls {
+        connector = connector.with_tls(tls.options.clone());
+    }
     connector
 }
 
+/// Connects `connector` to the servers of `s`: every one over TLS when it is configured.
+async fn connect(connector: zk::Connector, s: &Settings) -> Result<zk::Client, zk::Error> {
+    if s.tls.is_some() {
+        connector.secure_connect(&s.address).await
+    } else {
+        connector.connect(&s.address).await
+    }
+}
+
 async fn open(s: &Settings) -> Result<zk::Client, BackendError> {
-    match tokio::time::timeout(s.timeout, connector(s).connect(&s.address)).await {
+    match tokio::time::timeout(s.timeout, connect(connector(s), s)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(zk::Error::AuthFailed)) => Err(BackendError::Auth {
             backend: NAME,
@@ -99,10 +114,12 @@ async fn resume(
     // One pass over the servers: while there is no quorum the caller's retries pace the
     // attempts, so the session is taken back soon after a quorum is, before the new leader
     // expires it (one session timeout after it took over).
-    let attempt = connector(s)
-        .with_session(session.clone())
-        .with_fail_eagerly()
-        .connect(&s.address);
+    let attempt = connect(
+        connector(s)
+            .with_session(session.clone())
+            .with_fail_eagerly(),
+        s,
+    );
     match tokio::time::timeout(s.timeout, attempt).await {
         Ok(Ok(client)) => {
             // Read from where the session was left (the tradition after re-establishing).

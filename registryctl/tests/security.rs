@@ -216,3 +216,66 @@ fn tls_and_credentials_failures_exit_2_and_name_the_store_and_address() {
         text(&out)
     );
 }
+
+/// ZooKeeper on its secure client port with client certificates required, and Redis through
+/// TLS Sentinels: exit 0 with the right files, 2 with the wrong CA or no client certificate.
+#[cfg(feature = "zookeeper")]
+#[test]
+fn zookeeper_and_redis_sentinel_tls_exit_0_or_2() {
+    use registry_test_support::{RedisSentinel, ZkServer};
+
+    let pki = TestPki::generate().unwrap();
+    let files = |ca: &std::path::Path, identity: Option<&registry_test_support::CertFiles>| {
+        let mut env = vec![("RPC_REGISTRY_CONFIG_TLS_CA_FILE", path(ca))];
+        if let Some(id) = identity {
+            env.push(("RPC_REGISTRY_CONFIG_TLS_CERT_FILE", path(&id.cert)));
+            env.push(("RPC_REGISTRY_CONFIG_TLS_KEY_FILE", path(&id.key)));
+        }
+        env
+    };
+    let good = files(&pki.ca, Some(&pki.client));
+    let wrong_ca = files(&pki.other_ca, Some(&pki.client));
+    let no_identity = files(&pki.ca, None);
+
+    let zk = ZkServer::start_tls(&pki, &pki.server, true).unwrap();
+    let z = zk.secure_connect_string().unwrap();
+    let p: u16 = z.rsplit_once(':').unwrap().1.parse().unwrap();
+    let out = health("zookeeper", &z, &good);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    expect(
+        "ZooKeeper: wrong CA",
+        &health("zookeeper", &z, &wrong_ca),
+        2,
+        p,
+        "UnknownIssuer",
+    );
+    expect(
+        "ZooKeeper: no client certificate",
+        &health("zookeeper", &z, &no_identity),
+        2,
+        p,
+        "client's certificate",
+    );
+    drop(zk);
+
+    let sentinels = RedisSentinel::start_tls(&pki, true).unwrap();
+    let s = sentinels.address();
+    let p: u16 = s
+        .trim_start_matches("redis+sentinel://")
+        .split(',')
+        .next()
+        .and_then(|a| a.rsplit_once(':'))
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let out = health("redis", &s, &good);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    expect(
+        "Redis Sentinels: wrong CA",
+        &health("redis", &s, &wrong_ca),
+        2,
+        p,
+        "UnknownIssuer",
+    );
+}

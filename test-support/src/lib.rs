@@ -709,6 +709,16 @@ impl EtcdCluster {
 pub struct ZkServer {
     server: Server,
     port: u16,
+    secure_port: Option<u16>,
+}
+
+/// The secure client port of a [`ZkServer`].
+#[derive(Debug)]
+struct ZkTls {
+    port: u16,
+    keystore: PathBuf,
+    ca: PathBuf,
+    client_certs: bool,
 }
 
 impl ZkServer {
@@ -737,6 +747,54 @@ impl ZkServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with_heap(tick_ms: u32, heap_mb: u32) -> Result<Self, HarnessError> {
+        Self::start_inner(tick_ms, heap_mb, None)
+    }
+
+    /// Starts ZooKeeper (`tickTime=200`) with a secure client port besides the plain one
+    /// (which the readiness probe uses): Netty (`NettyServerCnxnFactory`), the server's
+    /// certificate and key `server` and the CA `pki.ca`, both as PEM (`ssl.keyStore.type=PEM`);
+    /// with `client_certs` a client without a certificate signed by the CA is refused
+    /// (`ssl.clientAuth=need`), otherwise none is asked for.
+    ///
+    /// Debian's `zookeeper.jar` lists the Netty jars it needs in its manifest but
+    /// `netty-codec.jar`, which the secure port needs too: it is added to the class path.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and when the files cannot be read or written.
+    pub fn start_tls(
+        pki: &TestPki,
+        server: &CertFiles,
+        client_certs: bool,
+    ) -> Result<Self, HarnessError> {
+        // ZooKeeper's PEM key store is one file: the private key, then the certificate.
+        let mut keystore =
+            std::fs::read(&server.key).map_err(io(format!("read {}", server.key.display())))?;
+        keystore.extend(
+            std::fs::read(&server.cert).map_err(io(format!("read {}", server.cert.display())))?,
+        );
+        let keystore_path = pki.dir().join(format!("zk-keystore-{}.pem", free_port()));
+        std::fs::write(&keystore_path, keystore)
+            .map_err(io(format!("write {}", keystore_path.display())))?;
+        let tls = ZkTls {
+            port: free_port(),
+            keystore: keystore_path,
+            ca: pki.ca.clone(),
+            client_certs,
+        };
+        let secure_port = tls.port;
+        let started = Self::start_inner(200, 64, Some(tls))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], secure_port));
+        if TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_err() {
+            return Err(HarnessError::NotReady {
+                server: "zookeeper-tls".into(),
+                reason: format!("the secure client port {secure_port} does not accept connections"),
+                log: started.log_tail(),
+            });
+        }
+        Ok(started)
+    }
+
+    fn start_inner(tick_ms: u32, heap_mb: u32, tls: Option<ZkTls>) -> Result<Self, HarnessError> {
         let java = which("java")?;
         let jar = PathBuf::from("/usr/share/java/zookeeper.jar");
         if !jar.is_file() {
@@ -745,11 +803,28 @@ impl ZkServer {
             });
         }
         let port = free_port();
+        let secure_port = tls.as_ref().map(|t| t.port);
+        let mut class_path =
+            String::from("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar");
+        let mut secure = String::new();
+        if let Some(t) = &tls {
+            class_path.push_str(":/usr/share/java/netty-codec.jar");
+            secure = format!(
+                "secureClientPort={}\nsecureClientPortAddress=127.0.0.1\n\
+                 serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+                 ssl.keyStore.location={}\nssl.keyStore.type=PEM\n\
+                 ssl.trustStore.location={}\nssl.trustStore.type=PEM\nssl.clientAuth={}\n",
+                t.port,
+                t.keystore.display(),
+                t.ca.display(),
+                if t.client_certs { "need" } else { "none" }
+            );
+        }
         let make: MakeCommand = Box::new(move |data: &Path| {
             let config = data.with_file_name("zoo.cfg");
             let text = format!(
                 "tickTime={tick_ms}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-                 admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat,mntr\n",
+                 admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat,mntr\n{secure}",
                 data.display()
             );
             // Written again before each start: a wiped restart keeps the same settings.
@@ -759,7 +834,7 @@ impl ZkServer {
                 .args(["-Xms16m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
                 .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
                 .arg("-cp")
-                .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
+                .arg(&class_path)
                 .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
                 .arg(&config);
             c
@@ -768,7 +843,16 @@ impl ZkServer {
             probe(port, b"srvr").is_some_and(|a| a.lines().any(|l| l.starts_with("Mode: ")))
         });
         let server = Server::new("zookeeper".into(), make, ready)?;
-        Ok(Self { server, port })
+        Ok(Self {
+            server,
+            port,
+            secure_port,
+        })
+    }
+
+    /// `127.0.0.1:SECURE_PORT` when started with [`start_tls`](Self::start_tls).
+    pub fn secure_connect_string(&self) -> Option<String> {
+        self.secure_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// `127.0.0.1:PORT`.

@@ -11,22 +11,52 @@
 //! Needs `redis-server` and `redis-sentinel` (Debian packages of the same names).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::{free_ports, probe_redis, which, HarnessError, MakeCommand, Ready, Server};
+use crate::{free_ports, probe_redis, which, HarnessError, MakeCommand, Ready, Server, TestPki};
 
 /// The name the Sentinels monitor the primary under.
 pub const MASTER_NAME: &str = "mymaster";
 /// How long the Sentinels may take to find each other and the replica.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The TLS settings of a [`RedisSentinel`] setup started with
+/// [`start_tls`](RedisSentinel::start_tls): every node and Sentinel serves TLS on a second
+/// port and talks TLS to the others (`tls-replication yes`).
+#[derive(Debug)]
+struct SetupTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    client_certs: bool,
+}
+
+impl SetupTls {
+    /// The settings as `redis-server` arguments (`--name value`) or config lines.
+    fn settings(&self, port: u16) -> Vec<(&'static str, String)> {
+        vec![
+            ("tls-port", port.to_string()),
+            ("tls-cert-file", self.cert.display().to_string()),
+            ("tls-key-file", self.key.display().to_string()),
+            ("tls-ca-cert-file", self.ca.display().to_string()),
+            (
+                "tls-auth-clients",
+                (if self.client_certs { "yes" } else { "no" }).into(),
+            ),
+            ("tls-replication", "yes".into()),
+        ]
+    }
+}
+
 /// One data node (primary or replica) of a [`RedisSentinel`] setup.
 pub struct RedisNode {
     server: Server,
     port: u16,
+    /// The TLS port, when the setup runs TLS.
+    tls_port: Option<u16>,
     /// The primary this node replicates when (re)started; `None`: it starts as a primary.
     replica_of: Arc<Mutex<Option<u16>>>,
 }
@@ -35,6 +65,7 @@ impl fmt::Debug for RedisNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisNode")
             .field("port", &self.port)
+            .field("tls_port", &self.tls_port)
             .field("server", &self.server)
             .finish()
     }
@@ -46,8 +77,10 @@ impl RedisNode {
         name: String,
         port: u16,
         replica_of: Option<u16>,
+        tls: Option<(Arc<SetupTls>, u16)>,
     ) -> Result<Self, HarnessError> {
         let replica_of = Arc::new(Mutex::new(replica_of));
+        let tls_port = tls.as_ref().map(|t| t.1);
         let binary = binary.to_owned();
         let primary = Arc::clone(&replica_of);
         let make: MakeCommand = Box::new(move |data: &Path| {
@@ -59,6 +92,11 @@ impl RedisNode {
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                 .args(["--hz", "100", "--loglevel", "warning"])
                 .args(["--repl-diskless-sync-delay", "0"]);
+            if let Some((tls, tls_port)) = &tls {
+                for (name, value) in tls.settings(*tls_port) {
+                    c.arg(format!("--{name}")).arg(value);
+                }
+            }
             if let Some(primary) = *lock(&primary) {
                 c.args(["--replicaof", "127.0.0.1"])
                     .arg(primary.to_string());
@@ -77,6 +115,7 @@ impl RedisNode {
         Ok(RedisNode {
             server,
             port,
+            tls_port,
             replica_of,
         })
     }
@@ -84,6 +123,17 @@ impl RedisNode {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port, when the setup was started with
+    /// [`start_tls`](RedisSentinel::start_tls).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The port the Sentinels and the replicas use: the TLS one in a TLS setup.
+    fn announced_port(&self) -> u16 {
+        self.tls_port.unwrap_or(self.port)
     }
 
     /// `redis://127.0.0.1:PORT`: this node itself, whatever its role.
@@ -128,6 +178,8 @@ pub struct RedisSentinel {
     nodes: Vec<RedisNode>,
     sentinels: Vec<Server>,
     sentinel_ports: Vec<u16>,
+    /// The Sentinels' TLS ports in a TLS setup.
+    sentinel_tls_ports: Option<Vec<u16>>,
 }
 
 impl RedisSentinel {
@@ -138,23 +190,62 @@ impl RedisSentinel {
     /// [`HarnessError`] with the failing server's log, or when `redis-server` or
     /// `redis-sentinel` is not installed.
     pub fn start() -> Result<Self, HarnessError> {
+        Self::start_inner(None)
+    }
+
+    /// As [`start`](Self::start), every node and Sentinel also serving TLS on a second port
+    /// (certificate `pki.server`, clients checked against `pki.ca`; with `client_certs` a
+    /// client without a certificate is refused) and talking TLS to the others
+    /// (`tls-replication yes`): the Sentinels monitor and name the nodes' TLS ports, and
+    /// [`address`](Self::address) lists the Sentinels' TLS ports. The plain ports stay for
+    /// the harness's own probes.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_tls(pki: &TestPki, client_certs: bool) -> Result<Self, HarnessError> {
+        Self::start_inner(Some(Arc::new(SetupTls {
+            cert: pki.server.cert.clone(),
+            key: pki.server.key.clone(),
+            ca: pki.ca.clone(),
+            client_certs,
+        })))
+    }
+
+    fn start_inner(tls: Option<Arc<SetupTls>>) -> Result<Self, HarnessError> {
         let server = which("redis-server")?;
         let sentinel = which("redis-sentinel").map_err(|_| HarnessError::Missing {
             what: "redis-sentinel (Debian package redis-sentinel: apt-get install -y \
                    redis-sentinel)"
                 .into(),
         })?;
-        let ports = free_ports(5);
-        let primary = RedisNode::start(&server, "redis-primary".into(), ports[0], None)?;
-        let replica = RedisNode::start(&server, "redis-replica".into(), ports[1], Some(ports[0]))?;
+        let ports = free_ports(10);
+        // Plain ports first, TLS ports (used only in a TLS setup) after.
+        let with_tls = |i: usize| tls.clone().map(|t| (t, ports[5 + i]));
+        let primary_port = if tls.is_some() { ports[5] } else { ports[0] };
+        let primary =
+            RedisNode::start(&server, "redis-primary".into(), ports[0], None, with_tls(0))?;
+        let replica = RedisNode::start(
+            &server,
+            "redis-replica".into(),
+            ports[1],
+            Some(primary_port),
+            with_tls(1),
+        )?;
         let mut sentinels = Vec::new();
-        for (i, &port) in ports[2..].iter().enumerate() {
-            sentinels.push(start_sentinel(&sentinel, i, port, ports[0])?);
+        for i in 0..3 {
+            sentinels.push(start_sentinel(
+                &sentinel,
+                i,
+                ports[2 + i],
+                primary_port,
+                with_tls(2 + i),
+            )?);
         }
         let setup = RedisSentinel {
             nodes: vec![primary, replica],
             sentinels,
-            sentinel_ports: ports[2..].to_vec(),
+            sentinel_ports: ports[2..5].to_vec(),
+            sentinel_tls_ports: tls.map(|_| ports[7..10].to_vec()),
         };
         setup.wait_for_discovery()?;
         Ok(setup)
@@ -190,10 +281,12 @@ impl RedisSentinel {
     }
 
     /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster`: the form
-    /// `rpc.registryConfig.address` takes.
+    /// `rpc.registryConfig.address` takes (the Sentinels' TLS ports in a TLS setup).
     pub fn address(&self) -> String {
         let sentinels: Vec<String> = self
-            .sentinel_ports
+            .sentinel_tls_ports
+            .as_ref()
+            .unwrap_or(&self.sentinel_ports)
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
@@ -234,7 +327,7 @@ impl RedisSentinel {
                 .filter_map(|l| l.trim().parse::<u16>().ok())
                 .next_back()
         })?;
-        self.nodes.iter().position(|n| n.port == port)
+        self.nodes.iter().position(|n| n.announced_port() == port)
     }
 
     /// Waits until the Sentinels name a primary other than `except` that reports itself a
@@ -285,7 +378,7 @@ impl RedisSentinel {
     /// [`HarnessError`] when no other primary is named or the node does not come back.
     pub fn restart_as_replica(&mut self, index: usize) -> Result<(), HarnessError> {
         let primary = self.wait_for_primary(Some(index), Duration::from_secs(30))?;
-        let port = self.nodes[primary].port;
+        let port = self.nodes[primary].announced_port();
         *lock(&self.nodes[index].replica_of) = Some(port);
         self.nodes[index].restart()
     }
@@ -298,8 +391,17 @@ fn start_sentinel(
     index: usize,
     port: u16,
     primary: u16,
+    tls: Option<(Arc<SetupTls>, u16)>,
 ) -> Result<Server, HarnessError> {
     let binary = binary.to_owned();
+    let tls_lines: String = tls
+        .map(|(tls, tls_port)| {
+            tls.settings(tls_port)
+                .into_iter()
+                .map(|(name, value)| format!("{name} \"{value}\"\n"))
+                .collect()
+        })
+        .unwrap_or_default();
     let make: MakeCommand = Box::new(move |data: &Path| {
         let config = data.with_file_name("sentinel.conf");
         if !config.exists() {
@@ -308,7 +410,7 @@ fn start_sentinel(
                  loglevel notice\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 200\n\
-                 sentinel failover-timeout {MASTER_NAME} 3000\n",
+                 sentinel failover-timeout {MASTER_NAME} 3000\n{tls_lines}",
                 data.display()
             );
             // A failure shows as the Sentinel not starting, with its log.

@@ -59,8 +59,13 @@ impl ZkEnsemble {
                 let make = member_command(java.clone(), i + 1, port, servers.clone());
                 let ready: Ready = Box::new(move || mode(port).is_some());
                 std::thread::spawn(move || {
-                    Server::new(format!("zookeeper-{}", i + 1), make, ready)
-                        .map(|server| ZkServer { server, port })
+                    Server::new(format!("zookeeper-{}", i + 1), make, ready).map(|server| {
+                        ZkServer {
+                            server,
+                            port,
+                            secure_port: None,
+                        }
+                    })
                 })
             })
             .collect();

@@ -33,10 +33,10 @@
 //! | `rpc.registryConfig.protectThreshold` | number | `0` (off) | `RPC_REGISTRY_CONFIG_PROTECT_THRESHOLD` | between 0 and 1: a resync taking away a larger share of a service's nodes keeps serving them (stale) for one TTL |
 //! | `rpc.registryConfig.snapshotDir` | path | none (off) | `RPC_REGISTRY_CONFIG_SNAPSHOT_DIR` | a writable directory: each service's nodes are kept there, and a process that starts while the store is down serves them (stale) until it answers |
 //! | `rpc.registryConfig.root` | string | `/rpc/` | `RPC_REGISTRY_CONFIG_ROOT` | `/`-separated names, no `.` or `..`, no spaces or control characters |
-//! | `rpc.registryConfig.tls.caFile` | path | none (system trust store) | `RPC_REGISTRY_CONFIG_TLS_CA_FILE` | PEM CA certificate(s) the store's certificate must chain to; setting any `tls.*` key turns TLS on |
+//! | `rpc.registryConfig.tls.caFile` | path | none (system trust store; ZooKeeper requires it) | `RPC_REGISTRY_CONFIG_TLS_CA_FILE` | PEM CA certificate(s) the store's certificate must chain to; setting any `tls.*` key turns TLS on |
 //! | `rpc.registryConfig.tls.certFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_CERT_FILE` | PEM client certificate chain (mutual TLS), with `keyFile` |
 //! | `rpc.registryConfig.tls.keyFile` | path | none | `RPC_REGISTRY_CONFIG_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
-//! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd; Redis checks the address's host and refuses this key; ZooKeeper refuses every `tls.*` key: TLS to it is not supported yet) |
+//! | `rpc.registryConfig.tls.serverName` | string | the address's host | `RPC_REGISTRY_CONFIG_TLS_SERVER_NAME` | the name the store's certificate must carry (etcd; Redis and ZooKeeper check the address's host and refuse this key; ZooKeeper also needs `caFile`) |
 //! | `rpc.tls.certFile` | path | none (plain TCP) | `RPC_TLS_CERT_FILE` | PEM certificate chain of the provider's server, with `keyFile`: setting both turns the provider's listener to TLS and registers its nodes with the metadata `tls=true` |
 //! | `rpc.tls.keyFile` | path | none | `RPC_TLS_KEY_FILE` | PEM private key of `certFile` (never logged) |
 //! | `rpc.tls.clientCaFile` | path | none (no client certificate asked) | `RPC_TLS_CLIENT_CA_FILE` | provider: PEM CA certificate(s); every client must present a certificate signed by one of them (mutual TLS); needs `certFile` |
