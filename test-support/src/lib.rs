@@ -783,13 +783,20 @@ impl ZkServer {
         };
         let secure_port = tls.port;
         let started = Self::start_inner(200, 64, Some(tls))?;
+        // The secure port opens after the plain one (its own Netty factory): wait for it too.
         let addr = SocketAddr::from(([127, 0, 0, 1], secure_port));
-        if TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_err() {
-            return Err(HarnessError::NotReady {
-                server: "zookeeper-tls".into(),
-                reason: format!("the secure client port {secure_port} does not accept connections"),
-                log: started.log_tail(),
-            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_err() {
+            if Instant::now() >= deadline {
+                return Err(HarnessError::NotReady {
+                    server: "zookeeper-tls".into(),
+                    reason: format!(
+                        "the secure client port {secure_port} does not accept connections"
+                    ),
+                    log: started.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(started)
     }
