@@ -144,14 +144,26 @@ where
     // until then: a store can show every node and lose them after (ZooKeeper's old sessions
     // expire once a quorum is back).
     tokio::time::sleep(options.ttl * 2).await;
-    let present = match inspector.inspect(Some("svc:1.0")).await {
-        Ok(n) => n.len(),
-        Err(error) => {
-            eprintln!(
-                "inspecting the store at the end failed: {}",
-                registry_core::error_chain(&error)
-            );
-            0
+    // A request can still fail here (the Sentinels of a loaded machine failing over a second
+    // time): asked again for a while; a count, once read, is the answer.
+    let asked = Instant::now();
+    let present = loop {
+        match inspector.inspect(Some("svc:1.0")).await {
+            Ok(n) => break n.len(),
+            Err(error) if asked.elapsed() < recovery => {
+                eprintln!(
+                    "inspecting the store at the end failed, asking again: {}",
+                    registry_core::error_chain(&error)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => {
+                eprintln!(
+                    "inspecting the store at the end failed: {}",
+                    registry_core::error_chain(&error)
+                );
+                break 0;
+            }
         }
     };
     sampling.store(false, Ordering::Relaxed);
