@@ -12,7 +12,8 @@ use tracing::warn;
 
 use crate::address;
 use crate::lease::{Lease, PutOutcome};
-use crate::link::{Link, Locator};
+use crate::link::Link;
+use crate::locator::Locator;
 use crate::scripts::{
     lease_set, meta_keys, report_rebase, revision, Scripts, INDEX, LEASES, MAX_CHANGES, OWNERS,
 };
@@ -134,7 +135,7 @@ impl RedisBackend {
             (options.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(3));
         if locator.follows_sentinels() {
             let every = (options.ttl / 3).clamp(Duration::from_millis(250), Duration::from_secs(2));
-            tokio::spawn(crate::link::follow_sentinels(
+            tokio::spawn(crate::locator::follow_sentinels(
                 Arc::downgrade(&locator),
                 every,
                 timeout,

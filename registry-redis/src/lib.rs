@@ -200,6 +200,7 @@ mod error;
 mod hub;
 mod lease;
 mod link;
+mod locator;
 mod reap;
 mod scripts;
 mod stream;

@@ -24,7 +24,7 @@ use registry_core::backend::with_timeout;
 use tracing::{debug, warn};
 
 use crate::error::needs_reconnect;
-use crate::link::Locator;
+use crate::locator::Locator;
 use crate::scripts::CHECK_BATCH;
 use crate::NAME;
 
