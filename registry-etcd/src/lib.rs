@@ -92,6 +92,7 @@ mod oversized;
 mod ownership;
 mod paging;
 mod settings;
+mod tls;
 mod watch;
 
 pub use backend::{EtcdBackend, MIN_TTL};

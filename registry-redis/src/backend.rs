@@ -11,6 +11,7 @@ use registry_core::{
 use tracing::warn;
 
 use crate::address;
+use crate::error::{connect_error, silent_tls_peer};
 use crate::lease::{Lease, PutOutcome};
 use crate::link::Link;
 use crate::locator::Locator;
@@ -41,52 +42,6 @@ impl std::fmt::Debug for RedisBackend {
             .field("address", &registry_core::redact_address(&self.address))
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
-    }
-}
-
-/// A connection failure as [`BackendError::Connect`] (or [`BackendError::Tls`] when the TLS
-/// handshake failed), refused credentials and permissions as they are.
-fn connect_error(error: BackendError, address: &str) -> BackendError {
-    match error {
-        auth @ (BackendError::Auth { .. } | BackendError::Denied { .. }) => auth,
-        other if crate::error::is_tls(&other) => BackendError::Tls {
-            backend: NAME,
-            address: address.to_owned(),
-            source: Box::new(other),
-        },
-        other => BackendError::Connect {
-            backend: NAME,
-            address: address.to_owned(),
-            source: Box::new(other),
-        },
-    }
-}
-
-/// A server that does not answer a TLS handshake within the timeout most likely does not
-/// speak TLS on that port (a plain Redis port waits for the end of a line that a TLS hello
-/// never sends): said so in the error.
-fn silent_tls_peer(error: BackendError, timeout: Duration) -> BackendError {
-    match error {
-        BackendError::Connect {
-            backend,
-            address,
-            source,
-        } if source
-            .downcast_ref::<BackendError>()
-            .is_some_and(|e| matches!(e, BackendError::Timeout { .. }))
-            || registry_core::error_chain(&*source).contains("timed out") =>
-        {
-            BackendError::Connect {
-                backend,
-                address,
-                source: format!(
-                    "no answer to the TLS handshake within {timeout:?} (rpc.registryConfig.timeout): \
-                     the server may not speak TLS on this port"
-                )
-                .into(),
-            }
-        }
-        other => other,
     }
 }
 

@@ -89,3 +89,49 @@ where
         .await?
         .map_err(|e| classify(e, operation))
 }
+
+/// A connection failure as [`BackendError::Connect`] (or [`BackendError::Tls`] when the TLS
+/// handshake failed), refused credentials and permissions as they are.
+pub(crate) fn connect_error(error: BackendError, address: &str) -> BackendError {
+    match error {
+        auth @ (BackendError::Auth { .. } | BackendError::Denied { .. }) => auth,
+        other if is_tls(&other) => BackendError::Tls {
+            backend: NAME,
+            address: address.to_owned(),
+            source: Box::new(other),
+        },
+        other => BackendError::Connect {
+            backend: NAME,
+            address: address.to_owned(),
+            source: Box::new(other),
+        },
+    }
+}
+
+/// A server that does not answer a TLS handshake within the timeout most likely does not
+/// speak TLS on that port (a plain Redis port waits for the end of a line that a TLS hello
+/// never sends): said so in the error.
+pub(crate) fn silent_tls_peer(error: BackendError, timeout: Duration) -> BackendError {
+    match error {
+        BackendError::Connect {
+            backend,
+            address,
+            source,
+        } if source
+            .downcast_ref::<BackendError>()
+            .is_some_and(|e| matches!(e, BackendError::Timeout { .. }))
+            || registry_core::error_chain(&*source).contains("timed out") =>
+        {
+            BackendError::Connect {
+                backend,
+                address,
+                source: format!(
+                    "no answer to the TLS handshake within {timeout:?} (rpc.registryConfig.timeout): \
+                     the server may not speak TLS on this port"
+                )
+                .into(),
+            }
+        }
+        other => other,
+    }
+}

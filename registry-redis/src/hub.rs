@@ -25,7 +25,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use registry_core::backend::with_timeout;
-use registry_core::{error_chain, BackendError, Revision, WatchEvent};
+use registry_core::{error_chain, BackendError, Revision};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
@@ -34,55 +34,15 @@ use crate::error::{classify, needs_reconnect, request};
 use crate::link::{replication_id, Link};
 use crate::reap::went_back;
 use crate::scripts::{Scripts, CHANGES};
-use crate::stream::{parse_change, revision_of, stream_entries, Entry};
+use crate::stream::{batches, stream_entries, Batch};
 use crate::watch::{changed_history, Shared};
 use crate::NAME;
 
 /// Entries read per `XREAD`.
 pub(crate) const READ_BATCH: u64 = 1000;
 
-/// Entries of consecutive revisions (`first` to `last`), as changes.
-pub(crate) struct Batch {
-    pub(crate) first: Revision,
-    pub(crate) last: Revision,
-    /// Every change of those revisions, whatever its key.
-    pub(crate) events: Vec<WatchEvent>,
-    /// The revisions before `first` may be missing: the receiver checks that the batch follows
-    /// on what it saw. Unset on a batch the reader read right after the one before, which it
-    /// hands only to the watches it concerns (a watch then misses only revisions that did not
-    /// concern it).
-    pub(crate) gap: bool,
-}
-
 /// What the reader hands a watch: a batch, or the error that ended the reader.
 pub(crate) type Feed = mpsc::UnboundedReceiver<Result<Arc<Batch>, BackendError>>;
-
-/// Stream entries as batches of consecutive revisions: a new batch starts where a revision
-/// is more than one above the previous one (a gap). Entries that record no change are
-/// skipped, with one warning per client.
-pub(crate) fn batches(entries: Vec<Entry>, shared: &Shared) -> Vec<Batch> {
-    let mut out: Vec<Batch> = Vec::new();
-    for (id, fields) in entries {
-        let revision = revision_of(&id);
-        let event = parse_change(&fields, revision);
-        if event.is_none() {
-            shared.malformed(&id, revision);
-        }
-        match out.last_mut() {
-            Some(batch) if revision <= batch.last.saturating_add(1) => {
-                batch.last = batch.last.max(revision);
-                batch.events.extend(event);
-            }
-            _ => out.push(Batch {
-                first: revision,
-                last: revision,
-                events: event.into_iter().collect(),
-                gap: true,
-            }),
-        }
-    }
-    out
-}
 
 /// One watch of the reader.
 struct Subscriber {

@@ -1,10 +1,53 @@
-//! Reading the change stream: `XREAD` replies as entries, entries as watch events.
+//! Reading the change stream: `XREAD` replies as entries, entries as watch events, and runs of
+//! consecutive revisions as batches.
 
 use redis::Value;
 use registry_core::{KeyValue, Revision, WatchEvent};
 
+use crate::watch::Shared;
+
 /// One entry of the change stream: its id and its field/value pairs.
 pub(crate) type Entry = (String, Vec<(String, Vec<u8>)>);
+
+/// Entries of consecutive revisions (`first` to `last`), as changes.
+pub(crate) struct Batch {
+    pub(crate) first: Revision,
+    pub(crate) last: Revision,
+    /// Every change of those revisions, whatever its key.
+    pub(crate) events: Vec<WatchEvent>,
+    /// The revisions before `first` may be missing: the receiver checks that the batch follows
+    /// on what it saw. Unset on a batch the reader read right after the one before, which it
+    /// hands only to the watches it concerns (a watch then misses only revisions that did not
+    /// concern it).
+    pub(crate) gap: bool,
+}
+
+/// Stream entries as batches of consecutive revisions: a new batch starts where a revision
+/// is more than one above the previous one (a gap). Entries that record no change are
+/// skipped, with one warning per client.
+pub(crate) fn batches(entries: Vec<Entry>, shared: &Shared) -> Vec<Batch> {
+    let mut out: Vec<Batch> = Vec::new();
+    for (id, fields) in entries {
+        let revision = revision_of(&id);
+        let event = parse_change(&fields, revision);
+        if event.is_none() {
+            shared.malformed(&id, revision);
+        }
+        match out.last_mut() {
+            Some(batch) if revision <= batch.last.saturating_add(1) => {
+                batch.last = batch.last.max(revision);
+                batch.events.extend(event);
+            }
+            _ => out.push(Batch {
+                first: revision,
+                last: revision,
+                events: event.into_iter().collect(),
+                gap: true,
+            }),
+        }
+    }
+    out
+}
 
 fn text(v: &Value) -> Option<String> {
     match v {

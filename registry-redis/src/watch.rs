@@ -31,11 +31,11 @@ use registry_core::backend::{watch_stream, WatchSource};
 use registry_core::{BackendError, Revision, WatchEvent, WatchStream};
 use tracing::{debug, warn};
 
-use crate::hub::{self, batches, Batch, Feed, Reader, READ_BATCH};
+use crate::hub::{self, Feed, Reader, READ_BATCH};
 use crate::link::Link;
 use crate::reap::Reaper;
 use crate::scripts::{Scripts, CHANGES};
-use crate::stream::{range_entries, Entry};
+use crate::stream::{batches, range_entries, Batch, Entry};
 
 /// Whether two replication ids name different histories (an empty one: not known).
 pub(crate) fn other_history(a: &str, b: &str) -> bool {
