@@ -8,13 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
 use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
 use registry_test_support::TestPki;
+use rpc_bench::load::{drive, median, median_of, Throughput};
 use rpc_bench::{EchoClient, EchoImpl, EchoServer, Message};
 use rpc_runtime::config::{RpcConfig, RpcTlsConfig};
 use rpc_runtime::consumer::{Consumer, ConsumerOptions};
@@ -39,56 +38,6 @@ struct Args {
     bench: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    calls_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Runs `callers` loops of `call` for `secs`, after a one-second warm-up.
-async fn drive<F, Fut>(callers: usize, secs: u64, call: F) -> Sample
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let warm = Arc::new(AtomicBool::new(true));
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (call, warm, stop) = (call.clone(), Arc::clone(&warm), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(1 << 16);
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    call().await;
-                    if !warm.load(Ordering::Relaxed) {
-                        samples.push(started.elapsed());
-                    }
-                }
-                samples
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    warm.store(false, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let measured = started.elapsed();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort_unstable();
-    let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
-    Sample {
-        calls_per_sec: all.len() as f64 / measured.as_secs_f64(),
-        p50: pct(0.5),
-        p99: pct(0.99),
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
     Plain,
@@ -96,7 +45,7 @@ enum Mode {
     Mutual,
 }
 
-async fn run(mode: Mode, pki: &TestPki, args: &Args) -> Sample {
+async fn run(mode: Mode, pki: &TestPki, args: &Args) -> Throughput {
     let store = MemoryStore::new();
     let registry = || {
         Registry::new(
@@ -146,23 +95,6 @@ async fn run(mode: Mode, pki: &TestPki, args: &Args) -> Sample {
     result
 }
 
-fn median_of(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn median(v: &[Sample]) -> Sample {
-    let mut p50: Vec<Duration> = v.iter().map(|r| r.p50).collect();
-    let mut p99: Vec<Duration> = v.iter().map(|r| r.p99).collect();
-    p50.sort();
-    p99.sort();
-    Sample {
-        calls_per_sec: median_of(v.iter().map(|r| r.calls_per_sec).collect()),
-        p50: p50[p50.len() / 2],
-        p99: p99[p99.len() / 2],
-    }
-}
-
 fn main() {
     let args = Args::parse();
     let pki = TestPki::generate().unwrap();
@@ -195,11 +127,11 @@ fn main() {
             );
         }
     });
-    let ratio = |of: &[Sample], f: fn(&Sample) -> f64| {
+    let ratio = |of: &[Throughput], f: fn(&Throughput) -> f64| {
         median_of(of.iter().zip(&plain).map(|(a, b)| f(a) / f(b)).collect())
     };
-    let cps = |s: &Sample| s.calls_per_sec;
-    let p99 = |s: &Sample| s.p99.as_secs_f64();
+    let cps = |s: &Throughput| s.calls_per_sec;
+    let p99 = |s: &Throughput| s.p99.as_secs_f64();
     println!(
         "{} callers, {} s per run after 1 s warm-up, {} rounds interleaved (order rotated), medians of rounds; bincode; {} worker threads",
         args.callers,

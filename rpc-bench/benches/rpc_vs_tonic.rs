@@ -8,12 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
 use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
+use rpc_bench::load::{drive, median, Throughput};
 use rpc_bench::pb::echo_client::EchoClient as TonicClient;
 use rpc_bench::pb::echo_server::EchoServer as TonicServer;
 use rpc_bench::pb::EchoRequest;
@@ -40,56 +39,6 @@ struct Args {
     bench: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Result {
-    calls_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Runs `callers` loops of `call` for `secs`, after a one-second warm-up.
-async fn drive<F, Fut>(callers: usize, secs: u64, call: F) -> Result
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let warm = Arc::new(AtomicBool::new(true));
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (call, warm, stop) = (call.clone(), Arc::clone(&warm), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(1 << 16);
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    call().await;
-                    if !warm.load(Ordering::Relaxed) {
-                        samples.push(started.elapsed());
-                    }
-                }
-                samples
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    warm.store(false, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let measured = started.elapsed();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort_unstable();
-    let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
-    Result {
-        calls_per_sec: all.len() as f64 / measured.as_secs_f64(),
-        p50: pct(0.5),
-        p99: pct(0.99),
-    }
-}
-
 fn message() -> Message {
     Message {
         text: "hello, registry".to_owned(),
@@ -97,7 +46,7 @@ fn message() -> Message {
     }
 }
 
-async fn ours(serializer: Serializer, args: &Args) -> Result {
+async fn ours(serializer: Serializer, args: &Args) -> Throughput {
     let store = MemoryStore::new();
     let registry = || {
         Registry::new(
@@ -129,7 +78,7 @@ async fn ours(serializer: Serializer, args: &Args) -> Result {
     result
 }
 
-async fn tonic_baseline(args: &Args) -> Result {
+async fn tonic_baseline(args: &Args) -> Throughput {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -182,20 +131,6 @@ fn tokio_stream_from(
     })
 }
 
-fn median(mut v: Vec<Result>) -> Result {
-    v.sort_by(|a, b| a.calls_per_sec.total_cmp(&b.calls_per_sec));
-    let mid = v[v.len() / 2];
-    let mut p50: Vec<Duration> = v.iter().map(|r| r.p50).collect();
-    let mut p99: Vec<Duration> = v.iter().map(|r| r.p99).collect();
-    p50.sort();
-    p99.sort();
-    Result {
-        calls_per_sec: mid.calls_per_sec,
-        p50: p50[p50.len() / 2],
-        p99: p99[p99.len() / 2],
-    }
-}
-
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -214,7 +149,7 @@ fn main() {
             );
         }
     });
-    let (json, bincode, tonic) = (median(json), median(bincode), median(tonic));
+    let (json, bincode, tonic) = (median(&json), median(&bincode), median(&tonic));
     println!(
         "{} callers, {} s per run after 1 s warm-up, {} rounds interleaved, medians of rounds; {} worker threads",
         args.callers,

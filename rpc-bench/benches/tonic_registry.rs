@@ -26,6 +26,7 @@ use futures::StreamExt as _;
 use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo};
 use registry_test_support::EtcdServer;
 use registry_tonic::RegistryChannel;
+use rpc_bench::load::{self, Throughput};
 use rpc_bench::pb::echo_client::EchoClient;
 use rpc_bench::pb::echo_server::{Echo, EchoServer};
 use rpc_bench::pb::{EchoReply, EchoRequest};
@@ -149,59 +150,23 @@ impl Drop for TestServer {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Throughput {
-    calls_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Runs `callers` loops of calls through `channel` for `secs`, after a one-second warm-up.
+/// `callers` loops of echo calls through `channel` for `secs`, after a one-second warm-up.
 async fn drive(channel: Channel, callers: usize, secs: u64) -> Throughput {
-    let warm = Arc::new(AtomicBool::new(true));
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let mut client = EchoClient::new(channel.clone());
-            let (warm, stop) = (Arc::clone(&warm), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(1 << 16);
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let reply = client
-                        .echo(EchoRequest {
-                            text: "hello, registry".into(),
-                            n: 42,
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    assert_eq!(reply.n, 42);
-                    if !warm.load(Ordering::Relaxed) {
-                        samples.push(started.elapsed());
-                    }
-                }
-                samples
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    warm.store(false, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let measured = started.elapsed();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort_unstable();
-    let pct = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
-    Throughput {
-        calls_per_sec: all.len() as f64 / measured.as_secs_f64(),
-        p50: pct(0.5),
-        p99: pct(0.99),
-    }
+    load::drive(callers, secs, move || {
+        let mut client = EchoClient::new(channel.clone());
+        async move {
+            let reply = client
+                .echo(EchoRequest {
+                    text: "hello, registry".into(),
+                    n: 42,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(reply.n, 42);
+        }
+    })
+    .await
 }
 
 fn memory_registry(store: &Arc<MemoryStore>) -> Registry {
@@ -295,29 +260,6 @@ async fn overhead(args: &Args) -> Rounds {
     provider.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();
     rounds
-}
-
-/// The median of each figure over the rounds (each on its own).
-fn median(v: Vec<Throughput>) -> Throughput {
-    let mut p50: Vec<Duration> = v.iter().map(|r| r.p50).collect();
-    let mut p99: Vec<Duration> = v.iter().map(|r| r.p99).collect();
-    p50.sort();
-    p99.sort();
-    Throughput {
-        calls_per_sec: median_of(v.iter().map(|r| r.calls_per_sec).collect()),
-        p50: p50[p50.len() / 2],
-        p99: p99[p99.len() / 2],
-    }
-}
-
-fn median_of(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// One deregistration: the registry's propagation, the last call's arrival, both from the
@@ -475,7 +417,7 @@ fn main() {
         let spread = |v: &[f64]| {
             let lo = v.iter().copied().fold(f64::MAX, f64::min);
             let hi = v.iter().copied().fold(f64::MIN, f64::max);
-            format!("**{:.3}x** ({lo:.2}-{hi:.2})", median_of(v.to_vec()))
+            format!("**{:.3}x** ({lo:.2}-{hi:.2})", load::median_of(v.to_vec()))
         };
         for (name, arm) in [
             ("static `Channel::balance_list` (baseline)", &rounds.fixed),
@@ -483,7 +425,7 @@ fn main() {
             ("`registry_tonic::RegistryChannel` (memory registry)", &rounds.registry),
         ] {
             let (tp, p99) = rounds.ratios(arm);
-            let m = median(arm.to_vec());
+            let m = load::median(arm);
             println!(
                 "| {name} | {:.0} | {:.0} µs | {} | {} |",
                 m.calls_per_sec,

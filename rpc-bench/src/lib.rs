@@ -4,6 +4,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod load;
+
 use rpc_runtime::rpc_service;
 use rpc_runtime::service::ServiceError;
 use serde::{Deserialize, Serialize};
