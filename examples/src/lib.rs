@@ -2,6 +2,7 @@
 //! `cargo test --doc`.
 #![doc = include_str!("../../README.md")]
 
+pub mod exit;
 pub mod greeter;
 pub mod user;
 pub mod volo_greeter;

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
+use examples::exit;
 use examples::user::ConfigArgs;
 use std::time::Duration;
 
@@ -40,34 +41,18 @@ struct Cli {
 async fn main() -> ExitCode {
     rpc_config::logging::init();
     let cli = Cli::parse();
-    let config = match cli.config.load() {
+    let config = match exit::load_config("axum_service", &cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("axum_service: {}", error_chain(&e));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let host = config.server_host.clone();
-    let listener = match tokio::net::TcpListener::bind((host.as_str(), cli.port)).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("axum_service: cannot listen on {host}:{}: {e}", cli.port);
-            return ExitCode::from(1);
-        }
+    let (listener, port) = match exit::listen("axum_service", &host, cli.port).await {
+        Ok(bound) => bound,
+        Err(code) => return code,
     };
-    let port = match listener.local_addr() {
-        Ok(a) => a.port(),
-        Err(e) => {
-            eprintln!("axum_service: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let registry = match rpc_config::connect::connect_registry(&config.registry_config).await {
+    let registry = match exit::connect_registry("axum_service", &config.registry_config).await {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("axum_service: {}", error_chain(&e));
-            return ExitCode::from(if e.is_config_error() { 2 } else { 1 });
-        }
+        Err(code) => return code,
     };
     let node = ServiceMetaInfo::new(cli.name.clone(), host.clone(), port)
         .with_metadata("protocol", "http");

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use examples::exit;
 use examples::user::{ConfigArgs, User, UserServiceClient};
 use registry_core::error_chain;
 use rpc_runtime::consumer::{CallRecord, Consumer, ConsumerOptions};
@@ -42,12 +43,9 @@ async fn main() -> ExitCode {
     }
     let calls = cli.calls;
     let interval = Duration::from_millis(cli.interval_ms);
-    let config = match cli.config.load() {
+    let config = match exit::load_config("consumer", &cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("consumer: {}", error_chain(&e));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let last: Arc<Mutex<Option<CallRecord>>> = Arc::default();
     let mut options = ConsumerOptions::from_config(&config).with_observer({
@@ -66,12 +64,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let registry = match rpc_runtime::connect::connect_registry(&config.registry_config).await {
+    let registry = match exit::connect_registry("consumer", &config.registry_config).await {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("consumer: {}", error_chain(&e));
-            return ExitCode::from(if e.is_config_error() { 2 } else { 1 });
-        }
+        Err(code) => return code,
     };
     let consumer = Consumer::new(registry, options);
     let client = UserServiceClient::new(consumer.clone());

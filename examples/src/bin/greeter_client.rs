@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use examples::exit;
 use examples::greeter::{pb, SERVICE_KEY};
 use examples::user::ConfigArgs;
 use registry_core::error_chain;
@@ -33,19 +34,13 @@ struct Cli {
 async fn main() -> ExitCode {
     rpc_config::logging::init();
     let cli = Cli::parse();
-    let config = match cli.config.load() {
+    let config = match exit::load_config("greeter_client", &cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("greeter_client: {}", error_chain(&e));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let registry = match rpc_config::connect::connect_registry(&config.registry_config).await {
+    let registry = match exit::connect_registry("greeter_client", &config.registry_config).await {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("greeter_client: {}", error_chain(&e));
-            return ExitCode::from(if e.is_config_error() { 2 } else { 1 });
-        }
+        Err(code) => return code,
     };
     let channel = match RegistryChannel::new(registry.clone(), SERVICE_KEY)
         .with_timeout(Duration::from_secs(2))

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use examples::exit;
 use examples::greeter::{self, GreeterImpl};
 use examples::user::ConfigArgs;
 use registry_core::{error_chain, DEFAULT_DEREGISTER_GRACE};
@@ -36,34 +37,18 @@ struct Cli {
 async fn main() -> ExitCode {
     rpc_config::logging::init();
     let cli = Cli::parse();
-    let config = match cli.config.load() {
+    let config = match exit::load_config("greeter_server", &cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("greeter_server: {}", error_chain(&e));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let host = config.server_host.clone();
-    let listener = match tokio::net::TcpListener::bind((host.as_str(), cli.port)).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("greeter_server: cannot listen on {host}:{}: {e}", cli.port);
-            return ExitCode::from(1);
-        }
+    let (listener, port) = match exit::listen("greeter_server", &host, cli.port).await {
+        Ok(bound) => bound,
+        Err(code) => return code,
     };
-    let port = match listener.local_addr() {
-        Ok(a) => a.port(),
-        Err(e) => {
-            eprintln!("greeter_server: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let registry = match rpc_config::connect::connect_registry(&config.registry_config).await {
+    let registry = match exit::connect_registry("greeter_server", &config.registry_config).await {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("greeter_server: {}", error_chain(&e));
-            return ExitCode::from(if e.is_config_error() { 2 } else { 1 });
-        }
+        Err(code) => return code,
     };
     let registration = match greeter::register(&registry, &host, port).await {
         Ok(r) => r.with_grace(Duration::from_millis(cli.grace_ms)),

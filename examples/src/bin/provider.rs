@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
+use examples::exit;
 use examples::user::{ConfigArgs, UserServiceImpl, UserServiceServer};
 use registry_core::error_chain;
 use rpc_runtime::provider::{shutdown_signal, Provider};
@@ -34,12 +35,9 @@ async fn main() -> ExitCode {
         eprintln!("provider: {}", error_chain(&e));
         return ExitCode::from(2);
     }
-    let mut config = match cli.config.load() {
+    let mut config = match exit::load_config("provider", &cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("provider: {}", error_chain(&e));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if let Some(port) = cli.port {
         config.server_port = port;

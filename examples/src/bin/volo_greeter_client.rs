@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use examples::exit;
 use examples::user::ConfigArgs;
 use examples::volo_greeter;
-use registry_core::error_chain;
 
 /// Calls the greeter through the registry with volo-grpc.
 #[derive(Debug, Parser)]
@@ -33,20 +33,15 @@ struct Cli {
 async fn main() -> ExitCode {
     rpc_config::logging::init();
     let cli = Cli::parse();
-    let config = match cli.config.load() {
+    let config = match exit::load_config("volo_greeter_client", &cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("volo_greeter_client: {}", error_chain(&e));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let registry = match rpc_config::connect::connect_registry(&config.registry_config).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("volo_greeter_client: {}", error_chain(&e));
-            return ExitCode::from(if e.is_config_error() { 2 } else { 1 });
-        }
-    };
+    let registry =
+        match exit::connect_registry("volo_greeter_client", &config.registry_config).await {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
     let client = volo_greeter::client(&registry, Duration::from_secs(2));
     let mut failed = 0;
     for i in 0..cli.calls {
