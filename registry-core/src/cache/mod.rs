@@ -1,9 +1,9 @@
 //! The consumer-side cache: one entry per service key, each kept current by one watch.
 //!
 //! # Reads
-//! A cache hit is one lock-free load of the entry map and one `Arc` clone of the entry's current
-//! snapshot: no lock, no I/O, no allocation. Readers never wait for a writer and never see a
-//! partial list: every change builds a new list aside and swaps it in.
+//! A cache hit is one lock-free load of the [`index`] shard holding the service key and one
+//! `Arc` clone of its current snapshot: no lock, no I/O, no allocation. Readers never wait for a
+//! writer and never see a partial list: every change builds a new list aside and swaps it in.
 //!
 //! # Writes
 //! The first discover of a service key lists the service prefix from the store (callers asking
@@ -18,6 +18,7 @@
 //! truth, the served list and every snapshot a reader still holds. Entries live as long as the
 //! registry: a process that discovers N services keeps N entries and N watches.
 
+mod index;
 mod overrides;
 pub mod snapshot;
 pub(crate) mod state;
@@ -25,9 +26,8 @@ mod watcher;
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use arc_swap::ArcSwap;
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -126,7 +126,10 @@ pub(crate) struct ServiceEntry {
     /// Where fresh lists go to the disk snapshot, when one is kept.
     snapshots: Option<snapshot::Writer>,
     state: Mutex<ServiceState>,
-    current: ArcSwap<Snapshot>,
+    /// Where readers find the published snapshot, under `key` (hashed once, here).
+    index: Arc<index::Index>,
+    key: Arc<str>,
+    hash: u64,
     changes: tokio::sync::watch::Sender<Arc<Snapshot>>,
     relist: Notify,
     generation: std::sync::atomic::AtomicU64,
@@ -137,6 +140,7 @@ impl ServiceEntry {
         state: ServiceState,
         backend: &'static str,
         snapshots: Option<snapshot::Writer>,
+        index: Arc<index::Index>,
     ) -> Self {
         let snapshot = Arc::new(Snapshot {
             nodes: state.served().nodes.clone(),
@@ -151,11 +155,14 @@ impl ServiceEntry {
                 writer.save(state.service_key(), &snapshot.nodes);
             }
         }
+        let key = state.service_key().clone();
         Self {
             backend,
             snapshots,
             state: Mutex::new(state),
-            current: ArcSwap::new(snapshot.clone()),
+            hash: index.hash(&key),
+            index,
+            key,
             changes: tokio::sync::watch::Sender::new(snapshot),
             relist: Notify::new(),
             generation: std::sync::atomic::AtomicU64::new(1),
@@ -185,11 +192,11 @@ impl ServiceEntry {
                 writer.save(state.service_key(), &snapshot.nodes);
             }
         }
-        let was_stale = self.current.load().stale;
+        let was_stale = self.changes.borrow().stale;
         if was_stale != snapshot.stale {
             crate::metrics::stale_changed(self.backend, snapshot.stale);
         }
-        self.current.store(snapshot.clone());
+        self.index.publish(self.hash, &self.key, &snapshot);
         self.changes.send_replace(snapshot);
     }
 
@@ -199,7 +206,12 @@ impl ServiceEntry {
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+        self.changes.borrow().clone()
+    }
+
+    /// Lets readers find this entry's current snapshot (called once its watch runs).
+    fn index(&self) {
+        self.index.publish(self.hash, &self.key, &self.snapshot());
     }
 
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
@@ -207,13 +219,37 @@ impl ServiceEntry {
     }
 }
 
-/// The entry map: a fast hasher (keys are service keys this process asks for, hashed on every
-/// cache hit), randomly seeded.
-type EntryMap = HashMap<String, Arc<ServiceEntry>, foldhash::fast::RandomState>;
+/// The entries by service key, for the paths that need more than the snapshot (first discover,
+/// subscribe, evict, overrides). Hits never take this lock: they read the [`index::Index`].
+#[derive(Default)]
+pub(crate) struct Entries(RwLock<HashMap<String, Arc<ServiceEntry>, foldhash::fast::RandomState>>);
+
+impl Entries {
+    pub(crate) fn get(&self, service_key: &str) -> Option<Arc<ServiceEntry>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service_key)
+            .cloned()
+    }
+
+    fn insert(&self, service_key: &str, entry: Arc<ServiceEntry>) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(service_key.to_owned(), entry);
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.keys().cloned().collect()
+    }
+}
 
 /// All cache entries of one registry.
 pub(crate) struct ServiceCache {
-    entries: Arc<ArcSwap<EntryMap>>,
+    index: Arc<index::Index>,
+    entries: Arc<Entries>,
     overrides: Arc<overrides::OverridesWatch>,
     loading: Mutex<HashMap<String, Arc<OnceCell<Arc<ServiceEntry>>>>>,
     backend: Arc<dyn Backend>,
@@ -235,6 +271,7 @@ impl ServiceCache {
             tasks.spawn(task).then_some(writer)
         });
         Self {
+            index: Arc::default(),
             entries: Arc::default(),
             overrides: Arc::default(),
             loading: Mutex::default(),
@@ -249,22 +286,19 @@ impl ServiceCache {
     /// The hot path: the cached nodes of `service_key`, if the service was discovered before.
     #[inline]
     pub(crate) fn get(&self, service_key: &str) -> Option<ServiceNodes> {
-        self.entries
-            .load()
-            .get(service_key)
-            .map(|entry| ServiceNodes {
-                snapshot: entry.current.load_full(),
-                origin: Origin::Cache,
-            })
+        index::Index::get(&self.index, service_key).map(|snapshot| ServiceNodes {
+            snapshot,
+            origin: Origin::Cache,
+        })
     }
 
     pub(crate) fn entry(&self, service_key: &str) -> Option<Arc<ServiceEntry>> {
-        self.entries.load().get(service_key).cloned()
+        self.entries.get(service_key)
     }
 
     /// The service keys with an entry.
     pub(crate) fn service_keys(&self) -> Vec<String> {
-        self.entries.load().keys().cloned().collect()
+        self.entries.keys()
     }
 
     /// The entry of `service_key`, listing the store and starting its watch on first use.
@@ -354,6 +388,7 @@ impl ServiceCache {
             state,
             self.backend.name(),
             self.snapshots.clone(),
+            self.index.clone(),
         ));
         if from_snapshot {
             // The watcher lists first (retrying until the store answers).
@@ -369,11 +404,8 @@ impl ServiceCache {
         if !self.tasks.spawn(watcher) {
             return Err(RegistryError::Shutdown);
         }
-        self.entries.rcu(|map| {
-            let mut map = EntryMap::clone(map);
-            map.insert(service_key.to_owned(), entry.clone());
-            map
-        });
+        self.entries.insert(service_key, entry.clone());
+        entry.index();
         // A record that changed between the seed and the entry's arrival in the map.
         self.overrides.catch_up(&entry);
         Ok(entry)

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use arc_swap::ArcSwap;
 use futures::StreamExt as _;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -22,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::state::{decode_overrides, decode_overrides_listing, Cause, ServiceState};
-use super::{EntryMap, ServiceEntry};
+use super::{Entries, ServiceEntry};
 use crate::backend::{Backend, BackendError, Revision, WatchEvent};
 use crate::backoff::{jitter, Backoff};
 use crate::options::RegistryOptions;
@@ -63,7 +62,7 @@ impl OverridesWatch {
         self: &Arc<Self>,
         backend: &Arc<dyn Backend>,
         options: &Arc<RegistryOptions>,
-        entries: &Arc<ArcSwap<EntryMap>>,
+        entries: &Arc<Entries>,
         tasks: &Tasks,
     ) {
         self.started
@@ -118,10 +117,9 @@ fn seed(records: &HashMap<String, Overrides>, state: &mut ServiceState) -> bool 
 }
 
 /// Hands `service`'s record (`None`: deleted) to the entries serving it.
-fn hand_over(entries: &ArcSwap<EntryMap>, service: &str, record: Option<&Overrides>) {
-    let map = entries.load();
+fn hand_over(entries: &Entries, service: &str, record: Option<&Overrides>) {
     for key in [service, ""] {
-        if let Some(entry) = map.get(key) {
+        if let Some(entry) = entries.get(key) {
             let mut state = entry.lock();
             if state.set_overrides(service, record)
                 && state.republish(Cause::Event, Instant::now()).is_some()
@@ -136,7 +134,7 @@ async fn run(
     shared: Arc<OverridesWatch>,
     backend: Arc<dyn Backend>,
     options: Arc<RegistryOptions>,
-    entries: Arc<ArcSwap<EntryMap>>,
+    entries: Arc<Entries>,
     mut revision: Option<Revision>,
     cancel: CancellationToken,
 ) {
