@@ -1,12 +1,19 @@
-//! Calls per second and latency percentiles: 64 concurrent callers, a small request and
-//! response, loopback, one connection per client. Our runtime (json and bincode) side by side
-//! with a tonic unary echo, in the same process and run, rounds interleaved; medians of the
-//! rounds are printed as a Markdown table for `BENCHMARKS.md`.
+//! Calls per second and latency percentiles over loopback, one connection per client: our
+//! runtime (bincode and json) beside a tonic unary echo and beside the ceiling of our own design
+//! (the same frames over one multiplexed connection with no registry, balancer, serializer or
+//! handler work: [`rpc_bench::raw`]), in the same process and run, rounds interleaved with the
+//! order of the stacks rotating. Medians of the rounds are printed as Markdown tables for
+//! `BENCHMARKS.md`:
 //!
-//! `cargo bench -p rpc-bench --bench rpc_vs_tonic` (`-- --secs S --rounds R --callers C`).
+//! 1. 64 callers, a small message: every stack, as a fraction of the raw ceiling and of tonic;
+//! 2. the same with a 1 KiB and a 64 KiB message, where the serializer starts to matter;
+//! 3. how it grows: 1, 64 and 1,024 callers.
+//!
+//! `cargo bench -p rpc-bench --bench rpc_vs_tonic` (`-- --secs S --rounds R`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -22,31 +29,93 @@ use rpc_runtime::consumer::{Consumer, ConsumerOptions};
 use rpc_runtime::provider::Provider;
 use rpc_runtime::serializer::Serializer;
 
-/// Our runtime (json and bincode) against a tonic unary echo, rounds interleaved.
+/// Every stack, rounds interleaved.
 #[derive(Debug, Parser)]
 struct Args {
     /// Seconds measured per run (after a one-second warm-up).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     secs: u64,
-    /// Rounds; each runs tonic, json and bincode once.
+    /// Rounds; each runs every stack in every setting once.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Concurrent callers.
-    #[arg(long, default_value_t = 64)]
-    callers: usize,
+    /// Runs only this stack (raw, bincode, json or tonic) with 64 callers and a small message,
+    /// for a profiler; no tables.
+    #[arg(long)]
+    only: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
-fn message() -> Message {
-    Message {
-        text: "hello, registry".to_owned(),
-        n: 42,
+/// One setting: how many callers, how long the message's text.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Setting {
+    callers: usize,
+    text: usize,
+}
+
+const SMALL: usize = 15;
+
+fn message(text: usize) -> Message {
+    let text = if text == SMALL {
+        "hello, registry".to_owned()
+    } else {
+        "x".repeat(text)
+    };
+    Message { text, n: 42 }
+}
+
+/// The stacks compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Stack {
+    Raw,
+    Bincode,
+    Json,
+    Tonic,
+}
+
+impl Stack {
+    fn name(self) -> &'static str {
+        match self {
+            Stack::Raw => "raw frames, one connection (ceiling)",
+            Stack::Bincode => "rpc-runtime, bincode",
+            Stack::Json => "rpc-runtime, json",
+            Stack::Tonic => "tonic unary",
+        }
+    }
+
+    async fn run(self, setting: Setting, secs: u64) -> Throughput {
+        match self {
+            Stack::Raw => raw(setting, secs).await,
+            Stack::Bincode => ours(Serializer::Bincode, setting, secs).await,
+            Stack::Json => ours(Serializer::Json, setting, secs).await,
+            Stack::Tonic => tonic_baseline(setting, secs).await,
+        }
     }
 }
 
-async fn ours(serializer: Serializer, args: &Args) -> Throughput {
+async fn raw(setting: Setting, secs: u64) -> Throughput {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(rpc_bench::raw::serve(listener));
+    let client = rpc_bench::raw::Client::connect(addr).await.unwrap();
+    // The body our bincode client sends for the same message, encoded once.
+    let body = bytes::Bytes::from(bincode::serialize(&message(setting.text)).unwrap());
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let result = drive(setting.callers, secs, move || {
+        let (client, body, ids) = (client.clone(), body.clone(), Arc::clone(&ids));
+        async move {
+            let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let reply = client.call(id, body.clone()).await.unwrap();
+            assert_eq!(reply.len(), body.len());
+        }
+    })
+    .await;
+    server.abort();
+    result
+}
+
+async fn ours(serializer: Serializer, setting: Setting, secs: u64) -> Throughput {
     let store = MemoryStore::new();
     let registry = || {
         Registry::new(
@@ -66,10 +135,10 @@ async fn ours(serializer: Serializer, args: &Args) -> Throughput {
         ConsumerOptions::default().with_serializer(serializer),
     );
     let client = EchoClient::new(consumer);
-    let result = drive(args.callers, args.secs, move || {
+    let result = drive(setting.callers, secs, move || {
         let client = client.clone();
         async move {
-            let reply = client.echo(message()).await.unwrap();
+            let reply = client.echo(message(setting.text)).await.unwrap();
             assert_eq!(reply.n, 42);
         }
     })
@@ -78,7 +147,7 @@ async fn ours(serializer: Serializer, args: &Args) -> Throughput {
     result
 }
 
-async fn tonic_baseline(args: &Args) -> Throughput {
+async fn tonic_baseline(setting: Setting, secs: u64) -> Throughput {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -98,10 +167,10 @@ async fn tonic_baseline(args: &Args) -> Throughput {
         .await
         .unwrap();
     let client = TonicClient::new(channel);
-    let result = drive(args.callers, args.secs, move || {
+    let result = drive(setting.callers, secs, move || {
         let mut client = client.clone();
         async move {
-            let m = message();
+            let m = message(setting.text);
             let reply = client
                 .echo(EchoRequest {
                     text: m.text,
@@ -137,40 +206,107 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (mut json, mut bincode, mut tonic) = (Vec::new(), Vec::new(), Vec::new());
+    let every = [Stack::Raw, Stack::Bincode, Stack::Json, Stack::Tonic];
+    let growth = [Stack::Raw, Stack::Bincode, Stack::Tonic];
+    let main = Setting {
+        callers: 64,
+        text: SMALL,
+    };
+    let mut plan: Vec<(Setting, &[Stack])> = vec![(main, &every)];
+    for text in [1024, 64 * 1024] {
+        plan.push((Setting { text, ..main }, &every));
+    }
+    for callers in [1, 1024] {
+        plan.push((Setting { callers, ..main }, &growth));
+    }
+    if let Some(only) = &args.only {
+        let Some(stack) = every
+            .into_iter()
+            .find(|s| format!("{s:?}").eq_ignore_ascii_case(only))
+        else {
+            eprintln!("unknown stack {only:?}: raw, bincode, json or tonic");
+            std::process::exit(2);
+        };
+        let r = runtime.block_on(stack.run(main, args.secs));
+        println!(
+            "{}: {:.0} calls/s, p50 {:?}, p99 {:?}",
+            stack.name(),
+            r.calls_per_sec,
+            r.p50,
+            r.p99
+        );
+        return;
+    }
+    let mut results: HashMap<(Stack, usize, usize), Vec<Throughput>> = HashMap::new();
     runtime.block_on(async {
         for round in 0..args.rounds {
-            tonic.push(tonic_baseline(&args).await);
-            json.push(ours(Serializer::Json, &args).await);
-            bincode.push(ours(Serializer::Bincode, &args).await);
-            eprintln!(
-                "round {round}: tonic {:.0}/s, ours json {:.0}/s, ours bincode {:.0}/s",
-                tonic[round].calls_per_sec, json[round].calls_per_sec, bincode[round].calls_per_sec
-            );
+            for (setting, stacks) in &plan {
+                // The order rotates from round to round, so no stack always runs first.
+                for i in 0..stacks.len() {
+                    let stack = stacks[(i + round) % stacks.len()];
+                    let r = stack.run(*setting, args.secs).await;
+                    eprintln!(
+                        "round {round}, {} callers, {} B text: {} {:.0}/s p99 {:.0} µs",
+                        setting.callers,
+                        setting.text,
+                        stack.name(),
+                        r.calls_per_sec,
+                        r.p99.as_secs_f64() * 1e6
+                    );
+                    results
+                        .entry((stack, setting.callers, setting.text))
+                        .or_default()
+                        .push(r);
+                }
+            }
         }
     });
-    let (json, bincode, tonic) = (median(&json), median(&bincode), median(&tonic));
+    let get = |stack, setting: Setting| median(&results[&(stack, setting.callers, setting.text)]);
     println!(
-        "{} callers, {} s per run after 1 s warm-up, {} rounds interleaved, medians of rounds; {} worker threads",
-        args.callers,
+        "{} s per run after 1 s warm-up, {} rounds interleaved (order rotating), medians of rounds; {} worker threads",
         args.secs,
         args.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    for text in [SMALL, 1024, 64 * 1024] {
+        let setting = Setting { text, ..main };
+        let (raw, tonic) = (get(Stack::Raw, setting), get(Stack::Tonic, setting));
+        println!();
+        println!("64 callers, {text} B message text");
+        println!();
+        println!("| stack | calls/s | of raw ceiling | vs tonic | p50 | p99 | p99 vs tonic |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for stack in every {
+            let r = get(stack, setting);
+            println!(
+                "| {} | {:.0} | {:.0} % | {:.2}x | {:.0} µs | {:.0} µs | {:.2} |",
+                stack.name(),
+                r.calls_per_sec,
+                100.0 * r.calls_per_sec / raw.calls_per_sec,
+                r.calls_per_sec / tonic.calls_per_sec,
+                r.p50.as_secs_f64() * 1e6,
+                r.p99.as_secs_f64() * 1e6,
+                r.p99.as_secs_f64() / tonic.p99.as_secs_f64()
+            );
+        }
+    }
     println!();
-    println!("| stack | calls/s | vs tonic | p50 | p99 |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, r) in [
-        ("rpc-runtime, bincode", bincode),
-        ("rpc-runtime, json", json),
-        ("tonic unary (baseline)", tonic),
-    ] {
-        println!(
-            "| {name} | {:.0} | {:.2}x | {:.0} µs | {:.0} µs |",
-            r.calls_per_sec,
-            r.calls_per_sec / tonic.calls_per_sec,
-            r.p50.as_secs_f64() * 1e6,
-            r.p99.as_secs_f64() * 1e6
-        );
+    println!("Growth with callers ({SMALL} B message text): calls/s (p99)");
+    println!();
+    println!("| stack | 1 caller | 64 callers | 1,024 callers |");
+    println!("|---|---:|---:|---:|");
+    for stack in growth {
+        let cells: Vec<String> = [1, 64, 1024]
+            .into_iter()
+            .map(|callers| {
+                let r = get(stack, Setting { callers, ..main });
+                format!(
+                    "{:.0} ({:.0} µs)",
+                    r.calls_per_sec,
+                    r.p99.as_secs_f64() * 1e6
+                )
+            })
+            .collect();
+        println!("| {} | {} |", stack.name(), cells.join(" | "));
     }
 }

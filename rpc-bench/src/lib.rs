@@ -5,6 +5,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod load;
+pub mod raw;
 
 use rpc_runtime::rpc_service;
 use rpc_runtime::service::ServiceError;

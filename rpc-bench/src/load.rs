@@ -26,7 +26,7 @@ where
         .map(|_| {
             let (call, warm, stop) = (call.clone(), Arc::clone(&warm), Arc::clone(&stop));
             tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(1 << 16);
+                let mut samples = Vec::with_capacity(1 << 12);
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     call().await;

@@ -408,6 +408,7 @@ where
     use futures::SinkExt;
     while let Some(frame) = rx.recv().await {
         sink.feed(frame).await?;
+        tokio::task::yield_now().await;
         while let Ok(frame) = rx.try_recv() {
             sink.feed(frame).await?;
         }

@@ -901,6 +901,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut batch: Vec<Answer> = Vec::new();
     let result: Result<(), &'static str> = async {
         while let Some(answer) = rx.recv().await {
+            tokio::task::yield_now().await;
             let mut next = Some(answer);
             while let Some(answer) = next.take() {
                 Header::put(&answer.frame, &mut buf);
