@@ -37,6 +37,13 @@ impl Deregistration {
 
     /// One sample: register, wait until the consumer has the node, then time its removal.
     pub async fn sample(&mut self) -> Duration {
+        self.sample_parts().await.1
+    }
+
+    /// One sample in two parts, both from the start of the removal: until `unregister`
+    /// returned (the store acknowledged the delete) and until the consumer's watch yielded it.
+    /// The difference is the notification path alone (store event to listener).
+    pub async fn sample_parts(&mut self) -> (Duration, Duration) {
         let node = ServiceMetaInfo::new("bench", "127.0.0.1", 2);
         self.provider.register(node.clone()).await.unwrap();
         while let Some(c) = self.changes.next().await {
@@ -46,9 +53,10 @@ impl Deregistration {
         }
         let started = Instant::now();
         self.provider.unregister(&node).await.unwrap();
+        let acknowledged = started.elapsed();
         while let Some(c) = self.changes.next().await {
             if c.diff.removed.iter().any(|n| n.service_port == 2) {
-                return started.elapsed();
+                return (acknowledged, started.elapsed());
             }
         }
         panic!("the watch ended");

@@ -6,6 +6,11 @@
 //!    interleaved in the same run: etcd-client delete -> another client's watch event;
 //!    zookeeper-client delete of an ephemeral node -> another session's persistent recursive
 //!    watch event; Redis `XADD` -> `XREAD BLOCK` on another connection;
+//!    Ours is also split where the store acknowledges the delete: what follows (store event
+//!    -> our watch -> cache -> listener) is the notification path alone, while the part
+//!    before is the delete itself, which is an owner-checked delete (etcd: a transaction
+//!    comparing the lease; ZooKeeper: the node's owner read, then a versioned delete; Redis:
+//!    one script) where the raw client deletes blindly;
 //! 2. time to register 2,000 nodes (20 services x 100, 64 in flight) and see all of them in
 //!    a consumer's cache.
 //!
@@ -211,12 +216,17 @@ impl Raw {
     }
 }
 
-/// Ours and raw, samples interleaved: (ours p50, p99), (raw p50, p99).
-async fn deregistration(
-    backend: &str,
-    address: &str,
-    samples: usize,
-) -> ((Duration, Duration), (Duration, Duration)) {
+/// p50 and p99.
+type Pcts = (Duration, Duration);
+
+fn pcts(mut samples: Vec<Duration>) -> Pcts {
+    samples.sort();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+/// Ours and raw, samples interleaved: ours end to end, ours from the store's acknowledgement
+/// to the listener, raw end to end.
+async fn deregistration(backend: &str, address: &str, samples: usize) -> (Pcts, Pcts, Pcts) {
     let mut probe = Deregistration::new(
         client(backend, address).await,
         client(backend, address).await,
@@ -224,18 +234,16 @@ async fn deregistration(
     .await;
     let mut raw_probe = Raw::connect(backend, address).await;
     let mut ours = Vec::with_capacity(samples);
+    let mut notified = Vec::with_capacity(samples);
     let mut raw = Vec::with_capacity(samples);
     for _ in 0..samples {
-        ours.push(probe.sample().await);
+        let (acknowledged, seen) = probe.sample_parts().await;
+        ours.push(seen);
+        notified.push(seen - acknowledged);
         raw.push(raw_probe.sample().await);
     }
     probe.finish().await;
-    ours.sort();
-    raw.sort();
-    (
-        (percentile(&ours, 0.5), percentile(&ours, 0.99)),
-        (percentile(&raw, 0.5), percentile(&raw, 0.99)),
-    )
+    (pcts(ours), pcts(notified), pcts(raw))
 }
 
 async fn mass(backend: &str, address: &str) -> (Duration, Duration) {
@@ -265,10 +273,10 @@ fn main() {
     let mut rows = Vec::new();
     runtime.block_on(async {
         for (backend, address) in &stores {
-            let (ours, raw) = deregistration(backend, address, samples).await;
+            let (ours, notified, raw) = deregistration(backend, address, samples).await;
             let (registered, seen) = mass(backend, address).await;
             eprintln!("{backend}: done");
-            rows.push((backend, ours, raw, registered, seen));
+            rows.push((backend, ours, notified, raw, registered, seen));
         }
     });
     println!(
@@ -279,23 +287,25 @@ fn main() {
     );
     println!();
     println!(
-        "| store | dereg -> watcher p50 | p99 | raw client p50 | raw p99 | overhead p50 | overhead p99 | 2,000 registered | all in the consumer's cache |"
+        "| store | dereg -> watcher p50 | p99 | raw client p50 | raw p99 | overhead p50 | overhead p99 | ours, store ack -> listener p50 | p99 | 2,000 registered | all in the consumer's cache |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
     let over = |a: Duration, b: Duration| {
         let d = a.as_secs_f64() - b.as_secs_f64();
         format!("{:+.0} µs", d * 1e6)
     };
-    for (backend, (o50, o99), (r50, r99), registered, seen) in rows {
+    for (backend, (o50, o99), (n50, n99), (r50, r99), registered, seen) in rows {
         println!(
-            "| {backend} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {backend} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             us(o50),
             us(o99),
             us(r50),
             us(r99),
             over(o50, r50),
             over(o99, r99),
+            us(n50),
+            us(n99),
             ms(registered),
             ms(seen)
         );

@@ -38,10 +38,13 @@ struct Args {
     /// Rounds; each runs every stack in every setting once.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Runs only this stack (raw, bincode, json or tonic) with 64 callers and a small message,
-    /// for a profiler; no tables.
+    /// Runs only this stack (raw, bincode, json or tonic) with a small message, for a
+    /// profiler; no tables.
     #[arg(long)]
     only: Option<String>,
+    /// Callers of an `--only` run.
+    #[arg(long, default_value_t = 64)]
+    callers: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -227,7 +230,11 @@ fn main() {
             eprintln!("unknown stack {only:?}: raw, bincode, json or tonic");
             std::process::exit(2);
         };
-        let r = runtime.block_on(stack.run(main, args.secs));
+        let setting = Setting {
+            callers: args.callers,
+            ..main
+        };
+        let r = runtime.block_on(stack.run(setting, args.secs));
         println!(
             "{}: {:.0} calls/s, p50 {:?}, p99 {:?}",
             stack.name(),

@@ -393,14 +393,15 @@ impl Encoder<Frame> for FrameCodec {
 }
 
 /// Writes the frames arriving on `rx` until it closes, batching whatever is ready into one
-/// write and one flush (many small calls cost few syscalls). Shared by both ends of a
-/// connection.
+/// write and one flush (many small calls cost few syscalls): the client's writer (the
+/// server has its own, which also bounds each write in time).
 ///
 /// # Errors
 /// The first write error; the connection is then unusable.
 pub(crate) async fn write_frames<W>(
     sink: &mut tokio_util::codec::FramedWrite<W, FrameCodec>,
     rx: &mut tokio::sync::mpsc::Receiver<Frame>,
+    others_running: impl Fn() -> bool,
 ) -> Result<(), FrameError>
 where
     W: tokio::io::AsyncWrite + Unpin,
@@ -408,7 +409,12 @@ where
     use futures::SinkExt;
     while let Some(frame) = rx.recv().await {
         sink.feed(frame).await?;
-        tokio::task::yield_now().await;
+        if others_running() {
+            // Frames of the tasks that run now join this write instead of each making its
+            // own (one write per frame costs more than the rest of a call); a lone frame
+            // leaves at once.
+            tokio::task::yield_now().await;
+        }
         while let Ok(frame) = rx.try_recv() {
             sink.feed(frame).await?;
         }

@@ -777,7 +777,13 @@ async fn serve_connection<S: Split>(
         last_activity: AtomicU64::new(0),
     });
     let (tx, rx) = mpsc::channel::<Answer>(ANSWER_QUEUE);
-    let writer = tokio::spawn(write_loop(write, rx, shared.frame_timeout, peer));
+    let writer = tokio::spawn(write_loop(
+        write,
+        rx,
+        Arc::clone(&conn),
+        shared.frame_timeout,
+        peer,
+    ));
     let mut reader = FrameReader {
         read,
         buf: BytesMut::new(),
@@ -894,6 +900,7 @@ async fn serve_connection<S: Split>(
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut write: W,
     mut rx: mpsc::Receiver<Answer>,
+    conn: Arc<Conn>,
     frame_timeout: Duration,
     peer: SocketAddr,
 ) {
@@ -901,7 +908,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut batch: Vec<Answer> = Vec::new();
     let result: Result<(), &'static str> = async {
         while let Some(answer) = rx.recv().await {
-            tokio::task::yield_now().await;
+            if conn.outstanding.load(Ordering::Acquire) > 1 {
+                // Other calls of this connection are running: their answers may join this
+                // write instead of each making its own; a lone answer leaves at once.
+                tokio::task::yield_now().await;
+            }
             let mut next = Some(answer);
             while let Some(answer) = next.take() {
                 Header::put(&answer.frame, &mut buf);

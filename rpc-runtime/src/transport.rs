@@ -253,6 +253,7 @@ impl Connection {
             FramedWrite::new(write, codec.clone()),
             rx,
             Arc::clone(&closed),
+            Arc::clone(&pending),
         ));
         tokio::spawn(read_loop(
             FramedRead::new(read, codec),
@@ -362,8 +363,11 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     mut sink: FramedWrite<W, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
     closed: Arc<AtomicBool>,
+    pending: Arc<Pending>,
 ) {
-    if let Err(error) = write_frames(&mut sink, &mut rx).await {
+    // Other calls waiting: their requests may be on their way too.
+    let others_running = || lock(&pending).len() > 1;
+    if let Err(error) = write_frames(&mut sink, &mut rx, others_running).await {
         // No new calls here; the reader fails the waiting ones when the socket ends, after
         // whatever the server sent last (a go-away says they were not run).
         debug!(%error, "write failed, the connection is broken");
