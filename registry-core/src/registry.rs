@@ -308,24 +308,28 @@ impl Registry {
         service_key: &'a str,
     ) -> impl Future<Output = Result<ServiceNodes, RegistryError>> + Send + 'a {
         // The hit is answered before any future state exists; only a miss builds (and boxes)
-        // the listing future, so a hit stays a few loads and one `Arc` clone.
-        let hit = match self.check_open() {
-            Err(e) => Some(Err(e)),
-            Ok(()) => {
-                let hit = self.inner.cache.get(service_key);
-                let counters = &self.inner.lookups;
-                if hit.is_some() {
+        // the listing future, so a hit stays a few loads and one `Arc` clone. Errors are built
+        // inside: the future carries a small `Hit`, not a `RegistryError`.
+        let hit = if self.check_open().is_err() {
+            Hit::Closed
+        } else {
+            let counters = &self.inner.lookups;
+            match self.inner.cache.get(service_key) {
+                Some(nodes) => {
                     counters.hits.increment(1);
-                } else {
-                    counters.misses.increment(1);
+                    Hit::Cached(nodes)
                 }
-                hit.map(|nodes| self.non_empty(service_key, nodes))
+                None => {
+                    counters.misses.increment(1);
+                    Hit::Miss
+                }
             }
         };
         async move {
             match hit {
-                Some(result) => result,
-                None => Box::pin(self.discover_from_store(service_key)).await,
+                Hit::Cached(nodes) => self.non_empty(service_key, nodes),
+                Hit::Closed => Err(RegistryError::Shutdown),
+                Hit::Miss => Box::pin(self.discover_from_store(service_key)).await,
             }
         }
     }
@@ -757,6 +761,13 @@ impl Registry {
     pub(crate) fn running_tasks(&self) -> usize {
         self.inner.tasks.running()
     }
+}
+
+/// What [`Registry::discover`] found before its future runs.
+enum Hit {
+    Cached(ServiceNodes),
+    Closed,
+    Miss,
 }
 
 #[cfg(test)]
