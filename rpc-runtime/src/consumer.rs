@@ -22,7 +22,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use registry_core::{Node, Origin, Registry, RegistryError, DEFAULT_GROUP};
@@ -303,6 +304,71 @@ struct Inner {
     pool: Pool,
     balancer: Box<dyn LoadBalancer>,
     options: ConsumerOptions,
+    metrics: CallMetrics,
+}
+
+/// The metric handles of successful calls, by service and method: registered once each, so a
+/// call neither builds labels nor asks the recorder (failures, rare, register as they come).
+#[derive(Debug, Default)]
+struct CallMetrics(std::sync::RwLock<Handles>);
+
+/// Service -> method -> (calls with outcome `ok`, call duration).
+type Handles = HashMap<String, HashMap<String, (metrics::Counter, metrics::Histogram)>>;
+
+impl CallMetrics {
+    fn record(&self, service: &str, method: &str, outcome: &'static str, elapsed: Duration) {
+        if outcome != "ok" {
+            metrics::counter!(
+                CALLS_TOTAL,
+                "service" => service.to_owned(),
+                "method" => method.to_owned(),
+                "outcome" => outcome,
+            )
+            .increment(1);
+            Self::histogram(service, method).record(elapsed.as_secs_f64());
+            return;
+        }
+        let read =
+            |map: &HashMap<String, HashMap<String, (metrics::Counter, metrics::Histogram)>>| {
+                map.get(service).and_then(|m| m.get(method)).map(|(c, h)| {
+                    c.increment(1);
+                    h.record(elapsed.as_secs_f64());
+                })
+            };
+        if read(&self.0.read().unwrap_or_else(PoisonError::into_inner)).is_some() {
+            return;
+        }
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        map.entry(service.to_owned())
+            .or_default()
+            .entry(method.to_owned())
+            .or_insert_with(|| {
+                let ok = metrics::counter!(
+                    CALLS_TOTAL,
+                    "service" => service.to_owned(),
+                    "method" => method.to_owned(),
+                    "outcome" => "ok",
+                );
+                (ok, Self::histogram(service, method))
+            });
+        read(&map);
+    }
+
+    fn histogram(service: &str, method: &str) -> metrics::Histogram {
+        metrics::histogram!(
+            CALL_DURATION_SECONDS,
+            "service" => service.to_owned(),
+            "method" => method.to_owned(),
+        )
+    }
+}
+
+/// What one call did, kept cheaply; made a [`CallRecord`] only for an observer.
+#[derive(Default)]
+struct Trace {
+    node: Option<Node>,
+    origin: Option<Origin>,
+    attempts: u32,
 }
 
 impl Consumer {
@@ -314,6 +380,7 @@ impl Consumer {
                 pool: Pool::new(options.max_frame, options.tls.clone()),
                 balancer: balance::with_warmup(options.load_balancer, options.warmup),
                 options,
+                metrics: CallMetrics::default(),
             }),
         }
     }
@@ -361,39 +428,26 @@ impl Consumer {
         R: DeserializeOwned + Default,
     {
         let started = Instant::now();
-        let mut record = CallRecord {
-            service: service_key.to_owned(),
-            method: method.to_owned(),
-            node: None,
-            origin: None,
-            attempts: 0,
-            elapsed: Duration::ZERO,
-            ok: false,
-        };
-        let result = self
-            .call_inner(service_key, method, args, &mut record)
-            .await;
-        record.elapsed = started.elapsed();
-        record.ok = result.is_ok();
+        let mut trace = Trace::default();
+        let result = self.call_inner(service_key, method, args, &mut trace).await;
+        let elapsed = started.elapsed();
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        metrics::counter!(
-            CALLS_TOTAL,
-            "service" => service_key.to_owned(),
-            "method" => method.to_owned(),
-            "outcome" => outcome,
-        )
-        .increment(1);
-        metrics::histogram!(
-            CALL_DURATION_SECONDS,
-            "service" => service_key.to_owned(),
-            "method" => method.to_owned(),
-        )
-        .record(record.elapsed.as_secs_f64());
+        self.inner
+            .metrics
+            .record(service_key, method, outcome, elapsed);
         if let Some(observer) = &self.inner.options.observer {
-            observer(&record);
+            observer(&CallRecord {
+                service: service_key.to_owned(),
+                method: method.to_owned(),
+                node: trace.node.map(|n| n.address()),
+                origin: trace.origin,
+                attempts: trace.attempts,
+                elapsed,
+                ok: result.is_ok(),
+            });
         }
         match result {
             Err(error) if self.inner.options.tolerant == TolerantStrategy::FailSafe => {
@@ -409,7 +463,7 @@ impl Consumer {
         service_key: &str,
         method: &str,
         args: &A,
-        record: &mut CallRecord,
+        trace: &mut Trace,
     ) -> Result<R, CallError>
     where
         A: Serialize + ?Sized,
@@ -429,7 +483,7 @@ impl Consumer {
                 }
                 Err(e) => return Err(CallError::Registry(e)),
             };
-            record.origin = Some(nodes.origin());
+            trace.origin = Some(nodes.origin());
             let skip = |n: &Node| failed.iter().any(|f| same_node(f, n));
             let Some(node) = balance::choose(&*inner.balancer, nodes.nodes(), key, &skip).cloned()
             else {
@@ -437,14 +491,14 @@ impl Consumer {
                 return Err(last_error.unwrap_or_else(|| self.no_provider(service_key)));
             };
             let address = node.address();
-            record.node = Some(address.clone());
+            trace.node = Some(node.clone());
             let target = Target {
                 address: &address,
                 host: &node.service_host,
                 tls: wants_tls(&node.metadata),
             };
             let result = self
-                .attempt_with_retry(target, service_key, method, &payload, record)
+                .attempt_with_retry(target, service_key, method, &payload, trace)
                 .await;
             let error = match result {
                 Ok(frame) => return serializer.decode(&frame.body).map_err(CallError::Decode),
@@ -477,11 +531,11 @@ impl Consumer {
         service_key: &str,
         method: &str,
         payload: &[u8],
-        record: &mut CallRecord,
+        trace: &mut Trace,
     ) -> Result<Frame, CallError> {
         let mut delays = self.inner.options.retry.delays();
         loop {
-            record.attempts += 1;
+            trace.attempts += 1;
             match self.attempt(target, service_key, method, payload).await {
                 Ok(frame) => return Ok(frame),
                 Err(CallError::Transport(e)) if e.is_retryable() => match delays.next() {
