@@ -652,7 +652,10 @@ async fn raw_etcd(fresh: impl Fn() -> Store, args: &Args) -> Vec<(String, Rate)>
     rates
 }
 
-async fn raw_zookeeper(address: &str, args: &Args) -> Vec<(String, Rate)> {
+/// Raw creates of ephemeral nodes; with `watching`, the writer's session also holds a
+/// persistent recursive watch over them, as a registering provider's does (it watches the
+/// services it registers), so the server sends it one notification per create.
+async fn raw_zookeeper(address: &str, args: &Args, watching: bool) -> Vec<(String, Rate)> {
     use zookeeper_client as zk;
     let client = zk::Client::connector()
         .with_session_timeout(Duration::from_secs(10))
@@ -668,6 +671,17 @@ async fn raw_zookeeper(address: &str, args: &Args) -> Vec<(String, Rate)> {
             .create(&format!("/raw/{}:1.0", mass_service(s)), b"", &persistent)
             .await;
     }
+    let drain = if watching {
+        let mut watcher = client
+            .watch("/raw", zk::AddWatchMode::PersistentRecursive)
+            .await
+            .unwrap();
+        Some(tokio::spawn(async move {
+            while watcher.changed().await.event_type != zk::EventType::Session {}
+        }))
+    } else {
+        None
+    };
     let rate = timed(
         args.nodes,
         args.in_flight,
@@ -682,10 +696,18 @@ async fn raw_zookeeper(address: &str, args: &Args) -> Vec<(String, Rate)> {
         },
     )
     .await;
-    eprintln!("zookeeper raw create ephemeral: {}", rate.show());
+    let name = if watching {
+        "create ephemeral, the writer watching its nodes (as a provider does)"
+    } else {
+        "create ephemeral"
+    };
+    eprintln!("zookeeper raw {name}: {}", rate.show());
+    if let Some(drain) = drain {
+        drain.abort();
+    }
     // Closing the session deletes the ephemeral nodes.
     drop(client);
-    vec![("create ephemeral".to_owned(), rate)]
+    vec![(name.to_owned(), rate)]
 }
 
 async fn raw_redis(address: &str, args: &Args) -> Vec<(String, Rate)> {
@@ -830,7 +852,11 @@ fn main() {
             drop(server);
             row.raw = match store.as_str() {
                 "etcd" => raw_etcd(fresh, &args).await,
-                "zookeeper" => raw_zookeeper(&fresh().address, &args).await,
+                "zookeeper" => {
+                    let mut rates = raw_zookeeper(&fresh().address, &args, false).await;
+                    rates.extend(raw_zookeeper(&fresh().address, &args, true).await);
+                    rates
+                }
                 _ => raw_redis(&fresh().address, &args).await,
             };
         });
