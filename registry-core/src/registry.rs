@@ -352,7 +352,8 @@ impl Registry {
     }
 
     /// The cached nodes of `service_key`, or `None` when it was never discovered: the
-    /// allocation-free hot path behind [`discover`](Self::discover).
+    /// lock-free, allocation-free hot path behind [`discover`](Self::discover) (a thread's
+    /// first lookup in a registry sets up that thread's view of it, once).
     #[inline]
     pub fn cached(&self, service_key: &str) -> Option<ServiceNodes> {
         self.inner.cache.get(service_key)
