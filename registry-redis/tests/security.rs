@@ -256,11 +256,21 @@ async fn tls_through_sentinels_and_to_the_primary_they_name() {
         .wait_for_primary(Some(killed), Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
     let tls_port = setup.node(promoted).tls_port().unwrap();
-    tokio::time::timeout(Duration::from_secs(20), registry.register(svc(2)))
+    // The test's Sentinel named the new primary; the one our client asks may not yet (on a
+    // loaded machine it answers "master not found" for a moment). A registration that fails
+    // meanwhile returns its error and is written by the registrar in the background, as
+    // documented: what must hold is that the node reaches the new primary over TLS.
+    match tokio::time::timeout(Duration::from_secs(20), registry.register(svc(2)))
         .await
-        .expect("register after the failover")
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+        .expect("register after the failover returns")
+    {
+        Ok(_) => {}
+        Err(RegistryError::Store { source, .. }) => {
+            eprintln!("register during the failover: {source} (retried in the background)");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
     while addresses(&registry, "svc:1.0").await != svc_addresses(&[1, 2]) {
         assert!(Instant::now() < deadline, "both nodes after the failover");
         tokio::time::sleep(Duration::from_millis(50)).await;
