@@ -1,4 +1,4 @@
-//! The read side of the cache: service key → current snapshot, one lock-free load per hit.
+//! The read side of the cache: service key → current snapshot, read without a lock.
 //!
 //! The keys are spread over a fixed number of shards, each an immutable hash table behind an
 //! [`ArcSwap`] with a version number. A publish copies its shard aside with the new snapshot,
@@ -10,7 +10,8 @@
 //! (arc-swap's `Cache` pattern) and only compares the shard's version with its own, a plain
 //! load: an `ArcSwap` load costs as much as the whole rest of the hit. A thread that has not
 //! read a shard since it changed holds its old table (and the snapshots in it) until its next
-//! read of that shard or its exit.
+//! read of that shard or its exit; its view of a dropped index is freed when it first reads a
+//! new index, or at its exit.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher as _;
