@@ -98,4 +98,23 @@ impl Target {
         let backend = self.backend(&options).await;
         Registry::new(backend, options).expect("valid options")
     }
+
+    /// [`registry`](Self::registry) logged in as `user` with `password` (the store's user, ACL
+    /// identity or role, as each backend maps credentials).
+    pub async fn registry_as(
+        &self,
+        user: &str,
+        password: &str,
+        options: RegistryOptions,
+    ) -> Registry {
+        let connect = ConnectOptions {
+            username: Some(user.to_owned()),
+            password: Some(password.to_owned()),
+            ..self.connect_options(&options)
+        };
+        let backend = (self.connect)(connect).await.unwrap_or_else(|e| {
+            panic!("connect to {} as {user}: {}", self.address, error_chain(&e))
+        });
+        Registry::new(backend, options).expect("valid options")
+    }
 }

@@ -120,12 +120,10 @@ pub(crate) fn classify(
     BackendError::request(NAME, what(), error)
 }
 
-/// Whether the error comes from the TLS layer (rustls refused the handshake: untrusted,
-/// expired or misnamed certificate, a refused client certificate, a peer that does not speak
-/// TLS).
-pub(crate) fn is_tls(error: &etcd_client::Error) -> bool {
-    // The client's error has no `source()`: start from what it wraps.
-    let mut next: Option<&(dyn std::error::Error + 'static)> = match error {
+/// The errors an etcd client error wraps, outermost first. The client's error has no
+/// `source()`: the chain starts from what it wraps.
+fn causes(error: &etcd_client::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    let first: Option<&(dyn std::error::Error + 'static)> = match error {
         etcd_client::Error::GRpcStatus(status) => {
             std::error::Error::source(status).map(|e| e as &(dyn std::error::Error + 'static))
         }
@@ -133,21 +131,19 @@ pub(crate) fn is_tls(error: &etcd_client::Error) -> bool {
         etcd_client::Error::IoError(e) => Some(e),
         _ => None,
     };
-    while let Some(e) = next {
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
+    std::iter::successors(first, |e| e.source())
+}
+
+/// Whether the error comes from the TLS layer (rustls refused the handshake: untrusted,
+/// expired or misnamed certificate, a refused client certificate, a peer that does not speak
+/// TLS).
+pub(crate) fn is_tls(error: &etcd_client::Error) -> bool {
+    causes(error).any(|e| {
+        e.is::<rustls::Error>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
                 .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return true;
-            }
-        }
-        next = e.source();
-    }
-    false
+    })
 }
 
 /// Whether the connection was closed by the peer during or right after the handshake (the
@@ -157,16 +153,8 @@ pub(crate) fn closed_early(error: &etcd_client::Error) -> bool {
     if tonic_code::of(error).is_some_and(|(code, _)| code == tonic_code::CANCELLED) {
         return true;
     }
-    let mut next: Option<&(dyn std::error::Error + 'static)> = match error {
-        etcd_client::Error::GRpcStatus(status) => {
-            std::error::Error::source(status).map(|e| e as &(dyn std::error::Error + 'static))
-        }
-        etcd_client::Error::TransportError(e) => Some(e),
-        etcd_client::Error::IoError(e) => Some(e),
-        _ => None,
-    };
-    while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+    causes(error).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
             matches!(
                 io.kind(),
                 std::io::ErrorKind::UnexpectedEof
@@ -176,12 +164,8 @@ pub(crate) fn closed_early(error: &etcd_client::Error) -> bool {
                     // BadCertificate"), which the transport passes on as text.
                     | std::io::ErrorKind::InvalidData
             )
-        }) {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+        })
+    })
 }
 
 /// Whether a read at a revision failed because that revision was compacted.

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,32 +222,15 @@ async fn a_read_only_consumer_discovers_but_cannot_register() {
     run(&["user", "grant-role", "consumer", "registry-consumer"]);
     run(&["auth", "enable"]);
 
-    let as_user = |user: &str, password: &str| ConnectOptions {
-        username: Some(user.into()),
-        password: Some(password.into()),
-        root: root.clone(),
-        ..options(&etcd.endpoint(), None)
-    };
-    let provider = Registry::new(
-        Arc::new(
-            EtcdBackend::connect(&as_user("provider", "provpw"))
-                .await
-                .unwrap(),
-        ),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let target = support::target(&etcd.endpoint());
+    let provider = target
+        .registry_as("provider", "provpw", registry_options.clone())
+        .await;
     provider.register(svc(1)).await.unwrap();
 
-    let consumer = Registry::new(
-        Arc::new(
-            EtcdBackend::connect(&as_user("consumer", "conspw"))
-                .await
-                .unwrap(),
-        ),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let consumer = target
+        .registry_as("consumer", "conspw", registry_options.clone())
+        .await;
     assert_eq!(addresses(&consumer, "svc:1.0").await, svc_addresses(&[1]));
     let start = Instant::now();
     let err = consumer.register(svc(2)).await.unwrap_err();
@@ -262,15 +247,9 @@ async fn a_read_only_consumer_discovers_but_cannot_register() {
         "{err}"
     );
     // Nor outside its root for the provider.
-    let elsewhere = Registry::new(
-        Arc::new(
-            EtcdBackend::connect(&as_user("provider", "provpw"))
-                .await
-                .unwrap(),
-        ),
-        default_options(),
-    )
-    .unwrap();
+    let elsewhere = target
+        .registry_as("provider", "provpw", default_options())
+        .await;
     assert!(elsewhere.register(svc(3)).await.is_err());
     consumer.unregister(&svc(2)).await.ok();
     provider.shutdown().await.unwrap();

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -169,45 +171,22 @@ async fn the_documented_acl_user_is_enough_and_a_lesser_one_is_denied() {
         Some("+OK\r\n")
     );
 
-    let as_user = |user: &str, password: &str| ConnectOptions {
-        username: Some(user.into()),
-        password: Some(password.into()),
-        root: root.clone(),
-        ..options(&redis.url(), None)
-    };
-    let provider = Registry::new(
-        Arc::new(
-            RedisBackend::connect(&as_user("registry", "regpw"))
-                .await
-                .unwrap(),
-        ),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let target = support::target(&redis.url());
+    let provider = target
+        .registry_as("registry", "regpw", registry_options.clone())
+        .await;
     provider.register(svc(1)).await.unwrap();
-    let consumer = Registry::new(
-        Arc::new(
-            RedisBackend::connect(&as_user("registry", "regpw"))
-                .await
-                .unwrap(),
-        ),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let consumer = target
+        .registry_as("registry", "regpw", registry_options.clone())
+        .await;
     assert_eq!(addresses(&consumer, "svc:1.0").await, svc_addresses(&[1]));
     // Expiry is reaped by the consumer under the same ACL.
     provider.register(svc(2)).await.unwrap();
     consumer.shutdown().await.unwrap();
 
-    let lesser = Registry::new(
-        Arc::new(
-            RedisBackend::connect(&as_user("lesser", "lesspw"))
-                .await
-                .unwrap(),
-        ),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let lesser = target
+        .registry_as("lesser", "lesspw", registry_options.clone())
+        .await;
     let start = Instant::now();
     let err = lesser.register(svc(3)).await.unwrap_err();
     assert!(start.elapsed() < FAST, "{err}");
@@ -217,7 +196,12 @@ async fn the_documented_acl_user_is_enough_and_a_lesser_one_is_denied() {
         }
         other => panic!("{other:?}"),
     }
-    let err = connect_err(&as_user("registry", "wrong")).await;
+    let err = connect_err(&ConnectOptions {
+        username: Some("registry".into()),
+        password: Some("wrong".into()),
+        ..target.connect_options(&registry_options)
+    })
+    .await;
     assert!(matches!(err, BackendError::Auth { .. }), "{err:?}");
     lesser.unregister(&svc(3)).await.ok();
     provider.shutdown().await.unwrap();

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,44 +21,20 @@ async fn another_identity_reads_but_cannot_delete_or_overwrite_a_providers_nodes
     let server = ZkServer::start().unwrap();
     let registry_options = default_options();
     let root = registry_options.keys.root().to_owned();
-    let as_user = |user: Option<(&str, &str)>| ConnectOptions {
-        address: server.connect_string(),
-        username: user.map(|u| u.0.to_owned()),
-        password: user.map(|u| u.1.to_owned()),
-        timeout: Duration::from_secs(5),
-        ttl: Duration::from_secs(2),
-        root: root.clone(),
-        ..ConnectOptions::default()
-    };
-    let alice = Registry::new(
-        Arc::new(
-            ZkBackend::connect(&as_user(Some(("alice", "alicepw"))))
-                .await
-                .unwrap(),
-        ),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let target = support::target(&server.connect_string());
+    let alice = target
+        .registry_as("alice", "alicepw", registry_options.clone())
+        .await;
     alice.register(svc(1)).await.unwrap();
 
     // An anonymous consumer discovers the node.
-    let anonymous = Registry::new(
-        Arc::new(ZkBackend::connect(&as_user(None)).await.unwrap()),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let anonymous = target.registry(registry_options.clone()).await;
     assert_eq!(addresses(&anonymous, "svc:1.0").await, svc_addresses(&[1]));
 
     // Another identity cannot delete or overwrite it, through the registry or a raw client...
-    let bob = Registry::new(
-        Arc::new(
-            ZkBackend::connect(&as_user(Some(("bob", "bobpw"))))
-                .await
-                .unwrap(),
-        ),
-        registry_options.clone(),
-    )
-    .unwrap();
+    let bob = target
+        .registry_as("bob", "bobpw", registry_options.clone())
+        .await;
     assert_eq!(addresses(&bob, "svc:1.0").await, svc_addresses(&[1]));
     match bob.force_deregister("svc:1.0", "127.0.0.1:1").await {
         Err(RegistryError::Store { source, .. }) => {

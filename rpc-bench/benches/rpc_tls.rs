@@ -8,10 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
 
 use clap::Parser;
-use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
 use registry_test_support::TestPki;
 use rpc_bench::load::{drive, median, median_of, Throughput};
 use rpc_bench::{EchoClient, EchoImpl, EchoServer, Message};
@@ -46,14 +44,7 @@ enum Mode {
 }
 
 async fn run(mode: Mode, pki: &TestPki, args: &Args) -> Throughput {
-    let store = MemoryStore::new();
-    let registry = || {
-        Registry::new(
-            Arc::new(MemoryBackend::new(Arc::clone(&store))),
-            RegistryOptions::default(),
-        )
-        .unwrap()
-    };
+    let registry = rpc_bench::memory_registries();
     let mut config = RpcConfig::default().with_server_port(0);
     let mut client_config = RpcTlsConfig::default();
     if mode != Mode::Plain {

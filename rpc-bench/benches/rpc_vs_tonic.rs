@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Parser;
-use registry_core::{MemoryBackend, MemoryStore, Registry, RegistryOptions};
 use rpc_bench::load::{drive, median, Throughput};
 use rpc_bench::pb::echo_client::EchoClient as TonicClient;
 use rpc_bench::pb::echo_server::EchoServer as TonicServer;
@@ -119,14 +118,7 @@ async fn raw(setting: Setting, secs: u64) -> Throughput {
 }
 
 async fn ours(serializer: Serializer, setting: Setting, secs: u64) -> Throughput {
-    let store = MemoryStore::new();
-    let registry = || {
-        Registry::new(
-            Arc::new(MemoryBackend::new(Arc::clone(&store))),
-            RegistryOptions::default(),
-        )
-        .unwrap()
-    };
+    let registry = rpc_bench::memory_registries();
     let provider = Provider::new(RpcConfig::default().with_server_port(0))
         .with_registry(registry())
         .with_service(EchoServer::new(EchoImpl))

@@ -7,6 +7,21 @@
 pub mod load;
 pub mod raw;
 
+/// Registry clients (as separate processes would have) of one fresh in-memory store: a
+/// provider's and a consumer's in the RPC benches.
+pub fn memory_registries() -> impl Fn() -> registry_core::Registry {
+    let store = registry_core::MemoryStore::new();
+    move || {
+        registry_core::Registry::new(
+            std::sync::Arc::new(registry_core::MemoryBackend::new(std::sync::Arc::clone(
+                &store,
+            ))),
+            registry_core::RegistryOptions::default(),
+        )
+        .unwrap()
+    }
+}
+
 use rpc_runtime::rpc_service;
 use rpc_runtime::service::ServiceError;
 use serde::{Deserialize, Serialize};
