@@ -8,7 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-
 use clap::Parser;
 use registry_test_support::TestPki;
 use rpc_bench::load::{drive, median, median_of, Throughput};
