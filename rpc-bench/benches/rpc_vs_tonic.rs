@@ -74,6 +74,10 @@ enum Stack {
     Bincode,
     Json,
     Tonic,
+    /// Profiling only: the raw client against our server.
+    RawToOurs,
+    /// Profiling only: our client (bincode) against the raw server.
+    OursToRaw,
 }
 
 impl Stack {
@@ -83,6 +87,8 @@ impl Stack {
             Stack::Bincode => "rpc-runtime, bincode",
             Stack::Json => "rpc-runtime, json",
             Stack::Tonic => "tonic unary",
+            Stack::RawToOurs => "raw client -> rpc-runtime server",
+            Stack::OursToRaw => "rpc-runtime client -> raw server",
         }
     }
 
@@ -92,6 +98,8 @@ impl Stack {
             Stack::Bincode => ours(Serializer::Bincode, setting, secs).await,
             Stack::Json => ours(Serializer::Json, setting, secs).await,
             Stack::Tonic => tonic_baseline(setting, secs).await,
+            Stack::RawToOurs => raw_to_ours(setting, secs).await,
+            Stack::OursToRaw => ours_to_raw(setting, secs).await,
         }
     }
 }
@@ -110,6 +118,64 @@ async fn raw(setting: Setting, secs: u64) -> Throughput {
             let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let reply = client.call(id, body.clone()).await.unwrap();
             assert_eq!(reply.len(), body.len());
+        }
+    })
+    .await;
+    server.abort();
+    result
+}
+
+async fn raw_to_ours(setting: Setting, secs: u64) -> Throughput {
+    let registry = rpc_bench::memory_registries();
+    let provider = Provider::new(RpcConfig::default().with_server_port(0))
+        .with_registry(registry())
+        .with_service(EchoServer::new(EchoImpl))
+        .start()
+        .await
+        .unwrap();
+    let consumer = Consumer::new(registry(), ConsumerOptions::default());
+    let key = consumer.service_key("Echo");
+    let nodes = consumer.registry().discover(&key).await.unwrap();
+    let node = nodes.nodes()[0].address();
+    let client = rpc_bench::raw::Client::connect(node.parse().unwrap())
+        .await
+        .unwrap();
+    let args = bincode::serialize(&(message(setting.text),)).unwrap();
+    let body =
+        rpc_runtime::protocol::Frame::request(0, Serializer::Bincode, &key, "echo", &args).body;
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let result = drive(setting.callers, secs, move || {
+        let (client, body, ids) = (client.clone(), body.clone(), Arc::clone(&ids));
+        async move {
+            let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let reply = client.call(id, body).await.unwrap();
+            assert!(!reply.is_empty());
+        }
+    })
+    .await;
+    provider.shutdown().await.unwrap();
+    result
+}
+
+async fn ours_to_raw(setting: Setting, secs: u64) -> Throughput {
+    use registry_core::{Registry, ServiceMetaInfo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = bytes::Bytes::from(bincode::serialize(&message(setting.text)).unwrap());
+    let server = tokio::spawn(rpc_bench::raw::serve_answering(listener, Some(answer)));
+    let registry: Registry = rpc_bench::memory_registries()();
+    let consumer = Consumer::new(
+        registry.clone(),
+        ConsumerOptions::default().with_serializer(Serializer::Bincode),
+    );
+    let node = ServiceMetaInfo::new("Echo", addr.ip().to_string(), addr.port());
+    registry.register(node).await.unwrap();
+    let client = EchoClient::new(consumer);
+    let result = drive(setting.callers, secs, move || {
+        let client = client.clone();
+        async move {
+            let reply = client.echo(message(setting.text)).await.unwrap();
+            assert_eq!(reply.n, 42);
         }
     })
     .await;
@@ -202,6 +268,7 @@ fn main() {
         .build()
         .unwrap();
     let every = [Stack::Raw, Stack::Bincode, Stack::Json, Stack::Tonic];
+    let profiling = [Stack::RawToOurs, Stack::OursToRaw];
     let growth = [Stack::Raw, Stack::Bincode, Stack::Tonic];
     let main = Setting {
         callers: 64,
@@ -217,9 +284,10 @@ fn main() {
     if let Some(only) = &args.only {
         let Some(stack) = every
             .into_iter()
+            .chain(profiling)
             .find(|s| format!("{s:?}").eq_ignore_ascii_case(only))
         else {
-            eprintln!("unknown stack {only:?}: raw, bincode, json or tonic");
+            eprintln!("unknown stack {only:?}: raw, bincode, json, tonic, rawtoours or ourstoraw");
             std::process::exit(2);
         };
         let setting = Setting {

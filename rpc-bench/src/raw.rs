@@ -20,7 +20,14 @@ const BATCH: usize = 256;
 
 /// Serves echo frames on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener) {
+    serve_answering(listener, None).await;
+}
+
+/// Like [`serve`], but answers every request with `answer` when given (a response our client
+/// decodes), instead of its own body.
+pub async fn serve_answering(listener: TcpListener, answer: Option<Bytes>) {
     while let Ok((stream, _)) = listener.accept().await {
+        let answer = answer.clone();
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let (mut sink, stream) = Framed::new(stream, FrameCodec::default()).split();
@@ -29,8 +36,9 @@ pub async fn serve(listener: TcpListener) {
             while let Some(batch) = batches.next().await {
                 for frame in batch {
                     let Ok(frame) = frame else { return };
+                    let body = answer.clone().unwrap_or(frame.body);
                     let answer =
-                        Frame::response(frame.request_id, frame.serializer, Status::Ok, frame.body);
+                        Frame::response(frame.request_id, frame.serializer, Status::Ok, body);
                     if sink.feed(answer).await.is_err() {
                         return;
                     }
