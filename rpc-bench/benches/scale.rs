@@ -757,6 +757,53 @@ async fn raw_redis(address: &str, args: &Args) -> Vec<(String, Rate)> {
     )
     .await;
     eprintln!("redis raw script SET+XADD+ZADD: {}", minimal.show());
+    // Our own write, through the raw client: the registry's put script with the same keys'
+    // shape, one lease, this server's replication id (as our client passes it).
+    let put = redis::Script::new(concat!(
+        include_str!("../../registry-redis/src/scripts/prelude.lua"),
+        include_str!("../../registry-redis/src/scripts/put.lua")
+    ));
+    let put = &put;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut connection.clone())
+        .await
+        .unwrap();
+    let replid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_replid:"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let replid = &replid;
+    let same = timed(
+        args.nodes,
+        args.in_flight,
+        Duration::from_secs(args.max_secs),
+        |i| {
+            let mut c = connection.clone();
+            async move {
+                put.key("raw:revision")
+                    .key("raw:changes")
+                    .key("raw:index")
+                    .key("raw:leases")
+                    .key("raw:owners")
+                    .key("rpc-registry:lease:raw-1")
+                    .key(raw_key(i, services))
+                    .arg(raw_value(i, services))
+                    .arg(30_000)
+                    .arg(100_000)
+                    .arg("raw-1")
+                    .arg("raw-")
+                    .arg(replid)
+                    .invoke_async::<(redis::Value, String, String)>(&mut c)
+                    .await
+                    .map(|(_, status, _)| assert_eq!(status, "ok"))
+            }
+        },
+    )
+    .await;
+    eprintln!("redis raw client, our put script: {}", same.show());
     let mut c = connection.clone();
     for chunk in (0..args.nodes).collect::<Vec<_>>().chunks(1000) {
         let mut del = redis::cmd("DEL");
@@ -768,12 +815,17 @@ async fn raw_redis(address: &str, args: &Args) -> Vec<(String, Rate)> {
     redis::cmd("DEL")
         .arg("raw:changes")
         .arg("raw:index")
+        .arg("raw:revision")
+        .arg("raw:leases")
+        .arg("raw:owners")
+        .arg("rpc-registry:lease:raw-1")
         .query_async::<()>(&mut c)
         .await
         .unwrap();
     vec![
         ("SET".to_owned(), rate),
         ("script: SET + XADD + ZADD".to_owned(), minimal),
+        ("our put script (the same write)".to_owned(), same),
     ]
 }
 
