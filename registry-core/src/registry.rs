@@ -762,6 +762,14 @@ impl Registry {
     pub(crate) fn running_tasks(&self) -> usize {
         self.inner.tasks.running()
     }
+
+    /// How many times the served list of `service_key` was published (for tests).
+    #[cfg(test)]
+    pub(crate) fn publishes(&self, service_key: &str) -> Option<u64> {
+        let entry = self.inner.cache.entry(service_key)?;
+        let generation = entry.snapshot().generation;
+        Some(generation)
+    }
 }
 
 /// What [`Registry::discover`] found before its future runs.
