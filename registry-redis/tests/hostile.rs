@@ -214,6 +214,24 @@ async fn a_write_the_store_refuses_leaves_nothing_half_applied() {
     assert_eq!(counter(&url).await, revision);
 
     let _: () = redis(&url, "DEL rpc-registry:changes").await;
+    // The same for each bookkeeping key a put reads before its first write.
+    for bookkeeping in [
+        "rpc-registry:owners",
+        "rpc-registry:index",
+        "rpc-registry:leases",
+    ] {
+        let _: () = redis(&url, &format!("RENAME {bookkeeping} aside")).await;
+        let _: () = redis(&url, &format!("SET {bookkeeping} junk")).await;
+        let err = backend.put(&key, b"v1", ttl).await.unwrap_err();
+        let chain = error_chain(&err);
+        assert!(
+            chain.contains(&format!("{bookkeeping} holds a string")),
+            "{chain}"
+        );
+        let _: () = redis(&url, &format!("RENAME aside {bookkeeping}")).await;
+        assert_eq!(node_state(&url, &key).await, NONE, "{bookkeeping}");
+        assert_eq!(counter(&url).await, revision, "{bookkeeping}");
+    }
     backend.put(&key, b"v1", ttl).await.unwrap();
     assert_eq!(node_state(&url, &key).await, ALL);
 

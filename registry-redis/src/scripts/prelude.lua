@@ -100,6 +100,19 @@ local function check_types(lease_set)
   if lease_set then check_type(lease_set, 'set') end
 end
 
+-- `redis.call(...)` for a read of a bookkeeping key that comes before the script's first
+-- write: when it fails (the key holds another type), the script fails with the message of
+-- `check_types` (or the read's own), nothing written. A script whose reads check every key it
+-- writes this way needs no `check_types` of its own on the common path.
+local function read(lease_set, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply['err'] then
+    check_types(lease_set)
+    return error(reply)
+  end
+  return reply
+end
+
 -- The revision the store is at, as a string: the counter's, or the revision of the stream's
 -- last entry when that is higher (the counter was lost, or a stray entry was added).
 local function current_revision()
@@ -148,7 +161,9 @@ local function record(changes, maxlen)
   local report = {}
   local added = xadd(redis.pcall, 1)
   if type(added) == 'table' and added['err'] then
-    -- The types were checked: the stream's last id is at or above the one tried.
+    -- Not a stream (when the script did not check the types up front), or the stream's last
+    -- id is at or above the one tried.
+    check_type(KEYS[2], 'stream')
     local info = redis.call('XINFO', 'STREAM', KEYS[2])
     local last_id = '0-0'
     for i = 1, #info, 2 do
