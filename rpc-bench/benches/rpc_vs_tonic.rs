@@ -25,7 +25,7 @@ use rpc_bench::pb::EchoRequest;
 use rpc_bench::{EchoClient, EchoImpl, EchoServer, Message, TonicEcho};
 use rpc_runtime::config::RpcConfig;
 use rpc_runtime::consumer::{Consumer, ConsumerOptions};
-use rpc_runtime::provider::Provider;
+use rpc_runtime::provider::{Provider, RunningProvider};
 use rpc_runtime::serializer::Serializer;
 
 /// Every stack, rounds interleaved.
@@ -125,14 +125,31 @@ async fn raw(setting: Setting, secs: u64) -> Throughput {
     result
 }
 
-async fn raw_to_ours(setting: Setting, secs: u64) -> Throughput {
-    let registry = rpc_bench::memory_registries();
-    let provider = Provider::new(RpcConfig::default().with_server_port(0))
-        .with_registry(registry())
+/// Our echo served on a free port and registered in `registry`.
+async fn echo_provider(registry: registry_core::Registry) -> RunningProvider {
+    Provider::new(RpcConfig::default().with_server_port(0))
+        .with_registry(registry)
         .with_service(EchoServer::new(EchoImpl))
         .start()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `setting.callers` callers echoing through our client for `secs`.
+async fn drive_echo(client: EchoClient, setting: Setting, secs: u64) -> Throughput {
+    drive(setting.callers, secs, move || {
+        let client = client.clone();
+        async move {
+            let reply = client.echo(message(setting.text)).await.unwrap();
+            assert_eq!(reply.n, 42);
+        }
+    })
+    .await
+}
+
+async fn raw_to_ours(setting: Setting, secs: u64) -> Throughput {
+    let registry = rpc_bench::memory_registries();
+    let provider = echo_provider(registry()).await;
     let consumer = Consumer::new(registry(), ConsumerOptions::default());
     let key = consumer.service_key("Echo");
     let nodes = consumer.registry().discover(&key).await.unwrap();
@@ -171,39 +188,20 @@ async fn ours_to_raw(setting: Setting, secs: u64) -> Throughput {
     let node = ServiceMetaInfo::new("Echo", addr.ip().to_string(), addr.port());
     registry.register(node).await.unwrap();
     let client = EchoClient::new(consumer);
-    let result = drive(setting.callers, secs, move || {
-        let client = client.clone();
-        async move {
-            let reply = client.echo(message(setting.text)).await.unwrap();
-            assert_eq!(reply.n, 42);
-        }
-    })
-    .await;
+    let result = drive_echo(client, setting, secs).await;
     server.abort();
     result
 }
 
 async fn ours(serializer: Serializer, setting: Setting, secs: u64) -> Throughput {
     let registry = rpc_bench::memory_registries();
-    let provider = Provider::new(RpcConfig::default().with_server_port(0))
-        .with_registry(registry())
-        .with_service(EchoServer::new(EchoImpl))
-        .start()
-        .await
-        .unwrap();
+    let provider = echo_provider(registry()).await;
     let consumer = Consumer::new(
         registry(),
         ConsumerOptions::default().with_serializer(serializer),
     );
     let client = EchoClient::new(consumer);
-    let result = drive(setting.callers, secs, move || {
-        let client = client.clone();
-        async move {
-            let reply = client.echo(message(setting.text)).await.unwrap();
-            assert_eq!(reply.n, 42);
-        }
-    })
-    .await;
+    let result = drive_echo(client, setting, secs).await;
     provider.shutdown().await.unwrap();
     result
 }
