@@ -179,7 +179,8 @@ impl Registry {
             .register(path.clone(), node.clone())
             .await;
         // Watch our own service so a node deleted behind our back is put back without waiting
-        // for a heartbeat (and so this process's cache holds it).
+        // for a heartbeat (and so this process's cache holds its truth: a `discover` here
+        // builds the list from it without asking the store).
         self.watch_own_service(service_key);
         let backend = self.inner.backend.name();
         crate::metrics::register(backend, result.is_ok());
@@ -215,7 +216,7 @@ impl Registry {
                 };
                 let result = tokio::select! {
                     () = cancel.cancelled() => return,
-                    result = inner.cache.load(&service_key) => result,
+                    result = inner.cache.load_unread(&service_key) => result,
                 };
                 drop(inner);
                 match result {

@@ -48,8 +48,9 @@ async fn own_registrations_are_not_read_back() {
     }
     let all = usize::from(NODES);
     for (who, registry) in [("provider", &provider), ("other", &other)] {
+        // (`discover`: the provider's own watch builds its served list for a first reader.)
         eventually(Duration::from_secs(10), who, || async {
-            registry.cached(&key).is_some_and(|n| n.len() == all)
+            registry.discover(&key).await.is_ok_and(|n| n.len() == all)
         })
         .await;
         let nodes = registry.cached(&key).unwrap();

@@ -13,6 +13,15 @@
 //! from the last revision seen; when the store has lost that history, it waits a jittered
 //! cooldown and lists again.
 //!
+//! # Entries nobody reads
+//! A provider watches the services it registers (to put back a node deleted behind its back),
+//! which makes an entry too, but it never reads that entry's served list. Such an entry keeps
+//! the store's truth current and builds no served list on changes: it is not in the index, so
+//! a reader's first [`discover`](crate::Registry::discover) takes the slow path, which marks
+//! the entry read, builds its list from the current truth and indexes it. From then on it is
+//! published like any other. (A provider registering many nodes of one service otherwise spent
+//! most of its time rebuilding a list it never read: one reference count per node per change.)
+//!
 //! # Memory
 //! An entry holds the service's nodes once (as `Arc<ServiceMetaInfo>`), shared by the store
 //! truth, the served list and every snapshot a reader still holds. Entries live as long as the
@@ -133,6 +142,9 @@ pub(crate) struct ServiceEntry {
     changes: tokio::sync::watch::Sender<Arc<Snapshot>>,
     relist: Notify,
     generation: std::sync::atomic::AtomicU64,
+    /// Whether anything in this process reads the served list (see the module docs); until
+    /// then nothing is published.
+    read: std::sync::atomic::AtomicBool,
 }
 
 impl ServiceEntry {
@@ -141,6 +153,7 @@ impl ServiceEntry {
         backend: &'static str,
         snapshots: Option<snapshot::Writer>,
         index: Arc<index::Index>,
+        read: bool,
     ) -> Self {
         let snapshot = Arc::new(Snapshot {
             nodes: state.served().nodes.clone(),
@@ -166,7 +179,26 @@ impl ServiceEntry {
             changes: tokio::sync::watch::Sender::new(snapshot),
             relist: Notify::new(),
             generation: std::sync::atomic::AtomicU64::new(1),
+            read: std::sync::atomic::AtomicBool::new(read),
         }
+    }
+
+    /// Whether the served list is read in this process (else it is not kept published).
+    pub(crate) fn is_read(&self) -> bool {
+        self.read.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks the served list read: the first time, builds it from the current truth and
+    /// publishes it (which indexes it).
+    fn start_reading(&self) {
+        if self.read.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // The watcher checks the mark after applying events under this lock: whatever it
+        // applied before is in this list, whatever after it publishes itself.
+        let mut state = self.lock();
+        let _ = state.republish(state::Cause::Event, Instant::now());
+        self.publish(&state);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ServiceState> {
@@ -175,8 +207,12 @@ impl ServiceEntry {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Publishes the served list of `state` to readers and listeners.
+    /// Publishes the served list of `state` to readers and listeners (nothing while no one
+    /// reads it).
     pub(crate) fn publish(&self, state: &ServiceState) {
+        if !self.is_read() {
+            return;
+        }
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -209,9 +245,12 @@ impl ServiceEntry {
         self.changes.borrow().clone()
     }
 
-    /// Lets readers find this entry's current snapshot (called once its watch runs).
+    /// Lets readers find this entry's current snapshot (called once its watch runs), when it
+    /// is read.
     fn index(&self) {
-        self.index.publish(self.hash, &self.key, &self.snapshot());
+        if self.is_read() {
+            self.index.publish(self.hash, &self.key, &self.snapshot());
+        }
     }
 
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
@@ -302,8 +341,27 @@ impl ServiceCache {
     }
 
     /// The entry of `service_key`, listing the store and starting its watch on first use.
-    /// Concurrent first callers share one listing.
+    /// Concurrent first callers share one listing. Its served list is read from now on.
     pub(crate) async fn load(&self, service_key: &str) -> Result<Arc<ServiceEntry>, RegistryError> {
+        let entry = self.load_as(service_key, true).await?;
+        entry.start_reading();
+        Ok(entry)
+    }
+
+    /// Like [`load`](Self::load), for a watch of the store's truth only (a provider's watch of
+    /// its own services): the entry builds no served list until something reads it.
+    pub(crate) async fn load_unread(
+        &self,
+        service_key: &str,
+    ) -> Result<Arc<ServiceEntry>, RegistryError> {
+        self.load_as(service_key, false).await
+    }
+
+    async fn load_as(
+        &self,
+        service_key: &str,
+        read: bool,
+    ) -> Result<Arc<ServiceEntry>, RegistryError> {
         if let Some(entry) = self.entry(service_key) {
             return Ok(entry);
         }
@@ -312,7 +370,7 @@ impl ServiceCache {
             loading.entry(service_key.to_owned()).or_default().clone()
         };
         let result = cell
-            .get_or_try_init(|| self.start_entry(service_key))
+            .get_or_try_init(|| self.start_entry(service_key, read))
             .await
             .cloned();
         self.loading
@@ -322,7 +380,11 @@ impl ServiceCache {
         result
     }
 
-    async fn start_entry(&self, service_key: &str) -> Result<Arc<ServiceEntry>, RegistryError> {
+    async fn start_entry(
+        &self,
+        service_key: &str,
+        read: bool,
+    ) -> Result<Arc<ServiceEntry>, RegistryError> {
         // Another caller may have finished between our map check and taking the cell.
         if let Some(entry) = self.entry(service_key) {
             return Ok(entry);
@@ -389,6 +451,7 @@ impl ServiceCache {
             self.backend.name(),
             self.snapshots.clone(),
             self.index.clone(),
+            read,
         ));
         if from_snapshot {
             // The watcher lists first (retrying until the store answers).

@@ -177,6 +177,10 @@ pub(crate) async fn run(
                         let Some(served) = apply(&entry, &batch, &*observer) else {
                             continue;
                         };
+                        if !entry.is_read() {
+                            // Nobody reads the list: the first reader builds it.
+                            continue;
+                        }
                         let due = published_at + publish_hold(served);
                         let now = Instant::now();
                         if now < due && cause == Cause::Event {
@@ -263,8 +267,11 @@ fn apply(
     changed.then(|| state.served().nodes.len())
 }
 
-/// Derives the served list from the truth and publishes it when it changed.
+/// Derives the served list from the truth and publishes it when it changed (when it is read).
 fn publish(entry: &ServiceEntry, cause: Cause) {
+    if !entry.is_read() {
+        return;
+    }
     let mut state = entry.lock();
     if state.republish(cause, Instant::now()).is_some() {
         entry.publish(&state);
@@ -496,6 +503,40 @@ mod tests {
             "{published} publishes for 200 changes"
         );
         consumer.shutdown().await.unwrap();
+    }
+
+    /// A provider's watch of its own service builds no served list until something in the
+    /// process reads it; the first reader gets the current nodes, later changes are published.
+    #[tokio::test(start_paused = true)]
+    async fn a_served_list_nobody_reads_is_not_built() {
+        let provider = Registry::new(
+            Arc::new(MemoryBackend::new(MemoryStore::new())),
+            RegistryOptions::default(),
+        )
+        .unwrap();
+        let node = |port| ServiceMetaInfo::new("svc", "127.0.0.1", port);
+        provider.register(node(1)).await.unwrap();
+        // The own-service watch starts in the background.
+        while provider.publishes("svc:1.0").is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for port in 2..=300 {
+            provider.register(node(port)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(provider.publishes("svc:1.0"), Some(1), "nothing published");
+        assert!(provider.cached("svc:1.0").is_none(), "not discovered here");
+
+        let nodes = provider.discover("svc:1.0").await.unwrap();
+        assert_eq!(nodes.len(), 300, "built from the current truth");
+        provider.register(node(301)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            provider.cached("svc:1.0").unwrap().len(),
+            301,
+            "published once read"
+        );
+        provider.shutdown().await.unwrap();
     }
 
     #[test]
