@@ -28,6 +28,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -129,12 +130,16 @@ pub fn effective_weight(node: &ServiceMetaInfo, warmup: Duration, now: SystemTim
 /// its weight, interleaved (weights 5, 1, 1 give a a b a c a a, not a a a a a b c). Equal
 /// weights give plain round robin.
 ///
-/// State per node (its running weight) lives behind one lock, keyed by the node's `Arc`, so a
-/// pick allocates nothing once the nodes are known.
+/// When every node it may pick has the same weight (the common case: default weights, no node
+/// warming up), a pick is plain round robin on one atomic counter: no lock, no per-node state,
+/// the same order as the weighted rule gives equal weights. Otherwise the state per node (its
+/// running weight) lives behind one lock, keyed by the node's `Arc`, so a pick allocates nothing
+/// once the nodes are known.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
     warmup: Duration,
-    current: Mutex<HashMap<usize, i64>>,
+    next: AtomicUsize,
+    current: Mutex<HashMap<usize, i64, foldhash::fast::RandomState>>,
 }
 
 impl RoundRobin {
@@ -142,8 +147,33 @@ impl RoundRobin {
     pub fn new(warmup: Duration) -> Self {
         Self {
             warmup,
+            next: AtomicUsize::new(0),
             current: Mutex::default(),
         }
+    }
+
+    /// The pick when every node not skipped has the same weight; `None` otherwise (or when
+    /// every node is skipped).
+    fn pick_uniform<'a>(
+        &self,
+        nodes: &'a [Node],
+        skip: &dyn Fn(&Node) -> bool,
+        now: SystemTime,
+    ) -> Option<&'a Node> {
+        let mut eligible = 0usize;
+        let mut weight = None;
+        for node in nodes.iter().filter(|n| !skip(n)) {
+            let w = effective_weight(node, self.warmup, now);
+            if *weight.get_or_insert(w) != w {
+                return None;
+            }
+            eligible += 1;
+        }
+        if eligible == 0 {
+            return None;
+        }
+        let nth = self.next.fetch_add(1, Ordering::Relaxed) % eligible;
+        nodes.iter().filter(|n| !skip(n)).nth(nth)
     }
 }
 
@@ -158,7 +188,15 @@ impl LoadBalancer for RoundRobin {
         _key: u64,
         skip: &dyn Fn(&Node) -> bool,
     ) -> Option<&'a Node> {
-        let now = SystemTime::now();
+        let now = if self.warmup.is_zero() {
+            // (Weights do not depend on the time.)
+            SystemTime::UNIX_EPOCH
+        } else {
+            SystemTime::now()
+        };
+        if let Some(node) = self.pick_uniform(nodes, skip, now) {
+            return Some(node);
+        }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         // Nodes that left (or changed, which makes a new `Arc`) are forgotten now and then.
         if current.len() > nodes.len() * 2 + 16 {
@@ -327,6 +365,35 @@ mod tests {
         }
         assert!(rr.pick(&ns, 0, &|_| true).is_none());
         assert!(rr.pick(&[], 0, &|_| false).is_none());
+    }
+
+    /// Equal weights: plain round robin without the lock or any per-node state, every node not
+    /// skipped picked equally often.
+    #[test]
+    fn equal_weights_cycle_on_a_counter() {
+        let ns = nodes(5);
+        let rr = RoundRobin::default();
+        let skip4 = |n: &Node| n.service_port == 4;
+        let mut counts = HashMap::new();
+        for _ in 0..400 {
+            *counts
+                .entry(rr.pick(&ns, 0, &skip4).unwrap().service_port)
+                .or_insert(0) += 1;
+        }
+        assert_eq!(
+            counts,
+            HashMap::from([(1, 100), (2, 100), (3, 100), (5, 100)])
+        );
+        assert!(rr.current.lock().unwrap().is_empty(), "no per-node state");
+        // One heavier node: the weighted rule, with its state.
+        let mut heavy = ServiceMetaInfo::new("svc", "10.0.0.1", 9);
+        heavy.weight = 3;
+        let mixed = [ns[0].clone(), Arc::new(heavy)];
+        let picks: Vec<u16> = (0..4)
+            .map(|_| rr.pick(&mixed, 0, &|_| false).unwrap().service_port)
+            .collect();
+        assert_eq!(picks.iter().filter(|p| **p == 9).count(), 3, "{picks:?}");
+        assert!(!rr.current.lock().unwrap().is_empty());
     }
 
     #[test]
