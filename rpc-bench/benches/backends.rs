@@ -21,6 +21,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[path = "support/redis_scripts.rs"]
+mod redis_scripts;
 use registry_conformance::measure::{self, percentile, Deregistration};
 use registry_core::{ConnectOptions, Registry, RegistryOptions};
 use registry_test_support::{EtcdServer, RedisServer, ZkServer};
@@ -58,13 +61,15 @@ async fn client(backend: &str, address: &str) -> Registry {
     Registry::new(store, options).unwrap()
 }
 
-/// The store's raw client: the least that carries a removal from one client to another.
+/// The store's raw client: the least that carries a removal from one client to another, or
+/// (`same`) the same owner-checked write as ours.
 #[allow(clippy::large_enum_variant)] // one per store, never moved around
 enum Raw {
     Etcd {
         writer: etcd_client::Client,
         watch: etcd_client::WatchStream,
         _watcher: etcd_client::Client,
+        lease: i64,
     },
     Zk {
         writer: zookeeper_client::Client,
@@ -74,7 +79,54 @@ enum Raw {
     Redis {
         writer: redis::aio::MultiplexedConnection,
         read: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+        /// News of the stream our scripts write to (`SAME_STREAM`).
+        read_same: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+        put: redis::Script,
+        delete: redis::Script,
+        replid: String,
     },
+}
+
+/// The stream the raw client's runs of our scripts write to.
+const SAME_STREAM: &str = "rawbench:same";
+
+/// Reads `stream` from its end on a connection of its own; each entry's arrival time goes to
+/// the receiver.
+async fn stream_reader(
+    client: &redis::Client,
+    stream: &'static str,
+) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut reader = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    let (tx, read) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut last = "$".to_owned();
+        loop {
+            let read: redis::RedisResult<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(0)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(&last)
+                .query_async(&mut reader)
+                .await;
+            // The server stops at the end of the run.
+            let Ok(reply) = read else { return };
+            let now = Instant::now();
+            for key in reply.keys {
+                for id in key.ids {
+                    last = id.id;
+                    if tx.send(now).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    read
 }
 
 const RAW_KEY: &str = "/rawbench/node";
@@ -92,10 +144,12 @@ impl Raw {
                     )
                     .await
                     .unwrap();
+                let lease = writer.clone().lease_grant(600, None).await.unwrap().id();
                 Raw::Etcd {
                     writer,
                     watch,
                     _watcher: watcher,
+                    lease,
                 }
             }
             "zookeeper" => {
@@ -119,51 +173,38 @@ impl Raw {
             }
             "redis" => {
                 let client = redis::Client::open(address).unwrap();
-                let writer = client.get_multiplexed_async_connection().await.unwrap();
-                let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-                let mut reader = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .unwrap();
-                let (tx, read) = tokio::sync::mpsc::unbounded_channel();
-                tokio::spawn(async move {
-                    let mut last = "$".to_owned();
-                    loop {
-                        let read: redis::RedisResult<redis::streams::StreamReadReply> =
-                            redis::cmd("XREAD")
-                                .arg("BLOCK")
-                                .arg(0)
-                                .arg("STREAMS")
-                                .arg("rawbench")
-                                .arg(&last)
-                                .query_async(&mut reader)
-                                .await;
-                        // The server stops at the end of the run.
-                        let Ok(reply) = read else { return };
-                        let now = Instant::now();
-                        for key in reply.keys {
-                            for id in key.ids {
-                                last = id.id;
-                                if tx.send(now).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-                // The reader blocks before the first sample.
+                let mut writer = client.get_multiplexed_async_connection().await.unwrap();
+                let read = stream_reader(&client, "rawbench").await;
+                let read_same = stream_reader(&client, SAME_STREAM).await;
+                let replid = redis_scripts::replid(&mut writer).await;
+                // The readers block before the first sample.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                Raw::Redis { writer, read }
+                Raw::Redis {
+                    writer,
+                    read,
+                    read_same,
+                    put: redis_scripts::put(),
+                    delete: redis_scripts::delete(),
+                    replid,
+                }
             }
             other => panic!("unknown store {other}"),
         }
     }
 
-    /// One sample: the removal timed from the write's start to the other client's news.
-    async fn sample(&mut self) -> Duration {
+    /// One sample, from the write's start: until the store acknowledged it, and until the
+    /// other client's news. With `same`, the write is ours (owner-checked), made by the raw
+    /// client.
+    async fn sample(&mut self, same: bool) -> (Duration, Duration) {
         match self {
-            Raw::Etcd { writer, watch, .. } => {
+            Raw::Etcd {
+                writer,
+                watch,
+                lease,
+                ..
+            } => {
                 use etcd_client::EventType;
+                use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
                 async fn wait(watch: &mut etcd_client::WatchStream, kind: EventType) {
                     loop {
                         let response = watch.message().await.unwrap().expect("watch open");
@@ -172,12 +213,22 @@ impl Raw {
                         }
                     }
                 }
-                writer.put(RAW_KEY, "x", None).await.unwrap();
+                let options = same.then(|| PutOptions::new().with_lease(*lease));
+                writer.put(RAW_KEY, "x", options).await.unwrap();
                 wait(watch, EventType::Put).await;
                 let started = Instant::now();
-                writer.delete(RAW_KEY, None).await.unwrap();
+                if same {
+                    // Ours: delete only while the key is bound to this client's lease.
+                    let txn = Txn::new()
+                        .when([Compare::lease(RAW_KEY, CompareOp::Equal, *lease)])
+                        .and_then([TxnOp::delete(RAW_KEY, None)]);
+                    writer.txn(txn).await.unwrap();
+                } else {
+                    writer.delete(RAW_KEY, None).await.unwrap();
+                }
+                let acknowledged = started.elapsed();
                 wait(watch, EventType::Delete).await;
-                started.elapsed()
+                (acknowledged, started.elapsed())
             }
             Raw::Zk {
                 writer, watcher, ..
@@ -190,11 +241,60 @@ impl Raw {
                 writer.create(RAW_KEY, b"x", &ephemeral).await.unwrap();
                 wait(watcher, zk::EventType::NodeCreated).await;
                 let started = Instant::now();
-                writer.delete(RAW_KEY, None).await.unwrap();
+                if same {
+                    // Ours: read the node's owner, then delete that version of it.
+                    let stat = writer.check_stat(RAW_KEY).await.unwrap().expect("created");
+                    assert_eq!(stat.ephemeral_owner, writer.session_id().0);
+                    writer.delete(RAW_KEY, Some(stat.version)).await.unwrap();
+                } else {
+                    writer.delete(RAW_KEY, None).await.unwrap();
+                }
+                let acknowledged = started.elapsed();
                 wait(watcher, zk::EventType::NodeDeleted).await;
-                started.elapsed()
+                (acknowledged, started.elapsed())
             }
-            Raw::Redis { writer, read } => {
+            Raw::Redis {
+                writer,
+                read_same,
+                put,
+                delete,
+                replid,
+                ..
+            } if same => {
+                // Ours: the put script, then (timed) the owner-checked delete script.
+                let mut invocation = put.prepare_invoke();
+                redis_scripts::meta_keys(&mut invocation, SAME_STREAM);
+                let _: redis::Value = invocation
+                    .key(RAW_KEY)
+                    .arg("x")
+                    .arg(60_000)
+                    .arg(1000)
+                    .arg("raw-1")
+                    .arg("raw-")
+                    .arg(&*replid)
+                    .invoke_async(writer)
+                    .await
+                    .unwrap();
+                read_same.recv().await.expect("reader alive");
+                let started = Instant::now();
+                let mut invocation = delete.prepare_invoke();
+                redis_scripts::meta_keys(&mut invocation, SAME_STREAM);
+                let _: redis::Value = invocation
+                    .key(RAW_KEY)
+                    .arg(1000)
+                    .arg("raw-1")
+                    .arg("raw-")
+                    .arg("0")
+                    .arg(60_000)
+                    .arg(&*replid)
+                    .invoke_async(writer)
+                    .await
+                    .unwrap();
+                let acknowledged = started.elapsed();
+                let seen = read_same.recv().await.expect("reader alive");
+                (acknowledged, seen.saturating_duration_since(started))
+            }
+            Raw::Redis { writer, read, .. } => {
                 let started = Instant::now();
                 let _: String = redis::cmd("XADD")
                     .arg("rawbench")
@@ -209,8 +309,9 @@ impl Raw {
                     .query_async(writer)
                     .await
                     .unwrap();
+                let acknowledged = started.elapsed();
                 let seen = read.recv().await.expect("reader alive");
-                seen.saturating_duration_since(started)
+                (acknowledged, seen.saturating_duration_since(started))
             }
         }
     }
@@ -224,9 +325,28 @@ fn pcts(mut samples: Vec<Duration>) -> Pcts {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
-/// Ours and raw, samples interleaved: ours end to end, ours from the store's acknowledgement
-/// to the listener, raw end to end.
-async fn deregistration(backend: &str, address: &str, samples: usize) -> (Pcts, Pcts, Pcts) {
+/// The percentiles of one store's deregistration samples.
+struct Dereg {
+    /// Ours, end to end.
+    ours: Pcts,
+    /// Ours, until the store acknowledged the delete.
+    ours_ack: Pcts,
+    /// Ours, from the store's acknowledgement to the listener.
+    notified: Pcts,
+    /// The raw client, end to end.
+    raw: Pcts,
+    /// The raw client, until the store acknowledged the write.
+    raw_ack: Pcts,
+    /// The raw client, from the store's acknowledgement to the other client's news.
+    raw_notified: Pcts,
+    /// The raw client making our owner-checked write, end to end.
+    same: Pcts,
+    /// The same, until the store acknowledged it.
+    same_ack: Pcts,
+}
+
+/// Ours and raw, samples interleaved, each split at the store's acknowledgement.
+async fn deregistration(backend: &str, address: &str, samples: usize) -> Dereg {
     let mut probe = Deregistration::new(
         client(backend, address).await,
         client(backend, address).await,
@@ -234,16 +354,38 @@ async fn deregistration(backend: &str, address: &str, samples: usize) -> (Pcts, 
     .await;
     let mut raw_probe = Raw::connect(backend, address).await;
     let mut ours = Vec::with_capacity(samples);
+    let mut ours_ack = Vec::with_capacity(samples);
     let mut notified = Vec::with_capacity(samples);
     let mut raw = Vec::with_capacity(samples);
+    let mut raw_ack = Vec::with_capacity(samples);
+    let mut raw_notified = Vec::with_capacity(samples);
+    let mut same = Vec::with_capacity(samples);
+    let mut same_ack = Vec::with_capacity(samples);
     for _ in 0..samples {
         let (acknowledged, seen) = probe.sample_parts().await;
         ours.push(seen);
+        ours_ack.push(acknowledged);
         notified.push(seen - acknowledged);
-        raw.push(raw_probe.sample().await);
+        let (acknowledged, seen) = raw_probe.sample(true).await;
+        same.push(seen);
+        same_ack.push(acknowledged);
+        let (acknowledged, seen) = raw_probe.sample(false).await;
+        raw.push(seen);
+        raw_ack.push(acknowledged);
+        // (Redis: the reader may timestamp the entry before the writer's answer is read.)
+        raw_notified.push(seen.saturating_sub(acknowledged));
     }
     probe.finish().await;
-    (pcts(ours), pcts(notified), pcts(raw))
+    Dereg {
+        ours: pcts(ours),
+        ours_ack: pcts(ours_ack),
+        notified: pcts(notified),
+        raw: pcts(raw),
+        raw_ack: pcts(raw_ack),
+        raw_notified: pcts(raw_notified),
+        same: pcts(same),
+        same_ack: pcts(same_ack),
+    }
 }
 
 async fn mass(backend: &str, address: &str) -> (Duration, Duration) {
@@ -273,10 +415,10 @@ fn main() {
     let mut rows = Vec::new();
     runtime.block_on(async {
         for (backend, address) in &stores {
-            let (ours, notified, raw) = deregistration(backend, address, samples).await;
+            let dereg = deregistration(backend, address, samples).await;
             let (registered, seen) = mass(backend, address).await;
             eprintln!("{backend}: done");
-            rows.push((backend, ours, notified, raw, registered, seen));
+            rows.push((backend, dereg, registered, seen));
         }
     });
     println!(
@@ -295,7 +437,8 @@ fn main() {
         let d = a.as_secs_f64() - b.as_secs_f64();
         format!("{:+.0} µs", d * 1e6)
     };
-    for (backend, (o50, o99), (n50, n99), (r50, r99), registered, seen) in rows {
+    for (backend, d, registered, seen) in &rows {
+        let ((o50, o99), (n50, n99), (r50, r99)) = (d.ours, d.notified, d.raw);
         println!(
             "| {backend} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             us(o50),
@@ -306,8 +449,44 @@ fn main() {
             over(o99, r99),
             us(n50),
             us(n99),
-            ms(registered),
-            ms(seen)
+            ms(*registered),
+            ms(*seen)
+        );
+    }
+    println!();
+    println!("Each split at the store's acknowledgement of the write, p50 / p99:");
+    println!();
+    println!(
+        "| store | ours: start -> ack | raw: start -> ack | ours: ack -> listener | raw: ack -> watcher |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let both = |(a, b): Pcts| format!("{} / {}", us(a), us(b));
+    for (backend, d, _, _) in &rows {
+        println!(
+            "| {backend} | {} | {} | {} | {} |",
+            both(d.ours_ack),
+            both(d.raw_ack),
+            both(d.notified),
+            both(d.raw_notified)
+        );
+    }
+    println!();
+    println!(
+        "Against the raw client making our owner-checked write (etcd: a transaction comparing the lease; ZooKeeper: the owner read, then a versioned delete; Redis: our delete script and our stream), p50 / p99:"
+    );
+    println!();
+    println!("| store | ours | raw, our write | overhead | ours: start -> ack | raw, our write: start -> ack |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (backend, d, _, _) in &rows {
+        let ((o50, o99), (s50, s99)) = (d.ours, d.same);
+        println!(
+            "| {backend} | {} | {} | {} / {} | {} | {} |",
+            both(d.ours),
+            both(d.same),
+            over(o50, s50),
+            over(o99, s99),
+            both(d.ours_ack),
+            both(d.same_ack)
         );
     }
 }

@@ -35,6 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+
+#[path = "support/redis_scripts.rs"]
+mod redis_scripts;
 use futures::{StreamExt, TryStreamExt};
 use registry_conformance::measure::percentile;
 use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceMetaInfo};
@@ -759,23 +762,8 @@ async fn raw_redis(address: &str, args: &Args) -> Vec<(String, Rate)> {
     eprintln!("redis raw script SET+XADD+ZADD: {}", minimal.show());
     // Our own write, through the raw client: the registry's put script with the same keys'
     // shape, one lease, this server's replication id (as our client passes it).
-    let put = redis::Script::new(concat!(
-        include_str!("../../registry-redis/src/scripts/prelude.lua"),
-        include_str!("../../registry-redis/src/scripts/put.lua")
-    ));
-    let put = &put;
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(&mut connection.clone())
-        .await
-        .unwrap();
-    let replid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("master_replid:"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let replid = &replid;
+    let put = &redis_scripts::put();
+    let replid = &redis_scripts::replid(&mut connection.clone()).await;
     let same = timed(
         args.nodes,
         args.in_flight,
@@ -783,13 +771,9 @@ async fn raw_redis(address: &str, args: &Args) -> Vec<(String, Rate)> {
         |i| {
             let mut c = connection.clone();
             async move {
-                put.key("raw:revision")
-                    .key("raw:changes")
-                    .key("raw:index")
-                    .key("raw:leases")
-                    .key("raw:owners")
-                    .key("rpc-registry:lease:raw-1")
-                    .key(raw_key(i, services))
+                let mut put = put.prepare_invoke();
+                redis_scripts::meta_keys(&mut put, "raw:changes");
+                put.key(raw_key(i, services))
                     .arg(raw_value(i, services))
                     .arg(30_000)
                     .arg(100_000)
