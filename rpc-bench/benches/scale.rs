@@ -435,14 +435,19 @@ impl Rate {
     }
 }
 
-/// Runs `n` writes, `in_flight` at a time, timing the whole and each tenth; no new write
-/// starts after `cap`.
-async fn timed<F, Fut, E>(n: u32, in_flight: usize, cap: Duration, write: F) -> Rate
+/// Runs `write(i)` for `i` in `0..args.nodes`, `args.in_flight` at a time, timing the whole
+/// and each tenth; no new write starts after `args.max_secs`.
+async fn timed<F, Fut, E>(args: &Args, write: F) -> Rate
 where
     F: Fn(u32) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Debug,
 {
+    let (n, in_flight, cap) = (
+        args.nodes,
+        args.in_flight,
+        Duration::from_secs(args.max_secs),
+    );
     let tenth = (n / 10).max(1);
     let started = Instant::now();
     let mut marks = Vec::new();
@@ -548,15 +553,10 @@ async fn registration_and_memory(
 ) {
     let provider = client(backend, address).await;
     let services = args.node_services;
-    row.ours = timed(
-        args.nodes,
-        args.in_flight,
-        Duration::from_secs(args.max_secs),
-        |i| {
-            let provider = &provider;
-            async move { provider.register(mass_node(i, services)).await.map(drop) }
-        },
-    )
+    row.ours = timed(args, |i| {
+        let provider = &provider;
+        async move { provider.register(mass_node(i, services)).await.map(drop) }
+    })
     .await;
     eprintln!("{backend}: ours {}", row.ours.show());
     let mut consumer = Consumer::spawn(
@@ -619,28 +619,23 @@ async fn raw_etcd(fresh: impl Fn() -> Store, args: &Args) -> Vec<(String, Rate)>
             );
         }
         let ids = &ids;
-        let rate = timed(
-            args.nodes,
-            args.in_flight,
-            Duration::from_secs(args.max_secs),
-            |i| {
-                let mut c = client.clone();
-                async move {
-                    let options = (!ids.is_empty())
-                        .then(|| PutOptions::new().with_lease(ids[i as usize % ids.len()]));
-                    let (key, value) = (raw_key(i, services), raw_value(i, services));
-                    if txn {
-                        // Our registration's write: put if no lease holds the key yet.
-                        let put = Txn::new()
-                            .when([Compare::lease(key.as_str(), CompareOp::Equal, 0)])
-                            .and_then([TxnOp::put(key.as_str(), value, options)]);
-                        c.txn(put).await.map(drop)
-                    } else {
-                        c.put(key, value, options).await.map(drop)
-                    }
+        let rate = timed(args, |i| {
+            let mut c = client.clone();
+            async move {
+                let options = (!ids.is_empty())
+                    .then(|| PutOptions::new().with_lease(ids[i as usize % ids.len()]));
+                let (key, value) = (raw_key(i, services), raw_value(i, services));
+                if txn {
+                    // Our registration's write: put if no lease holds the key yet.
+                    let put = Txn::new()
+                        .when([Compare::lease(key.as_str(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.as_str(), value, options)]);
+                    c.txn(put).await.map(drop)
+                } else {
+                    c.put(key, value, options).await.map(drop)
                 }
-            },
-        )
+            }
+        })
         .await;
         let name = match (leases, txn) {
             (0, _) => "put without a lease".to_owned(),
@@ -685,19 +680,14 @@ async fn raw_zookeeper(address: &str, args: &Args, watching: bool) -> Vec<(Strin
     } else {
         None
     };
-    let rate = timed(
-        args.nodes,
-        args.in_flight,
-        Duration::from_secs(args.max_secs),
-        |i| {
-            let client = &client;
-            let ephemeral = &ephemeral;
-            async move {
-                let (key, value) = (raw_key(i, services), raw_value(i, services));
-                client.create(&key, &value, ephemeral).await.map(drop)
-            }
-        },
-    )
+    let rate = timed(args, |i| {
+        let client = &client;
+        let ephemeral = &ephemeral;
+        async move {
+            let (key, value) = (raw_key(i, services), raw_value(i, services));
+            client.create(&key, &value, ephemeral).await.map(drop)
+        }
+    })
     .await;
     let name = if watching {
         "create ephemeral, the writer watching its nodes (as a provider does)"
@@ -717,21 +707,16 @@ async fn raw_redis(address: &str, args: &Args) -> Vec<(String, Rate)> {
     let client = redis::Client::open(address).unwrap();
     let connection = client.get_multiplexed_async_connection().await.unwrap();
     let services = args.node_services;
-    let rate = timed(
-        args.nodes,
-        args.in_flight,
-        Duration::from_secs(args.max_secs),
-        |i| {
-            let mut c = connection.clone();
-            async move {
-                redis::cmd("SET")
-                    .arg(raw_key(i, services))
-                    .arg(raw_value(i, services))
-                    .query_async::<()>(&mut c)
-                    .await
-            }
-        },
-    )
+    let rate = timed(args, |i| {
+        let mut c = connection.clone();
+        async move {
+            redis::cmd("SET")
+                .arg(raw_key(i, services))
+                .arg(raw_value(i, services))
+                .query_async::<()>(&mut c)
+                .await
+        }
+    })
     .await;
     eprintln!("redis raw SET: {}", rate.show());
     // The least a watchable write needs: the value, a change-stream entry, an index entry.
@@ -741,51 +726,41 @@ async fn raw_redis(address: &str, args: &Args) -> Vec<(String, Rate)> {
          redis.call('ZADD', KEYS[3], 0, KEYS[1])",
     );
     let script = &script;
-    let minimal = timed(
-        args.nodes,
-        args.in_flight,
-        Duration::from_secs(args.max_secs),
-        |i| {
-            let mut c = connection.clone();
-            async move {
-                script
-                    .key(raw_key(i, services))
-                    .key("raw:changes")
-                    .key("raw:index")
-                    .arg(raw_value(i, services))
-                    .invoke_async::<()>(&mut c)
-                    .await
-            }
-        },
-    )
+    let minimal = timed(args, |i| {
+        let mut c = connection.clone();
+        async move {
+            script
+                .key(raw_key(i, services))
+                .key("raw:changes")
+                .key("raw:index")
+                .arg(raw_value(i, services))
+                .invoke_async::<()>(&mut c)
+                .await
+        }
+    })
     .await;
     eprintln!("redis raw script SET+XADD+ZADD: {}", minimal.show());
     // Our own write, through the raw client: the registry's put script with the same keys'
     // shape, one lease, this server's replication id (as our client passes it).
     let put = &redis_scripts::put();
     let replid = &redis_scripts::replid(&mut connection.clone()).await;
-    let same = timed(
-        args.nodes,
-        args.in_flight,
-        Duration::from_secs(args.max_secs),
-        |i| {
-            let mut c = connection.clone();
-            async move {
-                let mut put = put.prepare_invoke();
-                redis_scripts::meta_keys(&mut put, "raw:changes");
-                put.key(raw_key(i, services))
-                    .arg(raw_value(i, services))
-                    .arg(30_000)
-                    .arg(100_000)
-                    .arg("raw-1")
-                    .arg("raw-")
-                    .arg(replid)
-                    .invoke_async::<(redis::Value, String, String)>(&mut c)
-                    .await
-                    .map(|(_, status, _)| assert_eq!(status, "ok"))
-            }
-        },
-    )
+    let same = timed(args, |i| {
+        let mut c = connection.clone();
+        async move {
+            let mut put = put.prepare_invoke();
+            redis_scripts::meta_keys(&mut put, "raw:changes");
+            put.key(raw_key(i, services))
+                .arg(raw_value(i, services))
+                .arg(30_000)
+                .arg(100_000)
+                .arg("raw-1")
+                .arg("raw-")
+                .arg(replid)
+                .invoke_async::<(redis::Value, String, String)>(&mut c)
+                .await
+                .map(|(_, status, _)| assert_eq!(status, "ok"))
+        }
+    })
     .await;
     eprintln!("redis raw client, our put script: {}", same.show());
     let mut c = connection.clone();
