@@ -7,8 +7,15 @@
 //! back every wanted node the store lost: when the backend reports the lease or session lost,
 //! when it reports keys missing, when a watch sees a confirmed node deleted behind our back, or
 //! when a write failed. It retries with jittered backoff for as long as the registry runs.
+//!
+//! A node unregistered while the store could not take the delete stays in the store, and it
+//! stays alive there: its liveness (an etcd lease, a ZooKeeper session, a Redis lease) is shared
+//! with the nodes still wanted, and the heartbeats keep renewing it. So a failed delete is not
+//! left to the TTL: the path is kept as a *leftover*, and every round of the heartbeat task
+//! deletes the leftovers (owner-checked, as every delete) until the store takes it, or until
+//! the node is registered again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::StreamExt as _;
@@ -99,6 +106,8 @@ pub(crate) struct Registrar {
     backend: Arc<dyn Backend>,
     options: Arc<RegistryOptions>,
     desired: Mutex<HashMap<String, Desired>>,
+    /// Paths unregistered whose delete the store did not take yet (see the module docs).
+    leftovers: Mutex<HashSet<String>>,
     wake: Notify,
     /// When the store last confirmed this client's liveness (a keep-alive answered).
     alive_at: Mutex<Instant>,
@@ -112,6 +121,7 @@ impl Registrar {
             backend,
             options,
             desired: Mutex::default(),
+            leftovers: Mutex::default(),
             wake: Notify::new(),
             alive_at: Mutex::new(Instant::now()),
             running: Arc::new(()),
@@ -120,6 +130,33 @@ impl Registrar {
 
     fn desired(&self) -> MutexGuard<'_, HashMap<String, Desired>> {
         self.desired.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn leftovers(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.leftovers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes `path`, which is not wanted; when the store does not take it, the path becomes a
+    /// leftover the heartbeat task deletes later.
+    async fn delete(&self, path: &str) -> Result<(), BackendError> {
+        match self
+            .timed_request(|| format!("delete {path}"), self.backend.delete(path))
+            .await
+        {
+            Ok(()) => {
+                self.leftovers().remove(path);
+                Ok(())
+            }
+            Err(error) => {
+                if !self.desired().contains_key(path) {
+                    self.leftovers().insert(path.to_owned());
+                    self.wake.notify_one();
+                }
+                Err(error)
+            }
+        }
     }
 
     async fn timed_request<T>(
@@ -142,6 +179,7 @@ impl Registrar {
             .into();
         self.desired()
             .insert(path.clone(), Desired::new(node, value.clone()));
+        self.leftovers().remove(&path);
         match self.write(&path, &value).await {
             Ok(()) => Ok(()),
             Err(error) => {
@@ -154,8 +192,7 @@ impl Registrar {
     /// Takes `path` out of the wanted set, then deletes it. Returns false when it was not wanted.
     pub(crate) async fn unregister(&self, path: &str) -> Result<bool, BackendError> {
         let was_wanted = self.desired().remove(path).is_some();
-        self.timed_request(|| format!("delete {path}"), self.backend.delete(path))
-            .await?;
+        self.delete(path).await?;
         Ok(was_wanted)
     }
 
@@ -187,9 +224,12 @@ impl Registrar {
         self.desired().values().map(|d| d.node.clone()).collect()
     }
 
-    /// Empties the wanted set (graceful shutdown) and returns the paths it held.
+    /// Empties the wanted set and the leftovers (graceful shutdown) and returns the paths they
+    /// held: every node this client may still have in the store.
     pub(crate) fn drain(&self) -> Vec<String> {
-        self.desired().drain().map(|(path, _)| path).collect()
+        let mut paths: Vec<String> = self.desired().drain().map(|(path, _)| path).collect();
+        paths.extend(self.leftovers().drain());
+        paths
     }
 
     /// Puts one node; marks it written if it is still wanted with this value, deletes it again
@@ -214,8 +254,7 @@ impl Registrar {
         };
         if !still_wanted {
             debug!(%path, "unregistered while being written, deleting again");
-            self.timed_request(|| format!("delete {path}"), self.backend.delete(path))
-                .await?;
+            self.delete(path).await?;
         }
         Ok(())
     }
@@ -271,12 +310,29 @@ impl Registrar {
             .filter(|(_, d)| d.state == WriteState::Pending)
             .map(|(path, d)| (path.clone(), d.value.clone()))
             .collect();
-        if pending.is_empty() {
+        let leftovers: Vec<String> = self.leftovers().iter().cloned().collect();
+        if pending.is_empty() && leftovers.is_empty() {
             return Ok(());
         }
-        debug!(nodes = pending.len(), "writing pending nodes");
-        let mut results = futures::stream::iter(pending)
-            .map(|(path, value)| async move { self.write(&path, &value).await })
+        debug!(
+            nodes = pending.len(),
+            leftovers = leftovers.len(),
+            "writing pending nodes, deleting leftovers"
+        );
+        // A value to write, or none: a leftover to delete.
+        let work = pending
+            .into_iter()
+            .map(|(path, value)| (path, Some(value)))
+            .chain(leftovers.into_iter().map(|path| (path, None)));
+        let mut results = futures::stream::iter(work)
+            .map(|(path, value)| async move {
+                match value {
+                    Some(value) => self.write(&path, &value).await,
+                    // (Unless it was registered again since.)
+                    None if self.desired().contains_key(&path) => Ok(()),
+                    None => self.delete(&path).await,
+                }
+            })
             .buffer_unordered(REPAIR_CONCURRENCY);
         let mut first_error = None;
         while let Some(result) = results.next().await {
@@ -414,5 +470,66 @@ impl TruthObserver for Registrar {
             info!(%prefix, "own nodes missing from a listing, registering them again");
             self.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::{MemoryBackend, MemoryStore, Registry, RegistryOptions, ServiceMetaInfo};
+
+    async fn ports(registry: &Registry) -> Vec<u16> {
+        let mut ports: Vec<u16> = registry
+            .inspect(Some("web:1.0"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.node.service_port)
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// A node unregistered while the store refuses the delete is deleted once the store is
+    /// back, long before its TTL (the heartbeats of the other node would keep it alive on a
+    /// store whose liveness is shared), and a graceful shutdown removes a leftover too.
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_the_store_refused_is_done_once_it_is_back() {
+        let store = MemoryStore::new();
+        let options = RegistryOptions::default();
+        let ttl = options.ttl;
+        let provider = Registry::new(Arc::new(MemoryBackend::new(store.clone())), options).unwrap();
+        let node = |port| ServiceMetaInfo::new("web", "127.0.0.1", port);
+        provider.register(node(1)).await.unwrap();
+        provider.register(node(2)).await.unwrap();
+        store.set_down(true);
+        assert!(provider.unregister(&node(2)).await.is_err());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        store.set_down(false);
+        let back = tokio::time::Instant::now();
+        while ports(&provider).await != [1] {
+            assert!(
+                back.elapsed() < ttl / 3,
+                "still there after {:?}",
+                back.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // A leftover at shutdown is removed with the rest.
+        store.set_down(true);
+        assert!(provider.unregister(&node(1)).await.is_err());
+        provider.register(node(3)).await.ok();
+        store.set_down(false);
+        provider.shutdown().await.unwrap();
+        let inspector = Registry::new(
+            Arc::new(MemoryBackend::new(store.clone())),
+            RegistryOptions::default(),
+        )
+        .unwrap();
+        assert!(ports(&inspector).await.is_empty());
     }
 }
