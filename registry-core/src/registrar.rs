@@ -10,10 +10,11 @@
 //!
 //! A node unregistered while the store could not take the delete stays in the store, and it
 //! stays alive there: its liveness (an etcd lease, a ZooKeeper session, a Redis lease) is shared
-//! with the nodes still wanted, and the heartbeats keep renewing it. So a failed delete is not
-//! left to the TTL: the path is kept as a *leftover*, and every round of the heartbeat task
-//! deletes the leftovers (owner-checked, as every delete) until the store takes it, or until
-//! the node is registered again.
+//! with the nodes still wanted, and the heartbeats keep renewing it. So a delete that failed for
+//! a reason that may pass (the store unreachable or slow) is not left to the TTL: the path is
+//! kept as a *leftover*, and every round of the heartbeat task deletes the leftovers
+//! (owner-checked, as every delete) until the store takes it, or until the node is registered
+//! again. A delete refused for good (a missing permission) is not retried.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -138,8 +139,8 @@ impl Registrar {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Deletes `path`, which is not wanted; when the store does not take it, the path becomes a
-    /// leftover the heartbeat task deletes later.
+    /// Deletes `path`, which is not wanted; when the store cannot take it now (a retryable
+    /// error), the path becomes a leftover the heartbeat task deletes later.
     async fn delete(&self, path: &str) -> Result<(), BackendError> {
         match self
             .timed_request(|| format!("delete {path}"), self.backend.delete(path))
@@ -149,11 +150,17 @@ impl Registrar {
                 self.leftovers().remove(path);
                 Ok(())
             }
-            Err(error) => {
+            // Worth trying again (the store was unreachable or slow): a leftover.
+            Err(error) if error.is_retryable() => {
                 if !self.desired().contains_key(path) {
                     self.leftovers().insert(path.to_owned());
                     self.wake.notify_one();
                 }
+                Err(error)
+            }
+            // Refused for good (a permission): trying again would not help.
+            Err(error) => {
+                self.leftovers().remove(path);
                 Err(error)
             }
         }

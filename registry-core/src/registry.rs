@@ -238,10 +238,12 @@ impl Registry {
     /// Consumers see it removed through their watch.
     ///
     /// # Errors
-    /// [`RegistryError::Store`] when the delete failed. The node is no longer wanted: the
-    /// heartbeat task deletes it in the background until the store takes the delete (its
-    /// liveness is shared with this client's other nodes, so it would not expire on its own),
-    /// unless it is registered again; a graceful [`shutdown`](Self::shutdown) removes it too.
+    /// [`RegistryError::Store`] when the delete failed. The node is no longer wanted: when the
+    /// store could not take the delete (unreachable, slow), the heartbeat task deletes it in
+    /// the background until it does (its liveness is shared with this client's other nodes,
+    /// so it would not expire on its own), unless it is registered again, and a graceful
+    /// [`shutdown`](Self::shutdown) removes it too. A delete refused for good (a missing
+    /// permission) is not retried.
     pub async fn unregister(&self, node: &ServiceMetaInfo) -> Result<(), RegistryError> {
         self.check_open()?;
         let path = self.inner.options.keys.node_path(node);
