@@ -207,6 +207,14 @@ impl ServiceEntry {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Derives the served list from the truth in `state` (this entry's, locked) and publishes
+    /// it when it changed; nothing while no one reads it (see the module docs).
+    pub(crate) fn republish(&self, state: &mut ServiceState, cause: state::Cause) {
+        if self.is_read() && state.republish(cause, Instant::now()).is_some() {
+            self.publish(state);
+        }
+    }
+
     /// Publishes the served list of `state` to readers and listeners (nothing while no one
     /// reads it).
     pub(crate) fn publish(&self, state: &ServiceState) {

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::StreamExt as _;
 use tokio::sync::OnceCell;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -51,8 +50,8 @@ impl OverridesWatch {
     pub(crate) fn catch_up(&self, entry: &ServiceEntry) {
         let records = self.records();
         let mut state = entry.lock();
-        if seed(&records, &mut state) && state.republish(Cause::Event, Instant::now()).is_some() {
-            entry.publish(&state);
+        if seed(&records, &mut state) {
+            entry.republish(&mut state, Cause::Event);
         }
     }
 
@@ -121,10 +120,8 @@ fn hand_over(entries: &Entries, service: &str, record: Option<&Overrides>) {
     for key in [service, ""] {
         if let Some(entry) = entries.get(key) {
             let mut state = entry.lock();
-            if state.set_overrides(service, record)
-                && state.republish(Cause::Event, Instant::now()).is_some()
-            {
-                entry.publish(&state);
+            if state.set_overrides(service, record) {
+                entry.republish(&mut state, Cause::Event);
             }
         }
     }

@@ -177,10 +177,6 @@ pub(crate) async fn run(
                         let Some(served) = apply(&entry, &batch, &*observer) else {
                             continue;
                         };
-                        if !entry.is_read() {
-                            // Nobody reads the list: the first reader builds it.
-                            continue;
-                        }
                         let due = published_at + publish_hold(served);
                         let now = Instant::now();
                         if now < due && cause == Cause::Event {
@@ -269,13 +265,7 @@ fn apply(
 
 /// Derives the served list from the truth and publishes it when it changed (when it is read).
 fn publish(entry: &ServiceEntry, cause: Cause) {
-    if !entry.is_read() {
-        return;
-    }
-    let mut state = entry.lock();
-    if state.republish(cause, Instant::now()).is_some() {
-        entry.publish(&state);
-    }
+    entry.republish(&mut entry.lock(), cause);
 }
 
 /// Lists until it succeeds (or the registry stops), then swaps the listing in.
