@@ -562,12 +562,12 @@ impl Consumer {
         let connection = self.inner.pool.get(target, options.timeout).await?;
         let serializer = options.serializer;
         let build = |id| Frame::request(id, serializer, service_key, method, payload);
-        let frame = match connection.call(build, options.timeout).await {
+        let frame = match connection.call(build).await {
             // The node closed this pooled connection (idle) as the request was on its way: it
             // was not run. Once more, on a new connection.
             Err(TransportError::GoAway { .. }) => {
                 let connection = self.inner.pool.get(target, options.timeout).await?;
-                connection.call(build, options.timeout).await?
+                connection.call(build).await?
             }
             other => other?,
         };

@@ -15,7 +15,7 @@
 //! Only [`TransportError`] is public (it is what a failed call reports); the connections and
 //! their pool belong to the [`Consumer`](crate::consumer::Consumer).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -24,7 +24,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use futures::StreamExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, warn};
 
@@ -160,7 +161,100 @@ impl TransportError {
     }
 }
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Frame>>>;
+/// The calls of a connection waiting for their answers, and the sweeper that times them out.
+///
+/// A call's timeout is not a timer of its own (arming and clearing one per call costs more than
+/// the rest of a small call's bookkeeping): its deadline joins the connection's queue and one
+/// sweeper task per connection sleeps until the earliest, fails the calls past theirs and
+/// sleeps again, about once per timeout while calls keep coming.
+#[derive(Debug, Default)]
+struct Pending {
+    calls: Mutex<Calls>,
+    /// Wakes the sweeper: a first deadline to sleep until, or the connection closed.
+    sweeper: Notify,
+}
+
+/// What [`Pending`] guards.
+#[derive(Debug, Default)]
+struct Calls {
+    /// Each waiting call's answer: `None` when its deadline passed.
+    waiting: HashMap<u64, oneshot::Sender<Option<Frame>>>,
+    /// (deadline, request id) in the order the calls were sent. Every call of a connection
+    /// has the connection's timeout, so this is also the order of their deadlines. An answered
+    /// call leaves its entry here until it reaches the front (or a compaction).
+    deadlines: VecDeque<(Instant, u64)>,
+    /// Whether the sweeper sleeps until a deadline; else it waits to be told of one.
+    armed: bool,
+}
+
+impl Calls {
+    /// Adds a waiting call; true when the sweeper must be woken to sleep until its deadline.
+    fn add(&mut self, id: u64, answer: oneshot::Sender<Option<Frame>>, deadline: Instant) -> bool {
+        self.waiting.insert(id, answer);
+        self.drop_answered();
+        // A call stuck at the front keeps the answered ones behind it: compact now and then,
+        // so the queue stays within about twice the calls waiting.
+        if self.deadlines.len() > 2 * self.waiting.len() + 64 {
+            let waiting = &self.waiting;
+            self.deadlines.retain(|(_, id)| waiting.contains_key(id));
+        }
+        self.deadlines.push_back((deadline, id));
+        !std::mem::replace(&mut self.armed, true)
+    }
+
+    /// Fails the calls whose deadline is past `now`; returns the next deadline to sleep until
+    /// (`None`: no call waits).
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(answer) = self.waiting.remove(&id) {
+                let _ = answer.send(None);
+            }
+        }
+        self.drop_answered();
+        let next = self.deadlines.front().map(|&(deadline, _)| deadline);
+        self.armed = next.is_some();
+        next
+    }
+
+    /// Drops the entries of answered calls from the front of the queue.
+    fn drop_answered(&mut self) {
+        while let Some((_, id)) = self.deadlines.front() {
+            if self.waiting.contains_key(id) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+    }
+}
+
+impl Pending {
+    fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
+        lock(&self.calls)
+    }
+}
+
+/// Times out the calls of a connection (see [`Pending`]) until it closes.
+async fn sweep(pending: Arc<Pending>, closed: Arc<AtomicBool>) {
+    loop {
+        let next = pending.calls().expire(Instant::now());
+        if closed.load(Ordering::Acquire) {
+            return;
+        }
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = pending.sweeper.notified() => {}
+                }
+            }
+            None => pending.sweeper.notified().await,
+        }
+    }
+}
 
 /// A go-away received on a connection.
 #[derive(Debug)]
@@ -190,6 +284,8 @@ pub(crate) struct Connection {
     gone_away: Arc<OnceLock<GoneAway>>,
     tls_failure: Arc<OnceLock<TlsFailure>>,
     next_id: AtomicU64,
+    /// Every call's timeout (dialing included).
+    timeout: Duration,
 }
 
 impl Connection {
@@ -227,7 +323,9 @@ impl Connection {
         };
         let _ = stream.set_nodelay(true);
         let Some((tls, name)) = tls else {
-            return Ok(Connection::start(stream, address, max_frame, false));
+            return Ok(Connection::start(
+                stream, address, timeout, max_frame, false,
+            ));
         };
         match tokio::time::timeout_at(deadline, tls.connector.connect(name, stream)).await {
             Err(_) => Err(timed_out()),
@@ -236,12 +334,18 @@ impl Connection {
                 hint: failure_hint(&source, true).unwrap_or("the TLS handshake failed"),
                 source,
             }),
-            Ok(Ok(stream)) => Ok(Connection::start(stream, address, max_frame, true)),
+            Ok(Ok(stream)) => Ok(Connection::start(stream, address, timeout, max_frame, true)),
         }
     }
 
-    /// Runs the reader and writer tasks over `stream`.
-    fn start<S: Split>(stream: S, address: &str, max_frame: usize, tls: bool) -> Connection {
+    /// Runs the reader, writer and sweeper tasks over `stream`.
+    fn start<S: Split>(
+        stream: S,
+        address: &str,
+        timeout: Duration,
+        max_frame: usize,
+        tls: bool,
+    ) -> Connection {
         let (read, write) = stream.split();
         let codec = FrameCodec::new(max_frame);
         let (tx, rx) = mpsc::channel(1024);
@@ -249,6 +353,7 @@ impl Connection {
         let closed = Arc::new(AtomicBool::new(false));
         let gone_away = Arc::new(OnceLock::new());
         let tls_failure = Arc::new(OnceLock::new());
+        tokio::spawn(sweep(Arc::clone(&pending), Arc::clone(&closed)));
         tokio::spawn(write_loop(
             FramedWrite::new(write, codec.clone()),
             rx,
@@ -275,6 +380,7 @@ impl Connection {
             gone_away,
             tls_failure,
             next_id: AtomicU64::new(1),
+            timeout,
         }
     }
 
@@ -283,7 +389,8 @@ impl Connection {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Sends a request built by `build(request_id)` and waits for its response.
+    /// Sends a request built by `build(request_id)` and waits for its response, within the
+    /// connection's timeout.
     ///
     /// # Errors
     /// [`TransportError::Broken`], [`TransportError::Rejected`],
@@ -291,37 +398,51 @@ impl Connection {
     pub(crate) async fn call(
         &self,
         build: impl FnOnce(u64) -> Frame,
-        timeout: Duration,
     ) -> Result<Frame, TransportError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + self.timeout;
         let (answer_tx, answer_rx) = oneshot::channel();
-        lock(&self.pending).insert(id, answer_tx);
+        if self.pending.calls().add(id, answer_tx, deadline) {
+            self.pending.sweeper.notify_one();
+        }
         // The reader marks the connection closed *before* failing the pending calls, so a
         // call registered after that sees the flag here instead of waiting for its timeout.
         if self.is_closed() {
-            lock(&self.pending).remove(&id);
+            self.pending.calls().waiting.remove(&id);
             return Err(self.broken());
         }
-        let work = async {
-            if self.tx.send(build(id)).await.is_err() {
+        match self.tx.try_send(build(id)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.pending.calls().waiting.remove(&id);
                 return Err(self.broken());
             }
-            answer_rx.await.map_err(|_| self.broken())
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => {
-                if result.is_err() {
-                    lock(&self.pending).remove(&id);
+            // The writer is behind: wait for room, within the deadline.
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                match tokio::time::timeout_at(deadline, self.tx.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        self.pending.calls().waiting.remove(&id);
+                        return Err(self.broken());
+                    }
+                    Err(_) => {
+                        self.pending.calls().waiting.remove(&id);
+                        return Err(self.timed_out());
+                    }
                 }
-                result
             }
-            Err(_) => {
-                lock(&self.pending).remove(&id);
-                Err(TransportError::Timeout {
-                    address: self.address.clone(),
-                    after: timeout,
-                })
-            }
+        }
+        match answer_rx.await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(self.timed_out()),
+            Err(_) => Err(self.broken()),
+        }
+    }
+
+    fn timed_out(&self) -> TransportError {
+        TransportError::Timeout {
+            address: self.address.clone(),
+            after: self.timeout,
         }
     }
 
@@ -356,7 +477,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn fail_all(pending: &Pending, closed: &AtomicBool) {
     closed.store(true, Ordering::Release);
     // Dropping the senders wakes every waiting call with `Broken`.
-    lock(pending).clear();
+    pending.calls().waiting.clear();
+    // The sweeper sees the connection closed and ends.
+    pending.sweeper.notify_one();
 }
 
 async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
@@ -366,7 +489,7 @@ async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     pending: Arc<Pending>,
 ) {
     // Other calls waiting: their requests may be on their way too.
-    let others_running = || lock(&pending).len() > 1;
+    let others_running = || pending.calls().waiting.len() > 1;
     if let Err(error) = write_frames(&mut sink, &mut rx, others_running).await {
         // No new calls here; the reader fails the waiting ones when the socket ends, after
         // whatever the server sent last (a go-away says they were not run).
@@ -415,8 +538,9 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
             }
             Some(Ok(frame)) if frame.kind == Kind::Response => {
                 answered = true;
-                if let Some(waiting) = lock(&pending).remove(&frame.request_id) {
-                    let _ = waiting.send(frame);
+                let waiting = pending.calls().waiting.remove(&frame.request_id);
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(Some(frame));
                 }
                 // else: the call timed out and left; drop the late answer.
             }
@@ -593,13 +717,87 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
         let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
-        match connection.call(request, timeout).await {
+        match connection.call(request).await {
             Err(e @ TransportError::GoAway { .. }) => {
                 assert!(e.never_sent() && e.is_retryable() && !e.node_unreachable());
             }
             other => panic!("{other:?}"),
         }
         server.shutdown().await;
+    }
+
+    /// A server that reads every request and answers none.
+    async fn silent_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut sink = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut sink).await;
+                });
+            }
+        });
+        address
+    }
+
+    /// Calls time out through the connection's sweeper: together, one by one, and again after
+    /// the sweeper had nothing to wait for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unanswered_calls_time_out_at_their_deadline() {
+        let address = silent_server().await;
+        let timeout = Duration::from_millis(150);
+        let connection = Connection::connect(&address, timeout, 1024, None)
+            .await
+            .unwrap();
+        let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
+        for round in 0..3 {
+            let started = Instant::now();
+            let calls = (0..(1 + round * 8)).map(|_| connection.call(request));
+            for result in futures::future::join_all(calls).await {
+                match result {
+                    Err(e @ TransportError::Timeout { .. }) => assert!(e.is_retryable()),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let took = started.elapsed();
+            assert!(took >= timeout, "round {round}: {took:?}");
+            assert!(took < timeout * 10, "round {round}: {took:?}");
+            assert!(connection.pending.calls().waiting.is_empty());
+            // Nothing waits: the sweeper sleeps until told of a call.
+            tokio::time::sleep(timeout).await;
+        }
+    }
+
+    /// Answered calls behind one that waits do not pile up in the deadline queue; the calls
+    /// past their deadline are failed, the next deadline is the earliest one left.
+    #[test]
+    fn the_deadline_queue_stays_small_and_expires_in_order() {
+        let start = tokio::time::Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut calls = Calls::default();
+        let (stuck, mut stuck_rx) = oneshot::channel();
+        assert!(
+            calls.add(0, stuck, at(1_000)),
+            "the first call wakes the sweeper"
+        );
+        for id in 1..10_000 {
+            let (answer, _rx) = oneshot::channel();
+            assert!(!calls.add(id, answer, at(1_000 + id)), "armed already");
+            // Answered at once, as the reader does.
+            calls.waiting.remove(&id);
+            assert!(calls.deadlines.len() <= 2 * (calls.waiting.len() + 1) + 65);
+        }
+        let (late, mut late_rx) = oneshot::channel();
+        calls.add(10_000, late, at(20_000));
+        assert_eq!(calls.expire(at(999)), Some(at(1_000)));
+        assert!(stuck_rx.try_recv().is_err(), "not due yet");
+        assert_eq!(calls.expire(at(1_000)), Some(at(20_000)));
+        assert_eq!(stuck_rx.try_recv().unwrap(), None, "timed out");
+        assert_eq!(calls.deadlines.len(), 1);
+        assert_eq!(calls.expire(at(20_000)), None);
+        assert_eq!(late_rx.try_recv().unwrap(), None);
+        assert!(!calls.armed && calls.waiting.is_empty() && calls.deadlines.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,7 +815,7 @@ mod tests {
             .await
             .unwrap();
         let request = |id| Frame::request(id, Serializer::Json, "Echo:1.0", "whoami", b"null");
-        match connection.call(request, timeout).await {
+        match connection.call(request).await {
             Err(e @ TransportError::Rejected { .. }) => {
                 assert!(e.never_sent() && e.node_unreachable() && !e.is_retryable());
                 assert!(e.to_string().contains("too many connections"), "{e}");
