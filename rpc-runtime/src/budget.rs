@@ -5,27 +5,43 @@
 //! answer already computed is charged by force, possibly above the limit (waiting would not
 //! give its memory back), and the debt holds intake back until answers are written.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// A number of bytes that may be held at once.
+///
+/// Charging and giving back are one atomic operation each while nobody waits; only an intake
+/// that finds no room takes the queue's lock (the budget is touched several times per call, by
+/// every connection, so a lock here is paid on every request).
 #[derive(Debug)]
 pub(crate) struct ByteBudget {
     limit: usize,
-    room: Semaphore,
-    /// Bytes charged by force beyond the limit, paid back by the next releases.
-    debt: Mutex<usize>,
+    /// Bytes charged now: above `limit` while forced charges are outstanding.
+    used: AtomicUsize,
+    /// Intakes waiting for room, first come, first served.
+    queue: Mutex<VecDeque<Waiter>>,
+    /// How many intakes are in `queue` (read without its lock).
+    waiting: AtomicUsize,
+}
+
+/// An intake waiting in the queue; told when its bytes were charged for it.
+#[derive(Debug)]
+struct Waiter {
+    bytes: usize,
+    charged: oneshot::Sender<()>,
 }
 
 impl ByteBudget {
-    /// A budget of `limit` bytes (at least 1, at most what a semaphore counts).
+    /// A budget of `limit` bytes (at least 1).
     pub(crate) fn new(limit: usize) -> Arc<Self> {
-        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(ByteBudget {
-            limit,
-            room: Semaphore::new(limit),
-            debt: Mutex::new(0),
+            limit: limit.max(1),
+            used: AtomicUsize::new(0),
+            queue: Mutex::default(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -35,43 +51,123 @@ impl ByteBudget {
     }
 
     /// Waits (first come, first served) until `bytes` fit, and charges them. `None` when they
-    /// never can: more than the limit, or more than a frame can announce.
+    /// never can: more than the limit.
     pub(crate) async fn acquire(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
         if bytes > self.limit {
             return None;
         }
-        let n = u32::try_from(bytes).ok()?;
-        self.room.acquire_many(n).await.ok()?.forget();
-        Some(Charge {
-            budget: Arc::clone(self),
-            bytes,
-        })
+        // Nobody queued before us: take the room if it is there.
+        if self.waiting.load(SeqCst) == 0 && self.take(bytes) {
+            return Some(self.charge(bytes));
+        }
+        let charged = {
+            let mut queue = lock(&self.queue);
+            // Counted before looking at the room again: a release from now on sees us waiting
+            // (or we see its room), so no release is missed.
+            self.waiting.fetch_add(1, SeqCst);
+            if queue.is_empty() && self.take(bytes) {
+                self.waiting.fetch_sub(1, SeqCst);
+                return Some(self.charge(bytes));
+            }
+            let (charged, told) = oneshot::channel();
+            queue.push_back(Waiter { bytes, charged });
+            Queued {
+                budget: self,
+                bytes,
+                told,
+            }
+        };
+        charged.await.then(|| self.charge(bytes))
     }
 
     /// Charges `bytes` at once, beyond the limit if need be.
     pub(crate) fn force(self: &Arc<Self>, bytes: usize) -> Charge {
-        let mut debt = lock(&self.debt);
-        let taken = self.room.forget_permits(bytes);
-        *debt += bytes - taken;
+        self.used.fetch_add(bytes, SeqCst);
+        self.charge(bytes)
+    }
+
+    /// Bytes charged now (may exceed the limit after forced charges).
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
+        self.used.load(SeqCst)
+    }
+
+    fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
         Charge {
             budget: Arc::clone(self),
             bytes,
         }
     }
 
-    /// Bytes charged now (may exceed the limit after forced charges).
-    #[cfg(test)]
-    pub(crate) fn in_use(&self) -> usize {
-        let debt = lock(&self.debt);
-        self.limit - self.room.available_permits() + *debt
+    /// Charges `bytes` if they fit under the limit.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(SeqCst, SeqCst, |used| {
+                (used + bytes <= self.limit).then_some(used + bytes)
+            })
+            .is_ok()
     }
 
     fn release(&self, bytes: usize) {
-        let mut debt = lock(&self.debt);
-        let paid = bytes.min(*debt);
-        *debt -= paid;
-        if bytes > paid {
-            self.room.add_permits(bytes - paid);
+        self.used.fetch_sub(bytes, SeqCst);
+        if self.waiting.load(SeqCst) > 0 {
+            self.serve_queue();
+        }
+    }
+
+    /// Charges the bytes of the intakes at the head of the queue while they fit, and tells
+    /// them.
+    fn serve_queue(&self) {
+        let mut queue = lock(&self.queue);
+        while let Some(head) = queue.front() {
+            let gone = head.charged.is_closed();
+            if !gone && !self.take(head.bytes) {
+                break;
+            }
+            self.waiting.fetch_sub(1, SeqCst);
+            let Some(waiter) = queue.pop_front() else {
+                break;
+            };
+            // Gone before its charge: nothing charged. Gone since: give the bytes back.
+            if !gone && waiter.charged.send(()).is_err() {
+                self.used.fetch_sub(waiter.bytes, SeqCst);
+            }
+        }
+    }
+}
+
+/// An intake in the queue. Dropped before it is told (the read was given up), it stops
+/// waiting; told but dropped before it took its charge, it gives the bytes back.
+struct Queued<'a> {
+    budget: &'a ByteBudget,
+    bytes: usize,
+    told: oneshot::Receiver<()>,
+}
+
+impl std::future::Future for Queued<'_> {
+    type Output = bool;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<bool> {
+        std::pin::Pin::new(&mut self.told).poll(cx).map(|told| {
+            let charged = told.is_ok();
+            // Taken: nothing to give back on drop.
+            self.bytes = 0;
+            charged
+        })
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        self.told.close();
+        if self.told.try_recv().is_ok() {
+            self.budget.release(self.bytes);
         }
     }
 }
@@ -140,5 +236,87 @@ mod tests {
         drop(forced);
         blocked.await.unwrap().unwrap();
         assert_eq!(budget.in_use(), 0);
+    }
+
+    /// Intakes are served in the order they came: a small one behind a large one waits, even
+    /// when it would fit. One that gives up while queued holds nothing and blocks nobody.
+    #[tokio::test]
+    async fn intakes_wait_in_order_and_one_giving_up_loses_nothing() {
+        let budget = ByteBudget::new(100);
+        let held = budget.acquire(90).await.unwrap();
+        let large = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.acquire(80).await.map(|c| c.bytes) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let given_up = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.acquire(100).await.map(|c| c.bytes) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut small = Box::pin(budget.acquire(10));
+        assert!(
+            futures::poll!(&mut small).is_pending(),
+            "behind the large one"
+        );
+        given_up.abort();
+        assert!(given_up.await.unwrap_err().is_cancelled());
+        drop(held);
+        assert_eq!(large.await.unwrap(), Some(80));
+        // The large one went and gave its bytes back; the given-up one is skipped.
+        let small = small.await.unwrap();
+        assert_eq!(budget.in_use(), 10);
+        drop(small);
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(budget.waiting.load(SeqCst), 0);
+    }
+
+    /// An intake charged by a release but dropped before it ran gives its bytes back.
+    #[tokio::test]
+    async fn a_charge_nobody_took_is_given_back() {
+        let budget = ByteBudget::new(100);
+        let held = budget.acquire(100).await.unwrap();
+        let mut waiting = Box::pin(budget.acquire(60));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        drop(held); // charges the waiter's 60 bytes for it
+        assert_eq!(budget.in_use(), 60);
+        drop(waiting);
+        assert_eq!(budget.in_use(), 0);
+        assert!(budget.acquire(100).await.is_some());
+    }
+
+    /// Many tasks on two threads charging, waiting and giving back: nothing leaks, nobody is
+    /// left waiting, and the limit holds for what waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_charges_balance_out() {
+        let budget = ByteBudget::new(1_000);
+        let peak = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|task| {
+                let (budget, peak) = (Arc::clone(&budget), Arc::clone(&peak));
+                tokio::spawn(async move {
+                    for i in 0..2_000usize {
+                        let bytes = 1 + (task * 37 + i * 11) % 400;
+                        let mut charge = budget.acquire(bytes).await.unwrap();
+                        peak.fetch_max(budget.in_use(), SeqCst);
+                        if i % 3 == 0 {
+                            charge.shrink_to(bytes / 2);
+                        }
+                        if i % 7 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("no intake is left waiting")
+                .unwrap();
+        }
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(budget.waiting.load(SeqCst), 0);
+        assert!(peak.load(SeqCst) <= 1_000, "{}", peak.load(SeqCst));
     }
 }
