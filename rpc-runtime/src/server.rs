@@ -20,7 +20,7 @@
 //! | frame: [`frame_timeout`](ServerOptions::frame_timeout) | [`DEFAULT_FRAME_TIMEOUT`] | once the first byte of a frame has arrived, the whole frame must have arrived within it, waiting for memory included; each batch of answers must be written within it. Else the connection is closed: a slowloris, or a client that stopped reading its answers. |
 //! | memory, overall: [`max_buffered_bytes`](ServerOptions::max_buffered_bytes) | [`DEFAULT_MAX_BUFFERED_BYTES`] | see below |
 //! | memory, per connection: [`max_connection_bytes`](ServerOptions::max_connection_bytes) | [`DEFAULT_MAX_CONNECTION_BYTES`] | see below |
-//! | calls per connection: [`max_in_flight`](ServerOptions::max_in_flight) | [`DEFAULT_MAX_IN_FLIGHT`] | the connection is not read until a call finishes |
+//! | calls per connection: [`max_in_flight`](ServerOptions::max_in_flight) | [`DEFAULT_MAX_IN_FLIGHT`] | the connection is not read until a call is answered on the wire |
 //!
 //! With [TLS](crate::tls) ([`Server::with_tls`]) every limit above applies the same way to the
 //! connections after their handshake; the handshake itself holds a connection slot and must
@@ -70,7 +70,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ use futures::FutureExt;
 use registry_core::error_chain;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,8 +113,6 @@ pub const DEFAULT_MAX_CONNECTION_BYTES: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 /// Answers are batched into one write up to this size; larger bodies are written as they are.
 const WRITE_BATCH: usize = 64 * 1024;
-/// Answers queued per connection (also bounded in bytes by the connection's budget).
-const ANSWER_QUEUE: usize = 1024;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// An episode of accept failures or refusals ends when a connection is accepted this long
@@ -580,8 +578,15 @@ fn refuse(stream: TcpStream) {
 struct Conn {
     /// Frame bytes held for this connection.
     budget: Arc<ByteBudget>,
-    /// Requests read and not yet answered on the wire.
+    /// Requests read and not yet answered on the wire (their answers queued included): the
+    /// reader waits while there are more than `max_in_flight`.
     outstanding: AtomicUsize,
+    max_in_flight: usize,
+    /// Wakes the reader: a request answered while it waits for room, or the last one answered
+    /// while the connection ends.
+    answered: Notify,
+    /// The connection stopped reading and waits for its last calls.
+    ending: AtomicBool,
     opened: Instant,
     /// Milliseconds after `opened` of the last byte read or answer written.
     last_activity: AtomicU64,
@@ -600,6 +605,33 @@ impl Conn {
     fn busy(&self) -> bool {
         self.outstanding.load(Ordering::Acquire) > 0
     }
+
+    /// Waits until at most `max_in_flight` requests are outstanding.
+    async fn room(&self) {
+        while self.outstanding.load(Ordering::SeqCst) > self.max_in_flight {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if self.outstanding.load(Ordering::SeqCst) <= self.max_in_flight {
+                return;
+            }
+            answered.await;
+        }
+    }
+
+    /// Waits until every request read is answered or dropped (its handler finished).
+    async fn settled(&self) {
+        self.ending.store(true, Ordering::SeqCst);
+        while self.outstanding.load(Ordering::SeqCst) > 0 {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if self.outstanding.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            answered.await;
+        }
+    }
 }
 
 /// A request until its answer is written (or dropped with the connection).
@@ -615,8 +647,12 @@ impl Outstanding {
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.outstanding.fetch_sub(1, Ordering::AcqRel);
+        let conn = &self.0;
+        conn.touch();
+        let before = conn.outstanding.fetch_sub(1, Ordering::SeqCst);
+        if before > conn.max_in_flight || (before == 1 && conn.ending.load(Ordering::SeqCst)) {
+            conn.answered.notify_one();
+        }
     }
 }
 
@@ -773,10 +809,15 @@ async fn serve_connection<S: Split>(
     let conn = Arc::new(Conn {
         budget: ByteBudget::new(shared.max_connection_bytes),
         outstanding: AtomicUsize::new(0),
+        max_in_flight: shared.max_in_flight,
+        answered: Notify::new(),
+        ending: AtomicBool::new(false),
         opened: Instant::now(),
         last_activity: AtomicU64::new(0),
     });
-    let (tx, rx) = mpsc::channel::<Answer>(ANSWER_QUEUE);
+    // Unbounded in count: every answer queued is an outstanding request, at most
+    // `max_in_flight` of them (and bounded in bytes by the budgets).
+    let (tx, rx) = mpsc::unbounded_channel::<Answer>();
     let writer = tokio::spawn(write_loop(
         write,
         rx,
@@ -792,7 +833,6 @@ async fn serve_connection<S: Split>(
     // deregistration) are answered `Unavailable` for a short window instead of being lost with
     // the connection: the consumer then sends them to another node, safely, since they never ran.
     let mut draining: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let in_flight = Arc::new(Semaphore::new(shared.max_in_flight));
     let end = loop {
         let next = {
             // The same read goes on across the start of shutdown (it keeps its partial frame).
@@ -819,6 +859,9 @@ async fn serve_connection<S: Split>(
             break ReadEnd::ResponseSent;
         }
         let request = Outstanding::new(&conn);
+        // At most `max_in_flight` requests per connection unanswered: beyond, stop reading
+        // (TCP backpressure) instead of spawning without bound.
+        conn.room().await;
         if draining.is_some() {
             let response = Frame::response(
                 frame.request_id,
@@ -831,20 +874,16 @@ async fn serve_connection<S: Split>(
                 _charges: None,
                 _request: Some(request),
             };
-            if tx.send(answer).await.is_err() {
+            if tx.send(answer).is_err() {
                 break ReadEnd::WriterGone;
             }
             continue;
         }
-        // At most `max_in_flight` calls per connection: beyond, stop reading (TCP
-        // backpressure) instead of spawning without bound.
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            break ReadEnd::Closed;
-        };
         let tx = tx.clone();
         let shared_call = Arc::clone(&shared);
         let conn_call = Arc::clone(&conn);
-        shared.tracker.spawn(async move {
+        // Not tracked one by one: the connection, tracked, ends only once its calls did.
+        tokio::spawn(async move {
             let response = handle(&shared_call.services, frame, shared_call.max_frame).await;
             // The answer's bytes replace the request's until written; they are charged by
             // force (already allocated), which holds reading back while they wait.
@@ -859,8 +898,7 @@ async fn serve_connection<S: Split>(
                 _charges: Some(answer_charges),
                 _request: Some(request),
             };
-            let _ = tx.send(answer).await;
-            drop(permit);
+            let _ = tx.send(answer);
         });
     };
     match &end {
@@ -872,7 +910,7 @@ async fn serve_connection<S: Split>(
                 _charges: None,
                 _request: None,
             };
-            let _ = tx.send(go_away).await;
+            let _ = tx.send(go_away);
         }
         ReadEnd::FrameTimeout => {
             debug!(%peer, frame_timeout = ?shared.frame_timeout, "closing the connection: a frame did not arrive in time");
@@ -889,8 +927,10 @@ async fn serve_connection<S: Split>(
     }
     drop(reader);
     drop(tx);
-    // The writer ends once every running call of this connection has answered.
+    // The writer ends once every running call of this connection has answered; a call whose
+    // answer cannot be written any more (the writer gave up) still runs to its end.
     let _ = writer.await;
+    conn.settled().await;
     debug!(%peer, "connection closed");
 }
 
@@ -899,7 +939,7 @@ async fn serve_connection<S: Split>(
 /// connection is dropped. An answer's charges are given back once it is written.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut write: W,
-    mut rx: mpsc::Receiver<Answer>,
+    mut rx: mpsc::UnboundedReceiver<Answer>,
     conn: Arc<Conn>,
     frame_timeout: Duration,
     peer: SocketAddr,
