@@ -40,13 +40,20 @@ pub trait LoadBalancer: Send + Sync + std::fmt::Debug + 'static {
     /// The config name.
     fn name(&self) -> &'static str;
     /// Picks one of `nodes` not `skip`ped; `key` is the request's hash (used by
-    /// `consistentHash`). `None` when every node is skipped.
+    /// `consistentHash`; 0 from the consumer for a balancer whose [`uses_key`](Self::uses_key)
+    /// is false). `None` when every node is skipped.
     fn pick<'a>(
         &self,
         nodes: &'a [Node],
         key: u64,
         skip: &dyn Fn(&Node) -> bool,
     ) -> Option<&'a Node>;
+
+    /// Whether [`pick`](Self::pick) looks at the request key: when false, the consumer does
+    /// not hash the request (it reads every byte of the arguments). True by default.
+    fn uses_key(&self) -> bool {
+        true
+    }
 }
 
 /// The balancer `kind` names (`rpc.loadBalancer`), without warm-up.
@@ -182,6 +189,10 @@ impl LoadBalancer for RoundRobin {
         "roundRobin"
     }
 
+    fn uses_key(&self) -> bool {
+        false
+    }
+
     fn pick<'a>(
         &self,
         nodes: &'a [Node],
@@ -232,6 +243,10 @@ pub struct Random {
 impl LoadBalancer for Random {
     fn name(&self) -> &'static str {
         "random"
+    }
+
+    fn uses_key(&self) -> bool {
+        false
     }
 
     fn pick<'a>(
@@ -333,6 +348,17 @@ mod tests {
     use registry_core::ServiceMetaInfo;
     use std::collections::HashMap;
     use std::sync::Arc;
+
+    /// Only `consistentHash` needs the request hashed; the consumer skips the hash for the
+    /// others.
+    #[test]
+    fn only_consistent_hash_uses_the_request_key() {
+        let uses = |name| by_name(name).unwrap().uses_key();
+        assert!(uses("consistentHash"));
+        assert!(!uses("roundRobin") && !uses("random"));
+        let warming = with_warmup(LoadBalancerKind::RoundRobin, Duration::from_secs(1));
+        assert!(!warming.uses_key());
+    }
 
     fn nodes(n: u16) -> Vec<Node> {
         (1..=n)
