@@ -23,7 +23,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry_core::{Node, Origin, Registry, RegistryError, DEFAULT_GROUP};
@@ -309,8 +309,10 @@ struct Inner {
 
 /// The metric handles of successful calls, by service and method: registered once each, so a
 /// call neither builds labels nor asks the recorder (failures, rare, register as they come).
+/// Read without a lock (a read-write lock's reader count is written by every call, from every
+/// thread); a new service or method copies the map.
 #[derive(Debug, Default)]
-struct CallMetrics(std::sync::RwLock<Handles>);
+struct CallMetrics(arc_swap::ArcSwap<Handles>);
 
 /// Service -> method -> (calls with outcome `ok`, call duration).
 type Handles = HashMap<String, HashMap<String, (metrics::Counter, metrics::Histogram)>>;
@@ -335,23 +337,26 @@ impl CallMetrics {
                     h.record(elapsed.as_secs_f64());
                 })
             };
-        if read(&self.0.read().unwrap_or_else(PoisonError::into_inner)).is_some() {
+        if read(&self.0.load()).is_some() {
             return;
         }
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(service.to_owned())
-            .or_default()
-            .entry(method.to_owned())
-            .or_insert_with(|| {
-                let ok = metrics::counter!(
-                    CALLS_TOTAL,
-                    "service" => service.to_owned(),
-                    "method" => method.to_owned(),
-                    "outcome" => "ok",
-                );
-                (ok, Self::histogram(service, method))
-            });
-        read(&map);
+        self.0.rcu(|map| {
+            let mut map = Handles::clone(map);
+            map.entry(service.to_owned())
+                .or_default()
+                .entry(method.to_owned())
+                .or_insert_with(|| {
+                    let ok = metrics::counter!(
+                        CALLS_TOTAL,
+                        "service" => service.to_owned(),
+                        "method" => method.to_owned(),
+                        "outcome" => "ok",
+                    );
+                    (ok, Self::histogram(service, method))
+                });
+            map
+        });
+        read(&self.0.load());
     }
 
     fn histogram(service: &str, method: &str) -> metrics::Histogram {
@@ -472,7 +477,11 @@ impl Consumer {
         let inner = &*self.inner;
         let serializer = inner.options.serializer;
         let payload = serializer.encode(args).map_err(CallError::Encode)?;
-        let key = balance::request_key(method, &payload);
+        let key = if inner.balancer.uses_key() {
+            balance::request_key(method, &payload)
+        } else {
+            0
+        };
         let mut failed: Vec<Node> = Vec::new();
         let mut last_error: Option<CallError> = None;
         loop {

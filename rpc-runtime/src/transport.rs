@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -587,7 +587,9 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
 /// for nodes that ask for it.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// By node address; read by every call without a lock, copied when a node is added or
+    /// forgotten.
+    slots: ArcSwap<Slots>,
     max_frame: usize,
     tls: Option<ClientTls>,
     /// TLS nodes met without `rpc.tls.caFile`, warned about once each.
@@ -603,6 +605,8 @@ pub(crate) struct Target<'a> {
     pub(crate) tls: bool,
 }
 
+type Slots = HashMap<String, Arc<Slot>, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Slot {
     current: ArcSwapOption<Connection>,
@@ -614,7 +618,7 @@ impl Pool {
     /// `tls`.
     pub(crate) fn new(max_frame: usize, tls: Option<ClientTls>) -> Self {
         Pool {
-            slots: Mutex::default(),
+            slots: ArcSwap::default(),
             max_frame,
             tls,
             warned: Mutex::default(),
@@ -654,15 +658,18 @@ impl Pool {
                 });
             }
         };
-        let slot = {
-            let mut slots = lock(&self.slots);
-            match slots.get(address) {
-                Some(slot) => Arc::clone(slot),
-                None => {
-                    let slot = Arc::new(Slot::default());
-                    slots.insert(address.to_owned(), Arc::clone(&slot));
-                    slot
-                }
+        let known = self.slots.load().get(address).map(Arc::clone);
+        let slot = match known {
+            Some(slot) => slot,
+            None => {
+                self.slots.rcu(|slots| {
+                    let mut slots = Slots::clone(slots);
+                    slots.entry(address.to_owned()).or_default();
+                    slots
+                });
+                let slot = self.slots.load().get(address).map(Arc::clone);
+                // (Forgotten by another call in between: this one dials on its own.)
+                slot.unwrap_or_default()
             }
         };
         let wanted = tls.is_some();
@@ -680,7 +687,13 @@ impl Pool {
 
     /// Drops the connection to `address` (the node left).
     pub(crate) fn forget(&self, address: &str) {
-        lock(&self.slots).remove(address);
+        if self.slots.load().contains_key(address) {
+            self.slots.rcu(|slots| {
+                let mut slots = Slots::clone(slots);
+                slots.remove(address);
+                slots
+            });
+        }
     }
 }
 
