@@ -57,8 +57,8 @@ impl ByteBudget {
             return None;
         }
         // Nobody queued before us: take the room if it is there.
-        if self.waiting.load(SeqCst) == 0 && self.take(bytes) {
-            return Some(self.charge(bytes));
+        if let Some(charge) = self.try_acquire(bytes) {
+            return Some(charge);
         }
         let charged = {
             let mut queue = lock(&self.queue);
@@ -78,6 +78,11 @@ impl ByteBudget {
             }
         };
         charged.await.then(|| self.charge(bytes))
+    }
+
+    /// Charges `bytes` if they fit now and nobody waits before them; `None` otherwise.
+    pub(crate) fn try_acquire(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+        (self.waiting.load(SeqCst) == 0 && self.take(bytes)).then(|| self.charge(bytes))
     }
 
     /// Charges `bytes` at once, beyond the limit if need be.

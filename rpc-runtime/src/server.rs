@@ -648,7 +648,6 @@ impl Outstanding {
 impl Drop for Outstanding {
     fn drop(&mut self) {
         let conn = &self.0;
-        conn.touch();
         let before = conn.outstanding.fetch_sub(1, Ordering::SeqCst);
         if before > conn.max_in_flight || (before == 1 && conn.ending.load(Ordering::SeqCst)) {
             conn.answered.notify_one();
@@ -713,25 +712,40 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if self.buf.is_empty() {
             self.wait_for_bytes(shared.idle_timeout, conn).await?;
         }
-        let deadline = Instant::now() + shared.frame_timeout;
+        // The frame's first bytes are here: the rest must come within the frame timeout. (The
+        // clock is read only if something has to be waited for: most frames are whole in the
+        // buffer, with room in the budgets.)
+        let mut deadline = None;
+        let mut deadline =
+            || *deadline.get_or_insert_with(|| Instant::now() + shared.frame_timeout);
         let header = loop {
             if let Some(header) =
                 Header::parse(&self.buf, shared.max_read_frame).map_err(ReadEnd::Bad)?
             {
                 break header;
             }
-            self.fill(deadline).await?;
+            self.fill(deadline()).await?;
         };
         self.buf.advance(HEADER_LEN);
         connection.shrink_to(header.len);
-        let overall =
-            match tokio::time::timeout_at(deadline, shared.budget.acquire(header.len)).await {
-                Ok(Some(charge)) => charge,
-                Ok(None) => return Err(ReadEnd::Closed),
-                Err(_) => return Err(ReadEnd::FrameTimeout),
-            };
-        let body = self.read_body(header.len, deadline).await?;
-        conn.touch();
+        let overall = match shared.budget.try_acquire(header.len) {
+            Some(charge) => charge,
+            None => {
+                match tokio::time::timeout_at(deadline(), shared.budget.acquire(header.len)).await {
+                    Ok(Some(charge)) => charge,
+                    Ok(None) => return Err(ReadEnd::Closed),
+                    Err(_) => return Err(ReadEnd::FrameTimeout),
+                }
+            }
+        };
+        let body = if self.buf.len() >= header.len {
+            // An allocation of its own (see `read_body`).
+            let body = Bytes::copy_from_slice(&self.buf[..header.len]);
+            self.buf.advance(header.len);
+            body
+        } else {
+            self.read_body(header.len, deadline()).await?
+        };
         Ok((
             header.into_frame(body),
             Charges {
@@ -971,6 +985,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             write_within(&mut write, &buf, frame_timeout).await?;
             buf.clear();
+            conn.touch();
             // Written: give back the charges, count the requests answered.
             batch.clear();
         }
@@ -999,6 +1014,11 @@ async fn write_within<W: AsyncWrite + Unpin>(
         write.write_all(bytes).await?;
         write.flush().await
     };
+    tokio::pin!(written);
+    // Most writes complete at once: the timer is armed only for one that has to wait.
+    if let std::task::Poll::Ready(done) = futures::poll!(&mut written) {
+        return done.map_err(|_| "write failed");
+    }
     match tokio::time::timeout(within, written).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("write failed"),
