@@ -1,7 +1,9 @@
-//! The TCP server: accepts connections, reads frames, runs each request on its own task and
+//! The TCP server: accepts connections, reads frames, runs the requests concurrently and
 //! answers on the same connection (responses may come back in any order; the request id
-//! matches them). A bad frame closes that one connection; every other client keeps being
-//! served.
+//! matches them). Requests read together (whole in one read, up to
+//! [`max_group`](ServerOptions::max_group)) share one task, where they run concurrently;
+//! the others get a task each. A bad frame closes that one connection; every other client
+//! keeps being served.
 //!
 //! Graceful stop ([`RunningServer::shutdown`]): stop accepting; for a short drain window
 //! answer requests that still arrive `Unavailable` (the consumer resends them to another
@@ -98,6 +100,8 @@ use crate::tls::{ServerTls, Split};
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default limit of calls running at once per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default most requests run on one task when they arrive together.
+pub const DEFAULT_MAX_GROUP: usize = 8;
 /// Default window during which a stopping server answers late requests `Unavailable`.
 pub const DEFAULT_DRAIN: Duration = Duration::from_millis(300);
 /// The most connections the default limit allows, whatever the open-files limit (see
@@ -161,9 +165,15 @@ pub struct ServerOptions {
     /// After shutdown starts, how long open connections keep reading to answer late requests
     /// `Unavailable` (so consumers resend them elsewhere) before closing.
     pub drain: Duration,
-    /// Calls running at once per connection; beyond, the server stops reading that
-    /// connection until one finishes.
+    /// Calls running or answered but not yet written, per connection; beyond, the server
+    /// stops reading that connection until one is answered on the wire.
     pub max_in_flight: usize,
+    /// Requests of a connection that arrived together (whole in the read buffer) run on one
+    /// task, at most this many (at least 1; 1: one task per request). Fewer tasks to spawn
+    /// and schedule per request; the price: a handler that computes for long without awaiting
+    /// holds up the others of its group (run such work with `spawn_blocking`, as anywhere on
+    /// a Tokio runtime).
+    pub max_group: usize,
     /// Connections open at once; beyond, new ones are refused with a go-away.
     pub max_connections: usize,
     /// A connection with no call running, no answer unwritten and no byte received for this
@@ -186,6 +196,7 @@ impl Default for ServerOptions {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             drain: DEFAULT_DRAIN,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_group: DEFAULT_MAX_GROUP,
             max_connections: default_max_connections(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
@@ -219,6 +230,13 @@ impl ServerOptions {
     #[must_use]
     pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
         self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Sets the most requests run on one task when they arrive together (1: one task each).
+    #[must_use]
+    pub fn with_max_group(mut self, max_group: usize) -> Self {
+        self.max_group = max_group;
         self
     }
 
@@ -341,6 +359,7 @@ impl Server {
             tracker: tracker.clone(),
             drain: o.drain.min(o.shutdown_grace),
             max_in_flight: o.max_in_flight.max(1),
+            max_group: o.max_group.max(1),
             max_connections,
             connections: Arc::new(Semaphore::new(max_connections)),
             idle_timeout: o.idle_timeout,
@@ -372,6 +391,7 @@ struct Shared {
     tracker: TaskTracker,
     drain: Duration,
     max_in_flight: usize,
+    max_group: usize,
     max_connections: usize,
     /// One permit per open connection.
     connections: Arc<Semaphore>,
@@ -606,6 +626,11 @@ impl Conn {
         self.outstanding.load(Ordering::Acquire) > 0
     }
 
+    /// Whether one more request may be read now.
+    fn has_room(&self) -> bool {
+        self.outstanding.load(Ordering::Acquire) < self.max_in_flight
+    }
+
     /// Waits until at most `max_in_flight` requests are outstanding.
     async fn room(&self) {
         while self.outstanding.load(Ordering::SeqCst) > self.max_in_flight {
@@ -755,6 +780,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         ))
     }
 
+    /// The next frame if it is whole in the buffer and both budgets have room for it now:
+    /// nothing is waited for. `None` otherwise (including a bad header: [`next`](Self::next)
+    /// reports it).
+    fn next_buffered(&mut self, shared: &Shared, conn: &Conn) -> Option<(Frame, Charges)> {
+        let header = match Header::parse(&self.buf, shared.max_read_frame) {
+            Ok(Some(header)) if self.buf.len() >= HEADER_LEN + header.len => header,
+            _ => return None,
+        };
+        let connection = conn.budget.try_acquire(header.len)?;
+        let overall = shared.budget.try_acquire(header.len)?;
+        self.buf.advance(HEADER_LEN);
+        let body = Bytes::copy_from_slice(&self.buf[..header.len]);
+        self.buf.advance(header.len);
+        Some((
+            header.into_frame(body),
+            Charges {
+                _overall: overall,
+                _connection: connection,
+            },
+        ))
+    }
+
     /// Waits for the first bytes of a frame; [`ReadEnd::Idle`] when nothing runs on the
     /// connection and nothing arrives for `idle`.
     async fn wait_for_bytes(&mut self, idle: Duration, conn: &Conn) -> Result<(), ReadEnd> {
@@ -847,34 +894,47 @@ async fn serve_connection<S: Split>(
     // deregistration) are answered `Unavailable` for a short window instead of being lost with
     // the connection: the consumer then sends them to another node, safely, since they never ran.
     let mut draining: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    // Requests read and not run yet: they run together once no more is at hand.
+    let mut group = Vec::with_capacity(shared.max_group);
     let end = loop {
-        let next = {
-            // The same read goes on across the start of shutdown (it keeps its partial frame).
-            let read = reader.next(&shared, &conn);
-            tokio::pin!(read);
-            loop {
-                tokio::select! {
-                    () = shared.cancel.cancelled(), if draining.is_none() => {
-                        draining = Some(Box::pin(tokio::time::sleep(shared.drain)));
+        // Whole in the buffer, room for it, room in the group: no waiting, it joins the group.
+        let at_hand = (group.len() < shared.max_group && conn.has_room())
+            .then(|| reader.next_buffered(&shared, &conn))
+            .flatten();
+        let (frame, charges) = match at_hand {
+            Some(next) => next,
+            None => {
+                // Nothing is waited for while requests read wait to run.
+                run_group(&mut group, &shared, &conn, &tx);
+                // The same read goes on across the start of shutdown (it keeps its partial
+                // frame).
+                let read = reader.next(&shared, &conn);
+                tokio::pin!(read);
+                let next = loop {
+                    tokio::select! {
+                        () = shared.cancel.cancelled(), if draining.is_none() => {
+                            draining = Some(Box::pin(tokio::time::sleep(shared.drain)));
+                        }
+                        () = async { if let Some(d) = draining.as_mut() { d.await } }, if draining.is_some() => {
+                            break Err(ReadEnd::Drained);
+                        }
+                        () = tx.closed() => break Err(ReadEnd::WriterGone),
+                        next = &mut read => break next,
                     }
-                    () = async { if let Some(d) = draining.as_mut() { d.await } }, if draining.is_some() => {
-                        break Err(ReadEnd::Drained);
-                    }
-                    () = tx.closed() => break Err(ReadEnd::WriterGone),
-                    next = &mut read => break next,
+                };
+                match next {
+                    Ok(next) => next,
+                    Err(end) => break end,
                 }
             }
-        };
-        let (frame, charges) = match next {
-            Ok(next) => next,
-            Err(end) => break end,
         };
         if frame.kind != Kind::Request {
             break ReadEnd::ResponseSent;
         }
         let request = Outstanding::new(&conn);
         // At most `max_in_flight` requests per connection unanswered: beyond, stop reading
-        // (TCP backpressure) instead of spawning without bound.
+        // (TCP backpressure) instead of spawning without bound. (A request taken from the
+        // buffer found room: the group is empty whenever this waits.)
         conn.room().await;
         if draining.is_some() {
             let response = Frame::response(
@@ -893,28 +953,13 @@ async fn serve_connection<S: Split>(
             }
             continue;
         }
-        let tx = tx.clone();
-        let shared_call = Arc::clone(&shared);
-        let conn_call = Arc::clone(&conn);
-        // Not tracked one by one: the connection, tracked, ends only once its calls did.
-        tokio::spawn(async move {
-            let response = handle(&shared_call.services, frame, shared_call.max_frame).await;
-            // The answer's bytes replace the request's until written; they are charged by
-            // force (already allocated), which holds reading back while they wait.
-            let len = response.body.len();
-            let answer_charges = Charges {
-                _overall: shared_call.budget.force(len),
-                _connection: conn_call.budget.force(len),
-            };
-            drop(charges);
-            let answer = Answer {
-                frame: response,
-                _charges: Some(answer_charges),
-                _request: Some(request),
-            };
-            let _ = tx.send(answer);
+        group.push(Call {
+            frame,
+            charges,
+            request,
         });
     };
+    run_group(&mut group, &shared, &conn, &tx);
     match &end {
         ReadEnd::Closed | ReadEnd::Drained | ReadEnd::WriterGone => {}
         ReadEnd::Idle => {
@@ -946,6 +991,66 @@ async fn serve_connection<S: Split>(
     let _ = writer.await;
     conn.settled().await;
     debug!(%peer, "connection closed");
+}
+
+/// A request read, waiting to run.
+struct Call {
+    frame: Frame,
+    charges: Charges,
+    request: Outstanding,
+}
+
+/// Runs the requests of `group` (emptied) on one task, concurrently, each answer sent to the
+/// writer as it is ready. The task is not tracked: the connection, tracked, ends only once its
+/// calls did.
+fn run_group(
+    group: &mut Vec<Call>,
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    tx: &mpsc::UnboundedSender<Answer>,
+) {
+    let (shared, conn, tx) = (Arc::clone(shared), Arc::clone(conn), tx.clone());
+    match group.len() {
+        0 => {}
+        1 => {
+            if let Some(call) = group.pop() {
+                tokio::spawn(async move { answer(call, &shared, &conn, &tx).await });
+            }
+        }
+        _ => {
+            let calls = std::mem::replace(group, Vec::with_capacity(shared.max_group));
+            tokio::spawn(async move {
+                let mut running: futures::stream::FuturesUnordered<_> = calls
+                    .into_iter()
+                    .map(|call| answer(call, &shared, &conn, &tx))
+                    .collect();
+                while futures::StreamExt::next(&mut running).await.is_some() {}
+            });
+        }
+    }
+}
+
+/// Runs one request and sends its answer to the writer.
+async fn answer(call: Call, shared: &Shared, conn: &Conn, tx: &mpsc::UnboundedSender<Answer>) {
+    let Call {
+        frame,
+        charges,
+        request,
+    } = call;
+    let response = handle(&shared.services, frame, shared.max_frame).await;
+    // The answer's bytes replace the request's until written; they are charged by force
+    // (already allocated), which holds reading back while they wait.
+    let len = response.body.len();
+    let answer_charges = Charges {
+        _overall: shared.budget.force(len),
+        _connection: conn.budget.force(len),
+    };
+    drop(charges);
+    let _ = tx.send(Answer {
+        frame: response,
+        _charges: Some(answer_charges),
+        _request: Some(request),
+    });
 }
 
 /// Writes answers as they come, batching small ones into one write; each batch (or large

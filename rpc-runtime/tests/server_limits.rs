@@ -486,3 +486,59 @@ async fn an_unknown_service_is_answered_without_the_list_of_services() {
     assert!(!text.contains("Echo"), "the served services leak: {text}");
     running.shutdown().await.unwrap();
 }
+
+/// Requests that arrive together run together (one task per group, or one each): a slow one
+/// read with quick ones does not hold them up. One write of eight requests, a 300 ms one first:
+/// it is answered last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_read_together_do_not_wait_for_each_other() {
+    for group in [ServerOptions::default().max_group, 1] {
+        let store = MemoryStore::new();
+        let running = provider(&store, ServerOptions::default().with_max_group(group)).await;
+        let addr = running.local_addr();
+        let answers = tokio::task::spawn_blocking(move || {
+            let request = |id, method, args: &[u8]| {
+                encode(Frame::request(
+                    id,
+                    Serializer::Json,
+                    "Echo:1.0",
+                    method,
+                    args,
+                ))
+            };
+            let mut bytes = request(1, "slow", b"[300]");
+            for id in 2..=8 {
+                bytes.extend(request(id, "echo", b"[\"hi\"]"));
+            }
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&bytes).unwrap();
+            let mut buf = bytes::BytesMut::new();
+            let mut chunk = [0u8; 1024];
+            let mut answers = Vec::new();
+            while answers.len() < 8 {
+                while let Some(frame) = FrameCodec::default().decode(&mut buf).unwrap() {
+                    answers.push((frame.request_id, frame.status));
+                }
+                if answers.len() < 8 {
+                    let n = s.read(&mut chunk).unwrap();
+                    assert!(n > 0, "closed after {answers:?}");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+            answers
+        })
+        .await
+        .unwrap();
+        assert!(
+            answers.iter().all(|(_, status)| *status == Status::Ok),
+            "{answers:?}"
+        );
+        assert_eq!(
+            answers.last().map(|(id, _)| *id),
+            Some(1),
+            "group {group}: {answers:?}"
+        );
+        running.shutdown().await.unwrap();
+    }
+}
