@@ -177,8 +177,9 @@ struct Pending {
 /// What [`Pending`] guards.
 #[derive(Debug, Default)]
 struct Calls {
-    /// Each waiting call's answer: `None` when its deadline passed.
-    waiting: HashMap<u64, oneshot::Sender<Option<Frame>>>,
+    /// Each waiting call's answer: `None` when its deadline passed. (Request ids are this
+    /// process's own counter: no need for a hasher that resists chosen keys.)
+    waiting: HashMap<u64, oneshot::Sender<Option<Frame>>, foldhash::fast::RandomState>,
     /// (deadline, request id) in the order the calls were sent. Every call of a connection
     /// has the connection's timeout, so this is also the order of their deadlines. An answered
     /// call leaves its entry here until it reaches the front (or a compaction).
@@ -658,7 +659,15 @@ impl Pool {
                 });
             }
         };
-        let known = self.slots.load().get(address).map(Arc::clone);
+        let known = {
+            let slots = self.slots.load();
+            let slot = slots.get(address);
+            // The common case: known, open, of the wanted kind.
+            if let Some(conn) = slot.and_then(|slot| open(slot, tls.is_some())) {
+                return Ok(conn);
+            }
+            slot.map(Arc::clone)
+        };
         let slot = match known {
             Some(slot) => slot,
             None => {
