@@ -494,13 +494,16 @@ impl Consumer {
             };
             trace.origin = Some(nodes.origin());
             let skip = |n: &Node| failed.iter().any(|f| same_node(f, n));
-            let Some(node) = balance::choose(&*inner.balancer, nodes.nodes(), key, &skip).cloned()
-            else {
+            // Borrowed from the list: a node's reference count is shared by every caller on
+            // every thread, so it is cloned only when kept (an observer, a failure).
+            let Some(node) = balance::choose(&*inner.balancer, nodes.nodes(), key, &skip) else {
                 // Every node failed this call, or an administrator disabled the rest.
                 return Err(last_error.unwrap_or_else(|| self.no_provider(service_key)));
             };
             let address = node.address();
-            trace.node = Some(node.clone());
+            if inner.options.observer.is_some() {
+                trace.node = Some(node.clone());
+            }
             let target = Target {
                 address: &address,
                 host: &node.service_host,
@@ -529,7 +532,7 @@ impl Consumer {
                 return Err(error);
             }
             debug!(service = service_key, method, node = %address, error = %error, "trying another node");
-            failed.push(node);
+            failed.push(node.clone());
             last_error = Some(error);
         }
     }
