@@ -284,7 +284,8 @@ impl ServerOptions {
 }
 
 /// Services by service key (`Name:version`).
-type Services = HashMap<String, Arc<dyn Service>>;
+/// (Looked up once per request; the keys are this server's own, so a fast hasher will do.)
+type Services = HashMap<String, Arc<dyn Service>, foldhash::fast::RandomState>;
 
 /// A server being assembled.
 pub struct Server {
@@ -307,7 +308,7 @@ impl Server {
     /// An empty server.
     pub fn new(options: ServerOptions) -> Self {
         Server {
-            services: HashMap::new(),
+            services: Services::default(),
             options,
             tls: None,
         }
