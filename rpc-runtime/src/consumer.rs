@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use registry_core::{Node, Origin, Registry, RegistryError, DEFAULT_GROUP};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -476,9 +477,15 @@ impl Consumer {
     {
         let inner = &*self.inner;
         let serializer = inner.options.serializer;
-        let payload = serializer.encode(args).map_err(CallError::Encode)?;
+        // The body is built once, the arguments encoded into it, and shared by every attempt.
+        let mut body = Frame::request_body(service_key, method, 64);
+        let names = body.len();
+        serializer
+            .encode_into(args, &mut body)
+            .map_err(CallError::Encode)?;
+        let body = body.freeze();
         let key = if inner.balancer.uses_key() {
-            balance::request_key(method, &payload)
+            balance::request_key(method, &body[names..])
         } else {
             0
         };
@@ -510,7 +517,7 @@ impl Consumer {
                 tls: wants_tls(&node.metadata),
             };
             let result = self
-                .attempt_with_retry(target, service_key, method, &payload, trace)
+                .attempt_with_retry(target, service_key, method, &body, trace)
                 .await;
             let error = match result {
                 Ok(frame) => return serializer.decode(&frame.body).map_err(CallError::Decode),
@@ -542,13 +549,13 @@ impl Consumer {
         target: Target<'_>,
         service_key: &str,
         method: &str,
-        payload: &[u8],
+        body: &Bytes,
         trace: &mut Trace,
     ) -> Result<Frame, CallError> {
         let mut delays = self.inner.options.retry.delays();
         loop {
             trace.attempts += 1;
-            match self.attempt(target, service_key, method, payload).await {
+            match self.attempt(target, service_key, method, body).await {
                 Ok(frame) => return Ok(frame),
                 Err(CallError::Transport(e)) if e.is_retryable() => match delays.next() {
                     Some(delay) => {
@@ -567,13 +574,13 @@ impl Consumer {
         target: Target<'_>,
         service_key: &str,
         method: &str,
-        payload: &[u8],
+        body: &Bytes,
     ) -> Result<Frame, CallError> {
         let options = &self.inner.options;
         let address = target.address;
         let connection = self.inner.pool.get(target, options.timeout).await?;
         let serializer = options.serializer;
-        let build = |id| Frame::request(id, serializer, service_key, method, payload);
+        let build = |id| Frame::request_with_body(id, serializer, body.clone());
         let frame = match connection.call(build).await {
             // The node closed this pooled connection (idle) as the request was on its way: it
             // was not run. Once more, on a new connection.

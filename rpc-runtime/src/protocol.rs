@@ -130,16 +130,31 @@ impl Frame {
         method: &str,
         args: &[u8],
     ) -> Self {
-        let mut body = BytesMut::with_capacity(4 + service_key.len() + method.len() + args.len());
+        let mut body = Frame::request_body(service_key, method, args.len());
+        body.put_slice(args);
+        Frame::request_with_body(request_id, serializer, body.freeze())
+    }
+
+    /// The start of a request's body: `service_key` and `method`, with room for `args` more
+    /// bytes. The encoded arguments are appended to it (see
+    /// [`Serializer::encode_into`](crate::serializer::Serializer::encode_into)), and the body
+    /// is shared by every attempt of the call ([`request_with_body`](Self::request_with_body)).
+    pub fn request_body(service_key: &str, method: &str, args: usize) -> BytesMut {
+        let mut body = BytesMut::with_capacity(4 + service_key.len() + method.len() + args);
         put_str(&mut body, service_key);
         put_str(&mut body, method);
-        body.put_slice(args);
+        body
+    }
+
+    /// A request frame with a body made by [`request_body`](Self::request_body) and the
+    /// encoded arguments.
+    pub fn request_with_body(request_id: u64, serializer: Serializer, body: Bytes) -> Self {
         Frame {
             serializer,
             kind: Kind::Request,
             status: Status::Ok,
             request_id,
-            body: body.freeze(),
+            body,
         }
     }
 

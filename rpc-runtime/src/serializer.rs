@@ -94,6 +94,33 @@ impl Serializer {
         }
     }
 
+    /// Encodes `value` at the end of `buf`, without a buffer of its own (a request's body:
+    /// see [`Frame::request_body`](crate::protocol::Frame::request_body)). On error `buf` is
+    /// left as it was.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    pub fn encode_into<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        buf: &mut bytes::BytesMut,
+    ) -> Result<(), SerializeError> {
+        use bytes::BufMut;
+        let start = buf.len();
+        let encoded = match self {
+            Serializer::Json => {
+                serde_json::to_writer(buf.writer(), value).map_err(|e| self.error("encode", e))
+            }
+            Serializer::Bincode => {
+                bincode::serialize_into(buf.writer(), value).map_err(|e| self.error("encode", e))
+            }
+        };
+        if encoded.is_err() {
+            buf.truncate(start);
+        }
+        encoded
+    }
+
     /// Decodes a `T`.
     ///
     /// # Errors
@@ -187,6 +214,27 @@ mod tests {
             assert_eq!(Serializer::from_id(s.id()), Some(s));
             assert_eq!(s.name().parse::<Serializer>().unwrap(), s);
         }
+    }
+
+    /// Encoding into a buffer gives the bytes `encode` gives, after what the buffer held; a
+    /// value that cannot be encoded leaves the buffer as it was.
+    #[test]
+    fn encode_into_appends_the_same_bytes_or_nothing() {
+        let user = User {
+            name: "ada".into(),
+            ..User::default()
+        };
+        for s in Serializer::ALL {
+            let mut buf = bytes::BytesMut::from(&b"head"[..]);
+            s.encode_into(&(&user,), &mut buf).unwrap();
+            assert_eq!(&buf[..4], b"head");
+            assert_eq!(buf[4..], s.encode(&(&user,)).unwrap()[..], "{s}");
+        }
+        // JSON map keys must be strings.
+        let bad: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let mut buf = bytes::BytesMut::from(&b"head"[..]);
+        assert!(Serializer::Json.encode_into(&bad, &mut buf).is_err());
+        assert_eq!(&buf[..], b"head");
     }
 
     #[test]
