@@ -173,6 +173,9 @@ impl Drop for Queued<'_> {
         self.told.close();
         if self.told.try_recv().is_ok() {
             self.budget.release(self.bytes);
+        } else {
+            // Its place in the queue is given up: those behind it may fit now.
+            self.budget.serve_queue();
         }
     }
 }
@@ -273,6 +276,26 @@ mod tests {
         assert_eq!(budget.in_use(), 10);
         drop(small);
         assert_eq!(budget.in_use(), 0);
+        assert_eq!(budget.waiting.load(SeqCst), 0);
+    }
+
+    /// The head of the queue giving up lets those behind it in when they fit, without waiting
+    /// for a release.
+    #[tokio::test]
+    async fn the_head_giving_up_lets_the_next_in() {
+        let budget = ByteBudget::new(100);
+        let _held = budget.acquire(90).await.unwrap();
+        let mut head = Box::pin(budget.acquire(80));
+        assert!(futures::poll!(&mut head).is_pending());
+        let mut next = Box::pin(budget.acquire(10));
+        assert!(futures::poll!(&mut next).is_pending(), "behind the head");
+        drop(head);
+        let next = tokio::time::timeout(Duration::from_secs(1), next)
+            .await
+            .expect("served once the head gave up")
+            .unwrap();
+        assert_eq!(budget.in_use(), 100);
+        drop(next);
         assert_eq!(budget.waiting.load(SeqCst), 0);
     }
 
