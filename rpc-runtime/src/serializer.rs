@@ -112,6 +112,10 @@ impl Serializer {
                 serde_json::to_writer(buf.writer(), value).map_err(|e| self.error("encode", e))
             }
             Serializer::Bincode => {
+                // Sized first (cheap next to copying): one allocation, as `encode` makes.
+                if let Ok(size) = bincode::serialized_size(value) {
+                    buf.reserve(usize::try_from(size).unwrap_or(0));
+                }
                 bincode::serialize_into(buf.writer(), value).map_err(|e| self.error("encode", e))
             }
         };
