@@ -1021,11 +1021,10 @@ fn run_group(
         _ => {
             let calls = std::mem::replace(group, Vec::with_capacity(shared.max_group));
             tokio::spawn(async move {
-                let mut running: futures::stream::FuturesUnordered<_> = calls
-                    .into_iter()
-                    .map(|call| answer(call, &shared, &conn, &tx))
-                    .collect();
-                while futures::StreamExt::next(&mut running).await.is_some() {}
+                // (A group is small: `join_all` keeps its calls in one vector, with no
+                // allocation per call, and polls them in turn.)
+                let running = calls.into_iter().map(|call| answer(call, &shared, &conn, &tx));
+                futures::future::join_all(running).await;
             });
         }
     }
