@@ -507,13 +507,13 @@ impl Consumer {
                 // Every node failed this call, or an administrator disabled the rest.
                 return Err(last_error.unwrap_or_else(|| self.no_provider(service_key)));
             };
-            let address = node.address();
             if inner.options.observer.is_some() {
                 trace.node = Some(node.clone());
             }
+            // (No address formatted on the way: a failure does it.)
             let target = Target {
-                address: &address,
                 host: &node.service_host,
+                port: node.service_port,
                 tls: wants_tls(&node.metadata),
             };
             let result = self
@@ -524,9 +524,10 @@ impl Consumer {
                 Err(error) => error,
             };
             let transport = error.transport();
+            let address = target.address();
             if transport.is_some_and(TransportError::node_unreachable) {
                 inner.registry.evict(service_key, &address);
-                inner.pool.forget(&address);
+                inner.pool.forget(target);
             }
             let elsewhere = match inner.options.tolerant {
                 // Only what certainly never ran moves on.
@@ -559,7 +560,7 @@ impl Consumer {
                 Ok(frame) => return Ok(frame),
                 Err(CallError::Transport(e)) if e.is_retryable() => match delays.next() {
                     Some(delay) => {
-                        debug!(node = target.address, error = %e, ?delay, "retrying");
+                        debug!(node = %target.address(), error = %e, ?delay, "retrying");
                         tokio::time::sleep(delay).await;
                     }
                     None => return Err(CallError::Transport(e)),
@@ -577,7 +578,6 @@ impl Consumer {
         body: &Bytes,
     ) -> Result<Frame, CallError> {
         let options = &self.inner.options;
-        let address = target.address;
         let connection = self.inner.pool.get(target, options.timeout).await?;
         let serializer = options.serializer;
         let build = |id| Frame::request_with_body(id, serializer, body.clone());
@@ -599,7 +599,7 @@ impl Consumer {
             },
             Status::UnknownService => Err(CallError::UnknownService {
                 service: service_key.to_owned(),
-                node: address.to_owned(),
+                node: target.address(),
                 message: text(),
             }),
             Status::UnknownMethod => Err(CallError::UnknownMethod {
@@ -612,11 +612,11 @@ impl Consumer {
             }),
             // The server is stopping and did not run the call: like a refused connection.
             Status::Unavailable => Err(CallError::Transport(TransportError::Refused {
-                address: address.to_owned(),
+                address: target.address(),
                 source: std::io::Error::other(text()),
             })),
             Status::ServerError => Err(CallError::Server {
-                node: address.to_owned(),
+                node: target.address(),
                 message: text(),
             }),
         }

@@ -588,8 +588,8 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
 /// for nodes that ask for it.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    /// By node address; read by every call without a lock, copied when a node is added or
-    /// forgotten.
+    /// By node host and port; read by every call without a lock (nor an address formatted),
+    /// copied when a node is added or forgotten.
     slots: ArcSwap<Slots>,
     max_frame: usize,
     tls: Option<ClientTls>,
@@ -597,16 +597,53 @@ pub(crate) struct Pool {
     warned: Mutex<std::collections::HashSet<String>>,
 }
 
-/// The node to dial: its address, its host (the name its certificate is verified for by
-/// default) and whether it asks for TLS.
+/// The node to dial: its host (also the name its certificate is verified for by default), its
+/// port and whether it asks for TLS.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Target<'a> {
-    pub(crate) address: &'a str,
     pub(crate) host: &'a str,
+    pub(crate) port: u16,
     pub(crate) tls: bool,
 }
 
-type Slots = HashMap<String, Arc<Slot>, foldhash::fast::RandomState>;
+impl Target<'_> {
+    /// `host:port`.
+    pub(crate) fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+type Slots = hashbrown::HashMap<SlotKey, Arc<Slot>, foldhash::fast::RandomState>;
+
+/// A node's host and port, as the pool keys its connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SlotKey {
+    host: String,
+    port: u16,
+}
+
+/// A [`SlotKey`] borrowed from a [`Target`], to look one up without building it. (Hashes as the
+/// key does: the host's `str` hash, then the port's.)
+#[derive(Hash)]
+struct SlotQuery<'a> {
+    host: &'a str,
+    port: u16,
+}
+
+impl hashbrown::Equivalent<SlotKey> for SlotQuery<'_> {
+    fn equivalent(&self, key: &SlotKey) -> bool {
+        self.port == key.port && self.host == key.host
+    }
+}
+
+impl<'a> From<Target<'a>> for SlotQuery<'a> {
+    fn from(target: Target<'a>) -> Self {
+        SlotQuery {
+            host: target.host,
+            port: target.port,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -637,31 +674,30 @@ impl Pool {
         target: Target<'_>,
         timeout: Duration,
     ) -> Result<Arc<Connection>, TransportError> {
-        let address = target.address;
         let tls = match (&self.tls, target.tls) {
             (_, false) => None,
             (Some(tls), true) => {
                 let name = tls
                     .server_name(target.host)
                     .ok_or_else(|| TransportError::Tls {
-                        address: address.to_owned(),
+                        address: target.address(),
                         hint: "the node's host is no valid TLS server name: set rpc.tls.serverName",
                         source: io::Error::other(format!("invalid server name `{}`", target.host)),
                     })?;
                 Some((tls, name))
             }
             (None, true) => {
-                if lock(&self.warned).insert(address.to_owned()) {
+                let address = target.address();
+                if lock(&self.warned).insert(address.clone()) {
                     warn!(%address, "a node registered with tls=true is skipped: this consumer has no rpc.tls.caFile");
                 }
-                return Err(TransportError::TlsNotConfigured {
-                    address: address.to_owned(),
-                });
+                return Err(TransportError::TlsNotConfigured { address });
             }
         };
+        let query = SlotQuery::from(target);
         let known = {
             let slots = self.slots.load();
-            let slot = slots.get(address);
+            let slot = slots.get(&query);
             // The common case: known, open, of the wanted kind.
             if let Some(conn) = slot.and_then(|slot| open(slot, tls.is_some())) {
                 return Ok(conn);
@@ -671,12 +707,16 @@ impl Pool {
         let slot = match known {
             Some(slot) => slot,
             None => {
+                let key = SlotKey {
+                    host: target.host.to_owned(),
+                    port: target.port,
+                };
                 self.slots.rcu(|slots| {
                     let mut slots = Slots::clone(slots);
-                    slots.entry(address.to_owned()).or_default();
+                    slots.entry(key.clone()).or_default();
                     slots
                 });
-                let slot = self.slots.load().get(address).map(Arc::clone);
+                let slot = self.slots.load().get(&query).map(Arc::clone);
                 // (Forgotten by another call in between: this one dials on its own.)
                 slot.unwrap_or_default()
             }
@@ -689,17 +729,19 @@ impl Pool {
         if let Some(conn) = open(&slot, wanted) {
             return Ok(conn);
         }
-        let conn = Arc::new(Connection::connect(address, timeout, self.max_frame, tls).await?);
+        let address = target.address();
+        let conn = Arc::new(Connection::connect(&address, timeout, self.max_frame, tls).await?);
         slot.current.store(Some(Arc::clone(&conn)));
         Ok(conn)
     }
 
-    /// Drops the connection to `address` (the node left).
-    pub(crate) fn forget(&self, address: &str) {
-        if self.slots.load().contains_key(address) {
+    /// Drops the connection to `target` (the node left).
+    pub(crate) fn forget(&self, target: Target<'_>) {
+        let query = SlotQuery::from(target);
+        if self.slots.load().contains_key(&query) {
             self.slots.rcu(|slots| {
                 let mut slots = Slots::clone(slots);
-                slots.remove(address);
+                slots.remove(&query);
                 slots
             });
         }
