@@ -316,7 +316,9 @@ struct Inner {
 struct CallMetrics(arc_swap::ArcSwap<Handles>);
 
 /// Service -> method -> (calls with outcome `ok`, call duration).
-type Handles = HashMap<String, HashMap<String, (metrics::Counter, metrics::Histogram)>>;
+/// (Looked up on every call, by names this process chose: a fast hasher will do.)
+type Handles = HashMap<String, Methods, foldhash::fast::RandomState>;
+type Methods = HashMap<String, (metrics::Counter, metrics::Histogram), foldhash::fast::RandomState>;
 
 impl CallMetrics {
     fn record(&self, service: &str, method: &str, outcome: &'static str, elapsed: Duration) {
@@ -331,13 +333,12 @@ impl CallMetrics {
             Self::histogram(service, method).record(elapsed.as_secs_f64());
             return;
         }
-        let read =
-            |map: &HashMap<String, HashMap<String, (metrics::Counter, metrics::Histogram)>>| {
-                map.get(service).and_then(|m| m.get(method)).map(|(c, h)| {
-                    c.increment(1);
-                    h.record(elapsed.as_secs_f64());
-                })
-            };
+        let read = |map: &Handles| {
+            map.get(service).and_then(|m| m.get(method)).map(|(c, h)| {
+                c.increment(1);
+                h.record(elapsed.as_secs_f64());
+            })
+        };
         if read(&self.0.load()).is_some() {
             return;
         }

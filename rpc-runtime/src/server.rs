@@ -1023,7 +1023,9 @@ fn run_group(
             tokio::spawn(async move {
                 // (A group is small: `join_all` keeps its calls in one vector, with no
                 // allocation per call, and polls them in turn.)
-                let running = calls.into_iter().map(|call| answer(call, &shared, &conn, &tx));
+                let running = calls
+                    .into_iter()
+                    .map(|call| answer(call, &shared, &conn, &tx));
                 futures::future::join_all(running).await;
             });
         }
