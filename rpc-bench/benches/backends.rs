@@ -24,10 +24,10 @@ use clap::Parser;
 
 #[path = "support/redis_scripts.rs"]
 mod redis_scripts;
+#[path = "support/stores.rs"]
+mod stores;
 use registry_conformance::measure::{self, percentile, Deregistration};
-use registry_core::{ConnectOptions, Registry, RegistryOptions};
-use registry_test_support::{EtcdServer, RedisServer, ZkServer};
-use rpc_runtime::factory::BackendFactory;
+use stores::{client, Stores};
 
 /// The store backends side by side, each against its real server on loopback.
 #[derive(Debug, Parser)]
@@ -38,27 +38,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-fn options() -> RegistryOptions {
-    RegistryOptions::default()
-        .with_ttl(Duration::from_secs(6))
-        .with_heartbeat_interval(Duration::from_secs(2))
-}
-
-async fn client(backend: &str, address: &str) -> Registry {
-    let options = options();
-    let store = BackendFactory::global()
-        .connect(
-            backend,
-            ConnectOptions::for_registry(
-                address,
-                &options.clone().with_timeout(Duration::from_secs(5)),
-            ),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{backend}: {}", registry_core::error_chain(&e)));
-    Registry::new(store, options).unwrap()
 }
 
 /// The store's raw client: the least that carries a removal from one client to another, or
@@ -404,14 +383,8 @@ fn ms(d: Duration) -> String {
 fn main() {
     let samples = Args::parse().samples;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let zk = ZkServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let stores = [
-        ("etcd", etcd.endpoint()),
-        ("zookeeper", zk.connect_string()),
-        ("redis", redis.url()),
-    ];
+    let servers = Stores::start();
+    let stores = servers.addresses();
     let mut rows = Vec::new();
     runtime.block_on(async {
         for (backend, address) in &stores {

@@ -8,15 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use registry_conformance::measure::percentile;
-use registry_core::backend::Backend;
-use registry_core::{ConnectOptions, Registry, RegistryOptions, ServiceMetaInfo};
-use registry_test_support::{EtcdServer, RedisServer, ZkServer};
-use rpc_runtime::factory::BackendFactory;
+use registry_core::ServiceMetaInfo;
+
+#[path = "support/stores.rs"]
+mod stores;
+use stores::{backend, client, Stores};
 
 /// `Registry::unregister` against the backend's own delete, on each store.
 #[derive(Debug, Parser)]
@@ -29,27 +29,13 @@ struct Args {
     bench: bool,
 }
 
-fn options() -> RegistryOptions {
-    RegistryOptions::default()
-        .with_ttl(Duration::from_secs(6))
-        .with_heartbeat_interval(Duration::from_secs(2))
-}
-
-async fn backend(name: &str, address: &str) -> Arc<dyn Backend> {
-    let options = options().with_timeout(Duration::from_secs(5));
-    BackendFactory::global()
-        .connect(name, ConnectOptions::for_registry(address, &options))
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {}", registry_core::error_chain(&e)))
-}
-
 fn micros(sorted: &[Duration], p: f64) -> u128 {
     percentile(sorted, p).as_micros()
 }
 
 /// (registry, backend) samples: from the start of the delete to its acknowledgement.
 async fn store(name: &str, address: &str, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let registry = Registry::new(backend(name, address).await, options()).unwrap();
+    let registry = client(name, address).await;
     let bare = backend(name, address).await;
     // One node stays, so the service never empties.
     registry
@@ -83,19 +69,13 @@ async fn store(name: &str, address: &str, samples: usize) -> (Vec<Duration>, Vec
 fn main() {
     let samples = Args::parse().samples;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let etcd = EtcdServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let zk = ZkServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let stores = Stores::start();
     println!(
         "{samples} samples per side, interleaved; from the start of the delete to the store's acknowledgement, p50 / p99\n"
     );
     println!("| store | `Registry::unregister` | the backend's `delete` | the registry adds |");
     println!("|---|---:|---:|---:|");
-    for (name, address) in [
-        ("etcd", etcd.endpoint()),
-        ("zookeeper", zk.connect_string()),
-        ("redis", redis.url()),
-    ] {
+    for (name, address) in stores.addresses() {
         let (ours, direct) = runtime.block_on(store(name, &address, samples));
         let (o50, o99) = (micros(&ours, 0.5), micros(&ours, 0.99));
         let (d50, d99) = (micros(&direct, 0.5), micros(&direct, 0.99));
