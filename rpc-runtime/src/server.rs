@@ -634,25 +634,25 @@ impl Conn {
 
     /// Waits until at most `max_in_flight` requests are outstanding.
     async fn room(&self) {
-        while self.outstanding.load(Ordering::SeqCst) > self.max_in_flight {
-            let answered = self.answered.notified();
-            tokio::pin!(answered);
-            answered.as_mut().enable();
-            if self.outstanding.load(Ordering::SeqCst) <= self.max_in_flight {
-                return;
-            }
-            answered.await;
-        }
+        self.until(|outstanding| outstanding <= self.max_in_flight)
+            .await;
     }
 
     /// Waits until every request read is answered or dropped (its handler finished).
     async fn settled(&self) {
         self.ending.store(true, Ordering::SeqCst);
-        while self.outstanding.load(Ordering::SeqCst) > 0 {
+        self.until(|outstanding| outstanding == 0).await;
+    }
+
+    /// Waits until the count of outstanding requests satisfies `done`, woken by the
+    /// [`Outstanding`] drops that may make it so.
+    async fn until(&self, done: impl Fn(usize) -> bool) {
+        while !done(self.outstanding.load(Ordering::SeqCst)) {
+            // Registered before looking again, so a drop in between is not missed.
             let answered = self.answered.notified();
             tokio::pin!(answered);
             answered.as_mut().enable();
-            if self.outstanding.load(Ordering::SeqCst) == 0 {
+            if done(self.outstanding.load(Ordering::SeqCst)) {
                 return;
             }
             answered.await;
@@ -765,10 +765,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
         };
         let body = if self.buf.len() >= header.len {
-            // An allocation of its own (see `read_body`).
-            let body = Bytes::copy_from_slice(&self.buf[..header.len]);
-            self.buf.advance(header.len);
-            body
+            self.take_body(header.len)
         } else {
             self.read_body(header.len, deadline()).await?
         };
@@ -792,8 +789,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let connection = conn.budget.try_acquire(header.len)?;
         let overall = shared.budget.try_acquire(header.len)?;
         self.buf.advance(HEADER_LEN);
-        let body = Bytes::copy_from_slice(&self.buf[..header.len]);
-        self.buf.advance(header.len);
+        let body = self.take_body(header.len);
         Some((
             header.into_frame(body),
             Charges {
@@ -801,6 +797,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 _connection: connection,
             },
         ))
+    }
+
+    /// A body of `len` bytes, all in the buffer, into an allocation of its own (see
+    /// [`read_body`](Self::read_body)).
+    fn take_body(&mut self, len: usize) -> Bytes {
+        let body = Bytes::copy_from_slice(&self.buf[..len]);
+        self.buf.advance(len);
+        body
     }
 
     /// Waits for the first bytes of a frame; [`ReadEnd::Idle`] when nothing runs on the
