@@ -11,6 +11,9 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// How long a deregistration sample waits after the node was seen, before the timed removal.
+pub const SETTLE: Duration = Duration::from_millis(2);
+
 /// Times graceful deregistrations: `provider` unregisters a node, until a watch of
 /// `consumer` (`Registry::watch`) yields its removal. One node stays registered throughout, so the
 /// list never empties (empty protection is not what is timed).
@@ -35,7 +38,8 @@ impl Deregistration {
         }
     }
 
-    /// One sample: register, wait until the consumer has the node, then time its removal.
+    /// One sample: register, wait until the consumer has the node (and [`SETTLE`]), then time
+    /// its removal.
     pub async fn sample(&mut self) -> Duration {
         self.sample_parts().await.1
     }
@@ -51,6 +55,9 @@ impl Deregistration {
                 break;
             }
         }
+        // The registration's other work settles first (on ZooKeeper the provider's watch of
+        // its own service reads the new node back, on the session the delete goes through).
+        tokio::time::sleep(SETTLE).await;
         let started = Instant::now();
         self.provider.unregister(&node).await.unwrap();
         let acknowledged = started.elapsed();

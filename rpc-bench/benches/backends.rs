@@ -10,7 +10,10 @@
 //!    -> our watch -> cache -> listener) is the notification path alone, while the part
 //!    before is the delete itself, which is an owner-checked delete (etcd: a transaction
 //!    comparing the lease; ZooKeeper: the node's owner read, then a versioned delete; Redis:
-//!    one script) where the raw client deletes blindly;
+//!    one script) where the raw client deletes blindly. Two more raw samples join each
+//!    round: the raw client making our owner-checked write, and making it from a client that
+//!    also watches the keys it writes, as our provider watches its own service (the store
+//!    then does the same work for both: the owner check and one more watcher to notify);
 //! 2. time to register 2,000 nodes (20 services x 100, 64 in flight) and see all of them in
 //!    a consumer's cache.
 //!
@@ -40,8 +43,30 @@ struct Args {
     bench: bool,
 }
 
+/// What the raw client writes in one sample.
+#[derive(Clone, Copy)]
+enum Write {
+    /// The least that carries the news (the baseline).
+    Plain,
+    /// Our owner-checked write.
+    Ours,
+    /// Our owner-checked write, by a writer that also watches the keys it writes (as our
+    /// provider watches its own service): the same work for the store as ours.
+    OursWatched,
+}
+
+impl Write {
+    /// The key (Redis: the stream) this kind of sample writes to.
+    fn key(self) -> &'static str {
+        match self {
+            Write::Plain | Write::Ours => RAW_KEY,
+            Write::OursWatched => OWN_KEY,
+        }
+    }
+}
+
 /// The store's raw client: the least that carries a removal from one client to another, or
-/// (`same`) the same owner-checked write as ours.
+/// our owner-checked write, with or without the writer watching its own keys.
 #[allow(clippy::large_enum_variant)] // one per store, never moved around
 enum Raw {
     Etcd {
@@ -49,17 +74,24 @@ enum Raw {
         watch: etcd_client::WatchStream,
         _watcher: etcd_client::Client,
         lease: i64,
+        /// The writer's watch of its own keys (under `OWN_PREFIX`), drained.
+        _own: DropGuard,
     },
     Zk {
         writer: zookeeper_client::Client,
         watcher: zookeeper_client::PersistentWatcher,
         _watching: zookeeper_client::Client,
+        _own: DropGuard,
     },
     Redis {
         writer: redis::aio::MultiplexedConnection,
         read: tokio::sync::mpsc::UnboundedReceiver<Instant>,
         /// News of the stream our scripts write to (`SAME_STREAM`).
         read_same: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+        /// News of `OWN_STREAM`, which the writer's client also reads (on a connection of its
+        /// own, as ours does).
+        read_own: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+        _own: tokio::sync::mpsc::UnboundedReceiver<Instant>,
         put: redis::Script,
         delete: redis::Script,
         replid: String,
@@ -68,6 +100,17 @@ enum Raw {
 
 /// The stream the raw client's runs of our scripts write to.
 const SAME_STREAM: &str = "rawbench:same";
+/// The same, for the writer that reads it too.
+const OWN_STREAM: &str = "rawbench:own";
+
+/// Aborts a background task on drop.
+struct DropGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Reads `stream` from its end on a connection of its own; each entry's arrival time goes to
 /// the receiver.
@@ -109,6 +152,9 @@ async fn stream_reader(
 }
 
 const RAW_KEY: &str = "/rawbench/node";
+/// Under the other client's watch too.
+const OWN_PREFIX: &str = "/rawbench/own";
+const OWN_KEY: &str = "/rawbench/own/node";
 
 impl Raw {
     async fn connect(backend: &str, address: &str) -> Raw {
@@ -124,11 +170,22 @@ impl Raw {
                     .await
                     .unwrap();
                 let lease = writer.clone().lease_grant(600, None).await.unwrap().id();
+                let mut own = writer
+                    .clone()
+                    .watch(
+                        OWN_PREFIX,
+                        Some(etcd_client::WatchOptions::new().with_prefix()),
+                    )
+                    .await
+                    .unwrap();
+                let own =
+                    tokio::spawn(async move { while let Ok(Some(_)) = own.message().await {} });
                 Raw::Etcd {
                     writer,
                     watch,
                     _watcher: watcher,
                     lease,
+                    _own: DropGuard(own),
                 }
             }
             "zookeeper" => {
@@ -139,15 +196,29 @@ impl Raw {
                     Ok(_) | Err(zk::Error::NodeExists) => {}
                     Err(e) => panic!("{e}"),
                 }
+                match writer.create(OWN_PREFIX, b"", &open).await {
+                    Ok(_) | Err(zk::Error::NodeExists) => {}
+                    Err(e) => panic!("{e}"),
+                }
                 let watching = zk::Client::connect(address).await.unwrap();
                 let watcher = watching
                     .watch("/rawbench", zk::AddWatchMode::PersistentRecursive)
                     .await
                     .unwrap();
+                let mut own = writer
+                    .watch(OWN_PREFIX, zk::AddWatchMode::PersistentRecursive)
+                    .await
+                    .unwrap();
+                let own = tokio::spawn(async move {
+                    loop {
+                        own.changed().await;
+                    }
+                });
                 Raw::Zk {
                     writer,
                     watcher,
                     _watching: watching,
+                    _own: DropGuard(own),
                 }
             }
             "redis" => {
@@ -155,6 +226,8 @@ impl Raw {
                 let mut writer = client.get_multiplexed_async_connection().await.unwrap();
                 let read = stream_reader(&client, "rawbench").await;
                 let read_same = stream_reader(&client, SAME_STREAM).await;
+                let read_own = stream_reader(&client, OWN_STREAM).await;
+                let own = stream_reader(&client, OWN_STREAM).await;
                 let replid = redis_scripts::replid(&mut writer).await;
                 // The readers block before the first sample.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -162,6 +235,8 @@ impl Raw {
                     writer,
                     read,
                     read_same,
+                    read_own,
+                    _own: own,
                     put: redis_scripts::put(),
                     delete: redis_scripts::delete(),
                     replid,
@@ -172,9 +247,11 @@ impl Raw {
     }
 
     /// One sample, from the write's start: until the store acknowledged it, and until the
-    /// other client's news. With `same`, the write is ours (owner-checked), made by the raw
-    /// client.
-    async fn sample(&mut self, same: bool) -> (Duration, Duration) {
+    /// other client's news. Each waits [`measure::SETTLE`] after the creation was seen, as ours
+    /// does.
+    async fn sample(&mut self, write: Write) -> (Duration, Duration) {
+        let same = !matches!(write, Write::Plain);
+        let key = write.key();
         match self {
             Raw::Etcd {
                 writer,
@@ -193,17 +270,18 @@ impl Raw {
                     }
                 }
                 let options = same.then(|| PutOptions::new().with_lease(*lease));
-                writer.put(RAW_KEY, "x", options).await.unwrap();
+                writer.put(key, "x", options).await.unwrap();
                 wait(watch, EventType::Put).await;
+                tokio::time::sleep(measure::SETTLE).await;
                 let started = Instant::now();
                 if same {
                     // Ours: delete only while the key is bound to this client's lease.
                     let txn = Txn::new()
-                        .when([Compare::lease(RAW_KEY, CompareOp::Equal, *lease)])
-                        .and_then([TxnOp::delete(RAW_KEY, None)]);
+                        .when([Compare::lease(key, CompareOp::Equal, *lease)])
+                        .and_then([TxnOp::delete(key, None)]);
                     writer.txn(txn).await.unwrap();
                 } else {
-                    writer.delete(RAW_KEY, None).await.unwrap();
+                    writer.delete(key, None).await.unwrap();
                 }
                 let acknowledged = started.elapsed();
                 wait(watch, EventType::Delete).await;
@@ -217,16 +295,17 @@ impl Raw {
                     while watcher.changed().await.event_type != kind {}
                 }
                 let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-                writer.create(RAW_KEY, b"x", &ephemeral).await.unwrap();
+                writer.create(key, b"x", &ephemeral).await.unwrap();
                 wait(watcher, zk::EventType::NodeCreated).await;
+                tokio::time::sleep(measure::SETTLE).await;
                 let started = Instant::now();
                 if same {
                     // Ours: read the node's owner, then delete that version of it.
-                    let stat = writer.check_stat(RAW_KEY).await.unwrap().expect("created");
+                    let stat = writer.check_stat(key).await.unwrap().expect("created");
                     assert_eq!(stat.ephemeral_owner, writer.session_id().0);
-                    writer.delete(RAW_KEY, Some(stat.version)).await.unwrap();
+                    writer.delete(key, Some(stat.version)).await.unwrap();
                 } else {
-                    writer.delete(RAW_KEY, None).await.unwrap();
+                    writer.delete(key, None).await.unwrap();
                 }
                 let acknowledged = started.elapsed();
                 wait(watcher, zk::EventType::NodeDeleted).await;
@@ -235,16 +314,21 @@ impl Raw {
             Raw::Redis {
                 writer,
                 read_same,
+                read_own,
                 put,
                 delete,
                 replid,
                 ..
             } if same => {
                 // Ours: the put script, then (timed) the owner-checked delete script.
+                let (stream, read_same) = match write {
+                    Write::OursWatched => (OWN_STREAM, read_own),
+                    _ => (SAME_STREAM, read_same),
+                };
                 let mut invocation = put.prepare_invoke();
-                redis_scripts::meta_keys(&mut invocation, SAME_STREAM);
+                redis_scripts::meta_keys(&mut invocation, stream);
                 let _: redis::Value = invocation
-                    .key(RAW_KEY)
+                    .key(key)
                     .arg("x")
                     .arg(60_000)
                     .arg(1000)
@@ -255,11 +339,12 @@ impl Raw {
                     .await
                     .unwrap();
                 read_same.recv().await.expect("reader alive");
+                tokio::time::sleep(measure::SETTLE).await;
                 let started = Instant::now();
                 let mut invocation = delete.prepare_invoke();
-                redis_scripts::meta_keys(&mut invocation, SAME_STREAM);
+                redis_scripts::meta_keys(&mut invocation, stream);
                 let _: redis::Value = invocation
-                    .key(RAW_KEY)
+                    .key(key)
                     .arg(1000)
                     .arg("raw-1")
                     .arg("raw-")
@@ -322,6 +407,10 @@ struct Dereg {
     same: Pcts,
     /// The same, until the store acknowledged it.
     same_ack: Pcts,
+    /// Our write by a raw writer that watches its own keys, end to end.
+    watched: Pcts,
+    /// The same, until the store acknowledged it.
+    watched_ack: Pcts,
 }
 
 /// Ours and raw, samples interleaved, each split at the store's acknowledgement.
@@ -340,15 +429,20 @@ async fn deregistration(backend: &str, address: &str, samples: usize) -> Dereg {
     let mut raw_notified = Vec::with_capacity(samples);
     let mut same = Vec::with_capacity(samples);
     let mut same_ack = Vec::with_capacity(samples);
+    let mut watched = Vec::with_capacity(samples);
+    let mut watched_ack = Vec::with_capacity(samples);
     for _ in 0..samples {
         let (acknowledged, seen) = probe.sample_parts().await;
         ours.push(seen);
         ours_ack.push(acknowledged);
         notified.push(seen - acknowledged);
-        let (acknowledged, seen) = raw_probe.sample(true).await;
+        let (acknowledged, seen) = raw_probe.sample(Write::Ours).await;
         same.push(seen);
         same_ack.push(acknowledged);
-        let (acknowledged, seen) = raw_probe.sample(false).await;
+        let (acknowledged, seen) = raw_probe.sample(Write::OursWatched).await;
+        watched.push(seen);
+        watched_ack.push(acknowledged);
+        let (acknowledged, seen) = raw_probe.sample(Write::Plain).await;
         raw.push(seen);
         raw_ack.push(acknowledged);
         // (Redis: the reader may timestamp the entry before the writer's answer is read.)
@@ -364,6 +458,8 @@ async fn deregistration(backend: &str, address: &str, samples: usize) -> Dereg {
         raw_notified: pcts(raw_notified),
         same: pcts(same),
         same_ack: pcts(same_ack),
+        watched: pcts(watched),
+        watched_ack: pcts(watched_ack),
     }
 }
 
@@ -460,6 +556,25 @@ fn main() {
             over(o99, s99),
             both(d.ours_ack),
             both(d.same_ack)
+        );
+    }
+    println!();
+    println!(
+        "Against the raw client making our write with a writer that also watches the keys it writes, as our provider watches its own service (the same work for the store as ours), p50 / p99:"
+    );
+    println!();
+    println!("| store | ours | raw, our write, watched | overhead | ours: start -> ack | raw, our write, watched: start -> ack |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (backend, d, _, _) in &rows {
+        let ((o50, o99), (w50, w99)) = (d.ours, d.watched);
+        println!(
+            "| {backend} | {} | {} | {} / {} | {} | {} |",
+            both(d.ours),
+            both(d.watched),
+            over(o50, w50),
+            over(o99, w99),
+            both(d.ours_ack),
+            both(d.watched_ack)
         );
     }
 }

@@ -2,9 +2,10 @@
 //! store, `Registry::unregister` of a node against the same backend's own `delete` of a key it
 //! wrote, each on its own client, samples interleaved in one run (issue 15, item 2: where the
 //! time goes). The registry's client also watches the service it registers (as every provider
-//! does); the bare backend watches nothing.
+//! does); the bare backend watches nothing, unless `--bare-watched` has it watch the key it
+//! writes too (the store then notifies one watcher on both sides).
 //!
-//! `cargo bench -p rpc-bench --bench unregister` (`-- --samples N`).
+//! `cargo bench -p rpc-bench --bench unregister` (`-- --samples N --bare-watched`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -24,6 +25,10 @@ struct Args {
     /// Samples per store and side.
     #[arg(long, default_value_t = 500)]
     samples: usize,
+    /// The bare backend also watches the key it writes, through its own watch, as the
+    /// registry's client watches the service it registers.
+    #[arg(long)]
+    bare_watched: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -34,9 +39,22 @@ fn micros(sorted: &[Duration], p: f64) -> u128 {
 }
 
 /// (registry, backend) samples: from the start of the delete to its acknowledgement.
-async fn store(name: &str, address: &str, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
+async fn store(
+    name: &str,
+    address: &str,
+    samples: usize,
+    bare_watched: bool,
+) -> (Vec<Duration>, Vec<Duration>) {
     let registry = client(name, address).await;
     let bare = backend(name, address).await;
+    let watching = bare_watched.then(|| {
+        let bare = bare.clone();
+        tokio::spawn(async move {
+            let revision = bare.list("/rpc/bare:1.0/").await.unwrap().revision;
+            let mut events = bare.watch("/rpc/bare:1.0/", revision);
+            while let Some(Ok(_)) = futures::StreamExt::next(&mut events).await {}
+        })
+    });
     // One node stays, so the service never empties.
     registry
         .register(ServiceMetaInfo::new("unreg", "127.0.0.1", 1))
@@ -61,22 +79,27 @@ async fn store(name: &str, address: &str, samples: usize) -> (Vec<Duration>, Vec
         direct.push(started.elapsed());
     }
     registry.shutdown().await.unwrap();
+    if let Some(watching) = watching {
+        watching.abort();
+    }
     ours.sort();
     direct.sort();
     (ours, direct)
 }
 
 fn main() {
-    let samples = Args::parse().samples;
+    let args = Args::parse();
+    let samples = args.samples;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stores = Stores::start();
     println!(
-        "{samples} samples per side, interleaved; from the start of the delete to the store's acknowledgement, p50 / p99\n"
+        "{samples} samples per side, interleaved; from the start of the delete to the store's acknowledgement, p50 / p99; the bare backend {} the key it writes\n",
+        if args.bare_watched { "watches" } else { "does not watch" }
     );
     println!("| store | `Registry::unregister` | the backend's `delete` | the registry adds |");
     println!("|---|---:|---:|---:|");
     for (name, address) in stores.addresses() {
-        let (ours, direct) = runtime.block_on(store(name, &address, samples));
+        let (ours, direct) = runtime.block_on(store(name, &address, samples, args.bare_watched));
         let (o50, o99) = (micros(&ours, 0.5), micros(&ours, 0.99));
         let (d50, d99) = (micros(&direct, 0.5), micros(&direct, 0.99));
         println!(
