@@ -2,25 +2,46 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
 
-use registry_core::{Registry, ServiceMetaInfo, ServiceWatch};
+use registry_core::{Registry, ServiceChange, ServiceMetaInfo};
 
 /// The `p` quantile (0..=1) of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Reads `stream` in a task of its own, as a listener runs in its own task, and hands on each
+/// item with the instant it arrived there: what is timed is when the news reached the client
+/// that waits for it, not when the task that made the change got round to looking.
+pub fn stamped<S>(stream: S) -> mpsc::UnboundedReceiver<(Instant, S::Item)>
+where
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send((Instant::now(), item)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// How long a deregistration sample waits after the node was seen, before the timed removal.
 pub const SETTLE: Duration = Duration::from_millis(2);
 
 /// Times graceful deregistrations: `provider` unregisters a node, until a watch of
-/// `consumer` (`Registry::watch`) yields its removal. One node stays registered throughout, so the
+/// `consumer` (`Registry::watch`, read in a task of its own: [`stamped`]) yields its removal. One node stays registered throughout, so the
 /// list never empties (empty protection is not what is timed).
 pub struct Deregistration {
     provider: Registry,
     consumer: Registry,
-    changes: ServiceWatch,
+    changes: mpsc::UnboundedReceiver<(Instant, ServiceChange)>,
 }
 
 impl Deregistration {
@@ -30,7 +51,7 @@ impl Deregistration {
             .register(ServiceMetaInfo::new("bench", "127.0.0.1", 1))
             .await
             .unwrap();
-        let changes = consumer.watch("bench:1.0").await.unwrap();
+        let changes = stamped(consumer.watch("bench:1.0").await.unwrap());
         Deregistration {
             provider,
             consumer,
@@ -46,11 +67,12 @@ impl Deregistration {
 
     /// One sample in two parts, both from the start of the removal: until `unregister`
     /// returned (the store acknowledged the delete) and until the consumer's watch yielded it.
-    /// The difference is the notification path alone (store event to listener).
+    /// The consumer may see it first: our watch can get the store's event before the
+    /// provider gets the store's answer.
     pub async fn sample_parts(&mut self) -> (Duration, Duration) {
         let node = ServiceMetaInfo::new("bench", "127.0.0.1", 2);
         self.provider.register(node.clone()).await.unwrap();
-        while let Some(c) = self.changes.next().await {
+        while let Some((_, c)) = self.changes.recv().await {
             if c.nodes.iter().any(|n| n.service_port == 2) {
                 break;
             }
@@ -61,9 +83,9 @@ impl Deregistration {
         let started = Instant::now();
         self.provider.unregister(&node).await.unwrap();
         let acknowledged = started.elapsed();
-        while let Some(c) = self.changes.next().await {
+        while let Some((at, c)) = self.changes.recv().await {
             if c.diff.removed.iter().any(|n| n.service_port == 2) {
-                return (acknowledged, started.elapsed());
+                return (acknowledged, at.saturating_duration_since(started));
             }
         }
         panic!("the watch ended");

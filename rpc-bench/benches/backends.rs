@@ -71,7 +71,9 @@ impl Write {
 enum Raw {
     Etcd {
         writer: etcd_client::Client,
-        watch: etcd_client::WatchStream,
+        /// The other client's watch, read in a task of its own: the kinds of the events of
+        /// each response, stamped on arrival.
+        news: News<Vec<etcd_client::EventType>>,
         _watcher: etcd_client::Client,
         lease: i64,
         /// The writer's watch of its own keys (under `OWN_PREFIX`), drained.
@@ -79,7 +81,8 @@ enum Raw {
     },
     Zk {
         writer: zookeeper_client::Client,
-        watcher: zookeeper_client::PersistentWatcher,
+        /// The other session's watch, read in a task of its own.
+        news: News<zookeeper_client::EventType>,
         _watching: zookeeper_client::Client,
         _own: DropGuard,
     },
@@ -102,6 +105,19 @@ enum Raw {
 const SAME_STREAM: &str = "rawbench:same";
 /// The same, for the writer that reads it too.
 const OWN_STREAM: &str = "rawbench:own";
+
+/// A watch read in a task of its own, each item stamped on arrival ([`measure::stamped`]).
+type News<T> = tokio::sync::mpsc::UnboundedReceiver<(Instant, T)>;
+
+/// When the first item `matches` arrived.
+async fn first<T>(news: &mut News<T>, matches: impl Fn(&T) -> bool) -> Instant {
+    loop {
+        let (at, item) = news.recv().await.expect("watch open");
+        if matches(&item) {
+            return at;
+        }
+    }
+}
 
 /// Aborts a background task on drop.
 struct DropGuard(tokio::task::JoinHandle<()>);
@@ -180,9 +196,13 @@ impl Raw {
                     .unwrap();
                 let own =
                     tokio::spawn(async move { while let Ok(Some(_)) = own.message().await {} });
+                let news = measure::stamped(futures::StreamExt::map(watch, |response| {
+                    let response = response.expect("watch open");
+                    response.events().iter().map(|e| e.event_type()).collect()
+                }));
                 Raw::Etcd {
                     writer,
-                    watch,
+                    news,
                     _watcher: watcher,
                     lease,
                     _own: DropGuard(own),
@@ -205,6 +225,10 @@ impl Raw {
                     .watch("/rawbench", zk::AddWatchMode::PersistentRecursive)
                     .await
                     .unwrap();
+                let news = measure::stamped(futures::stream::unfold(watcher, |mut w| async {
+                    let event = w.changed().await;
+                    Some((event.event_type, w))
+                }));
                 let mut own = writer
                     .watch(OWN_PREFIX, zk::AddWatchMode::PersistentRecursive)
                     .await
@@ -216,7 +240,7 @@ impl Raw {
                 });
                 Raw::Zk {
                     writer,
-                    watcher,
+                    news,
                     _watching: watching,
                     _own: DropGuard(own),
                 }
@@ -255,23 +279,18 @@ impl Raw {
         match self {
             Raw::Etcd {
                 writer,
-                watch,
+                news,
                 lease,
                 ..
             } => {
                 use etcd_client::EventType;
                 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-                async fn wait(watch: &mut etcd_client::WatchStream, kind: EventType) {
-                    loop {
-                        let response = watch.message().await.unwrap().expect("watch open");
-                        if response.events().iter().any(|e| e.event_type() == kind) {
-                            return;
-                        }
-                    }
+                async fn wait(news: &mut News<Vec<EventType>>, kind: EventType) -> Instant {
+                    first(news, |kinds| kinds.contains(&kind)).await
                 }
                 let options = same.then(|| PutOptions::new().with_lease(*lease));
                 writer.put(key, "x", options).await.unwrap();
-                wait(watch, EventType::Put).await;
+                wait(news, EventType::Put).await;
                 tokio::time::sleep(measure::SETTLE).await;
                 let started = Instant::now();
                 if same {
@@ -284,19 +303,17 @@ impl Raw {
                     writer.delete(key, None).await.unwrap();
                 }
                 let acknowledged = started.elapsed();
-                wait(watch, EventType::Delete).await;
-                (acknowledged, started.elapsed())
+                let seen = wait(news, EventType::Delete).await;
+                (acknowledged, seen.saturating_duration_since(started))
             }
-            Raw::Zk {
-                writer, watcher, ..
-            } => {
+            Raw::Zk { writer, news, .. } => {
                 use zookeeper_client as zk;
-                async fn wait(watcher: &mut zk::PersistentWatcher, kind: zk::EventType) {
-                    while watcher.changed().await.event_type != kind {}
+                async fn wait(news: &mut News<zk::EventType>, kind: zk::EventType) -> Instant {
+                    first(news, |k| *k == kind).await
                 }
                 let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
                 writer.create(key, b"x", &ephemeral).await.unwrap();
-                wait(watcher, zk::EventType::NodeCreated).await;
+                wait(news, zk::EventType::NodeCreated).await;
                 tokio::time::sleep(measure::SETTLE).await;
                 let started = Instant::now();
                 if same {
@@ -308,8 +325,8 @@ impl Raw {
                     writer.delete(key, None).await.unwrap();
                 }
                 let acknowledged = started.elapsed();
-                wait(watcher, zk::EventType::NodeDeleted).await;
-                (acknowledged, started.elapsed())
+                let seen = wait(news, zk::EventType::NodeDeleted).await;
+                (acknowledged, seen.saturating_duration_since(started))
             }
             Raw::Redis {
                 writer,
@@ -435,7 +452,7 @@ async fn deregistration(backend: &str, address: &str, samples: usize) -> Dereg {
         let (acknowledged, seen) = probe.sample_parts().await;
         ours.push(seen);
         ours_ack.push(acknowledged);
-        notified.push(seen - acknowledged);
+        notified.push(seen.saturating_sub(acknowledged));
         let (acknowledged, seen) = raw_probe.sample(Write::Ours).await;
         same.push(seen);
         same_ack.push(acknowledged);
@@ -445,7 +462,7 @@ async fn deregistration(backend: &str, address: &str, samples: usize) -> Dereg {
         let (acknowledged, seen) = raw_probe.sample(Write::Plain).await;
         raw.push(seen);
         raw_ack.push(acknowledged);
-        // (Redis: the reader may timestamp the entry before the writer's answer is read.)
+        // (The watcher may have the news before the writer has the store's answer.)
         raw_notified.push(seen.saturating_sub(acknowledged));
     }
     probe.finish().await;
