@@ -196,9 +196,14 @@ impl Raw {
                     .unwrap();
                 let own =
                     tokio::spawn(async move { while let Ok(Some(_)) = own.message().await {} });
-                let news = measure::stamped(futures::StreamExt::map(watch, |response| {
-                    let response = response.expect("watch open");
-                    response.events().iter().map(|e| e.event_type()).collect()
+                // (The watch fails when the server stops at the end of the run.)
+                let news = measure::stamped(futures::StreamExt::filter_map(watch, |response| {
+                    std::future::ready(response.ok().map(|r| {
+                        r.events()
+                            .iter()
+                            .map(|e| e.event_type())
+                            .collect::<Vec<_>>()
+                    }))
                 }));
                 Raw::Etcd {
                     writer,
