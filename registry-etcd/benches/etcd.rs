@@ -70,10 +70,20 @@ async fn deregistration_latency(etcd: &EtcdServer, samples: usize) {
     let mut watcher = etcd_client::Client::connect([address.as_str()], None)
         .await
         .unwrap();
-    let mut raw_watch = watcher
+    let raw_watch = watcher
         .watch("/raw/", Some(WatchOptions::new().with_prefix()))
         .await
         .unwrap();
+    // Read in a task of its own, as ours is (`measure::stamped`); it fails when the server
+    // stops at the end of the run.
+    let mut raw_news = measure::stamped(raw_watch.filter_map(|response| {
+        std::future::ready(response.ok().map(|r| {
+            r.events()
+                .iter()
+                .map(|e| e.event_type())
+                .collect::<Vec<_>>()
+        }))
+    }));
 
     let mut ours = Vec::with_capacity(samples);
     let mut raw = Vec::with_capacity(samples);
@@ -82,11 +92,12 @@ async fn deregistration_latency(etcd: &EtcdServer, samples: usize) {
 
         // Raw: put, wait for it, then time the delete.
         writer.put("/raw/node", "x", None).await.unwrap();
-        wait_raw(&mut raw_watch, EventType::Put).await;
+        wait_raw(&mut raw_news, EventType::Put).await;
+        tokio::time::sleep(measure::SETTLE).await;
         let started = Instant::now();
         writer.delete("/raw/node", None).await.unwrap();
-        wait_raw(&mut raw_watch, EventType::Delete).await;
-        raw.push(started.elapsed());
+        let seen = wait_raw(&mut raw_news, EventType::Delete).await;
+        raw.push(seen.saturating_duration_since(started));
     }
     ours.sort();
     raw.sort();
@@ -114,11 +125,15 @@ async fn deregistration_latency(etcd: &EtcdServer, samples: usize) {
     ours_probe.finish().await;
 }
 
-async fn wait_raw(stream: &mut etcd_client::WatchStream, kind: EventType) {
+/// When the first response holding an event of `kind` arrived.
+async fn wait_raw(
+    news: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, Vec<EventType>)>,
+    kind: EventType,
+) -> Instant {
     loop {
-        let response = stream.message().await.unwrap().expect("watch open");
-        if response.events().iter().any(|e| e.event_type() == kind) {
-            return;
+        let (at, kinds) = news.recv().await.expect("watch open");
+        if kinds.contains(&kind) {
+            return at;
         }
     }
 }
