@@ -17,7 +17,7 @@
 //! 2. time to register 2,000 nodes (20 services x 100, 64 in flight) and see all of them in
 //!    a consumer's cache.
 //!
-//! `cargo bench -p rpc-bench --bench backends` (`-- --samples N`).
+//! `cargo bench -p rpc-bench --bench backends` (`-- --samples N --stores etcd,zookeeper,redis`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -38,6 +38,9 @@ struct Args {
     /// Deregistration samples per store.
     #[arg(long, default_value_t = 300)]
     samples: usize,
+    /// Only these stores (comma-separated: etcd, zookeeper, redis).
+    #[arg(long, value_delimiter = ',')]
+    stores: Vec<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -499,13 +502,17 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let samples = Args::parse().samples;
+    let args = Args::parse();
+    let samples = args.samples;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let servers = Stores::start();
     let stores = servers.addresses();
     let mut rows = Vec::new();
     runtime.block_on(async {
         for (backend, address) in &stores {
+            if !args.stores.is_empty() && !args.stores.iter().any(|s| s == backend) {
+                continue;
+            }
             let dereg = deregistration(backend, address, samples).await;
             let (registered, seen) = mass(backend, address).await;
             eprintln!("{backend}: done");
