@@ -214,19 +214,26 @@ async fn read(hub: &Hub, reader: &Reader, after: Revision) -> Result<(), Backend
         if batches.is_empty() {
             continue;
         }
-        let mut subscribers = lock(&hub.subscribers);
-        for mut batch in batches {
-            batch.gap = batch.first > follows.saturating_add(1);
-            follows = follows.max(batch.last);
-            let batch = Arc::new(batch);
-            subscribers.retain(|s| {
-                if s.concerned(&batch) {
-                    s.feed.send(Ok(Arc::clone(&batch))).is_ok()
-                } else {
-                    !s.feed.is_closed()
-                }
-            });
+        {
+            let mut subscribers = lock(&hub.subscribers);
+            for mut batch in batches {
+                batch.gap = batch.first > follows.saturating_add(1);
+                follows = follows.max(batch.last);
+                let batch = Arc::new(batch);
+                subscribers.retain(|s| {
+                    if s.concerned(&batch) {
+                        s.feed.send(Ok(Arc::clone(&batch))).is_ok()
+                    } else {
+                        !s.feed.is_closed()
+                    }
+                });
+            }
         }
+        // The watches just fed run before the next read is asked for. Woken from this task,
+        // they wait on this worker; asking for the next read would wake the connection's
+        // driver task ahead of them (with its socket write) and leave them to the other worker
+        // once it wakes up. Entries written meanwhile wait in the stream for the next read.
+        tokio::task::yield_now().await;
     }
 }
 
