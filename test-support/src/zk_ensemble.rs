@@ -173,7 +173,7 @@ fn member_command(java: PathBuf, id: usize, client_port: u16, servers: String) -
         let text = format!(
             "tickTime={TICK_MS}\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={client_port}\n\
              clientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
-             4lw.commands.whitelist=ruok,srvr,stat,mntr,cons\n{servers}",
+             4lw.commands.whitelist=ruok,srvr,stat,mntr,cons\nforceSync=no\n{servers}",
             data.display()
         );
         // A failed write shows as the member not coming up, with its log.
