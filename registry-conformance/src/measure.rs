@@ -36,8 +36,9 @@ where
 pub const SETTLE: Duration = Duration::from_millis(2);
 
 /// Times graceful deregistrations: `provider` unregisters a node, until a watch of
-/// `consumer` (`Registry::watch`, read in a task of its own: [`stamped`]) yields its removal. One node stays registered throughout, so the
-/// list never empties (empty protection is not what is timed).
+/// `consumer` (`Registry::watch`, read in a task of its own: [`stamped`]) yields its
+/// removal. One node stays registered throughout, so the list never empties (empty protection
+/// is not what is timed).
 pub struct Deregistration {
     provider: Registry,
     consumer: Registry,
