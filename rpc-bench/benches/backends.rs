@@ -233,18 +233,17 @@ impl Raw {
                     .watch("/rawbench", zk::AddWatchMode::PersistentRecursive)
                     .await
                     .unwrap();
+                // (Read no further after a terminal session state: `changed` would panic.)
                 let news = measure::stamped(futures::stream::unfold(watcher, |mut w| async {
                     let event = w.changed().await;
-                    Some((event.event_type, w))
+                    (!event.session_state.is_terminated()).then_some((event.event_type, w))
                 }));
                 let mut own = writer
                     .watch(OWN_PREFIX, zk::AddWatchMode::PersistentRecursive)
                     .await
                     .unwrap();
                 let own = tokio::spawn(async move {
-                    loop {
-                        own.changed().await;
-                    }
+                    while !own.changed().await.session_state.is_terminated() {}
                 });
                 Raw::Zk {
                     writer,
