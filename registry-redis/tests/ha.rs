@@ -70,6 +70,7 @@ async fn the_primary_killed_the_clients_follow_the_failover() {
     .await;
     let (killed, promoted, took) = failover.lock().unwrap().expect("failed over");
     let relisted = relists.load(Ordering::Relaxed);
+    print_sentinel_logs(&setup.lock().unwrap());
     println!(
         "Redis primary + replica + 3 Sentinels, primary (node {killed}) SIGKILL, node \
          {promoted} promoted after {took:?}: {report:?}; watch relists: {relisted}"
@@ -140,6 +141,7 @@ async fn the_primary_paused_beyond_the_ttl_no_node_is_lost() {
     )
     .await;
     println!("Redis primary SIGSTOP beyond the TTL: {report:?}");
+    print_sentinel_logs(&setup.lock().unwrap());
     report.assert_survived("Redis primary SIGSTOP", recovery);
     let promoted_after = *promoted_after.lock().unwrap();
     assert!(
@@ -147,4 +149,15 @@ async fn the_primary_paused_beyond_the_ttl_no_node_is_lost() {
         "nodes back {:?} after the promotion (window {ours:?}): {report:?}",
         report.back_after.saturating_sub(promoted_after)
     );
+}
+
+/// Prints what the Sentinels logged (shown when a test fails): their failovers, one line
+/// each (`+sdown`, `+switch-master`, ...), with the nodes' ports.
+fn print_sentinel_logs(setup: &RedisSentinel) {
+    for i in 0..2 {
+        println!("node {i}: port {}", setup.node(i).port());
+    }
+    for i in 0..3 {
+        println!("Sentinel {i}:\n{}", setup.sentinel(i).log_tail());
+    }
 }
