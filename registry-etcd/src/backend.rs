@@ -204,7 +204,8 @@ impl Backend for EtcdBackend {
         self.endpoints
             .call(
                 || format!("delete {key}"),
-                |mut c| {
+                |c| {
+                    let mut c = c.kv_client();
                     let txn = Txn::new()
                         .when([Compare::lease(key.as_str(), CompareOp::Equal, lease)])
                         .and_then([TxnOp::delete(key.as_str(), None::<DeleteOptions>)]);
@@ -233,8 +234,8 @@ impl Backend for EtcdBackend {
             .endpoints
             .call(
                 || format!("get {key}"),
-                |mut c| {
-                    let key = key.clone();
+                |c| {
+                    let (mut c, key) = (c.kv_client(), key.clone());
                     // Only the lease is wanted: leave the value (up to etcd's request limit) out.
                     async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
                 },
@@ -252,7 +253,10 @@ impl Backend for EtcdBackend {
             .endpoints
             .call(
                 || format!("lease time-to-live {lease}"),
-                |mut c| async move { c.lease_time_to_live(lease, None).await },
+                |c| {
+                    let mut c = c.lease_client();
+                    async move { c.time_to_live(lease, None).await }
+                },
             )
             .await?;
         Ok((ttl.ttl() >= 0).then(|| Duration::from_secs(ttl.ttl() as u64)))
@@ -269,8 +273,8 @@ impl Backend for EtcdBackend {
         self.endpoints
             .call(
                 || format!("admin write {key}"),
-                |mut c| {
-                    let (key, value) = (key.clone(), value.clone());
+                |c| {
+                    let (mut c, key, value) = (c.kv_client(), key.clone(), value.clone());
                     async move {
                         match value {
                             Some(value) => c.put(key, value, None).await.map(|_| ()),
@@ -284,7 +288,13 @@ impl Backend for EtcdBackend {
 
     async fn health(&self) -> Result<(), BackendError> {
         self.endpoints
-            .call(|| "status".into(), |mut c| async move { c.status().await })
+            .call(
+                || "status".into(),
+                |c| {
+                    let mut c = c.maintenance_client();
+                    async move { c.status().await }
+                },
+            )
             .await
             .map(|_| ())
     }

@@ -42,16 +42,27 @@ pub(crate) fn attempt_timeout(endpoints: usize, timeout: Duration, ttl: Duration
 }
 
 impl Endpoints {
-    /// A client for the current endpoint (connecting it if needed), and its index.
-    pub(crate) async fn client(&self) -> Result<(usize, Client), BackendError> {
+    /// One service client of the current endpoint (connecting it if needed), taken by `pick`
+    /// (`Client::kv_client`, ...), and the endpoint's index.
+    pub(crate) async fn client<C>(
+        &self,
+        pick: impl FnOnce(&Client) -> C,
+    ) -> Result<(usize, C), BackendError> {
         let index = self.current.load(Ordering::Relaxed) % self.urls.len();
-        self.client_at(index).await.map(|c| (index, c))
+        self.with_client(index, pick).await.map(|c| (index, c))
     }
 
-    async fn client_at(&self, index: usize) -> Result<Client, BackendError> {
+    /// Runs `f` on the client of endpoint `index` (connecting it if needed). A whole
+    /// `etcd_client::Client` holds a client per etcd service, each with its own channel
+    /// handle: a request clones only the one it uses.
+    async fn with_client<R>(
+        &self,
+        index: usize,
+        f: impl FnOnce(&Client) -> R,
+    ) -> Result<R, BackendError> {
         let mut clients = self.clients.lock().await;
         if let Some(client) = &clients[index] {
-            return Ok(client.clone());
+            return Ok(f(client));
         }
         let url = &self.urls[index];
         let connecting = Client::connect([url.as_str()], Some(self.options.clone()));
@@ -61,8 +72,7 @@ impl Endpoints {
             }
             Err(_) => return Err(self.hung(index, "connect")),
         };
-        clients[index] = Some(client.clone());
-        Ok(client)
+        Ok(f(clients[index].insert(client)))
     }
 
     /// Moves off `index` after a transport failure (unless another caller already did).
@@ -79,27 +89,30 @@ impl Endpoints {
     }
 
     /// Runs `op` on the current endpoint, moving to the next one on transport errors, each
-    /// endpoint at most once.
+    /// endpoint at most once. `op` takes the endpoint's client for a moment: it clones the
+    /// service client it needs (`kv_client()`, `lease_client()`, ...) into the request it
+    /// returns.
     pub(crate) async fn call<T, F, Fut>(
         &self,
         what: impl Fn() -> String,
         op: F,
     ) -> Result<T, BackendError>
     where
-        F: Fn(Client) -> Fut,
+        F: Fn(&Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let mut last = None;
         for _ in 0..self.urls.len() {
-            let (index, client) = match self.client().await {
-                Ok(c) => c,
+            let index = self.current.load(Ordering::Relaxed) % self.urls.len();
+            let request = match self.with_client(index, &op).await {
+                Ok(request) => request,
                 Err(e) => {
                     self.rotate();
                     last = Some(e);
                     continue;
                 }
             };
-            match tokio::time::timeout(self.attempt, op(client)).await {
+            match tokio::time::timeout(self.attempt, request).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if is_transport(&e) => {
                     self.rotate_from(index);

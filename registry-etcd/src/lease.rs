@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions};
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions};
 use registry_core::{BackendError, Liveness};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
@@ -73,7 +73,10 @@ impl Lease {
             .endpoints
             .call(
                 || "lease grant".into(),
-                |mut c| async move { c.lease_grant(seconds, None).await },
+                |c| {
+                    let mut c = c.lease_client();
+                    async move { c.grant(seconds, None).await }
+                },
             )
             .await?;
         info!(
@@ -153,9 +156,10 @@ impl Lease {
             .endpoints
             .call(
                 || format!("keys of lease {lease}"),
-                |mut c| async move {
+                |c| {
+                    let mut c = c.lease_client();
                     let options = LeaseTimeToLiveOptions::new().with_keys();
-                    c.lease_time_to_live(lease, Some(options)).await
+                    async move { c.time_to_live(lease, Some(options)).await }
                 },
             )
             .await?;
@@ -183,10 +187,10 @@ impl Lease {
         if fresh {
             let (endpoint, mut client) = self
                 .endpoints
-                .client()
+                .client(Client::lease_client)
                 .await
                 .map_err(KeepAliveFailure::Endpoint)?;
-            let (keeper, stream) = match client.lease_keep_alive(lease).await {
+            let (keeper, stream) = match client.keep_alive(lease).await {
                 Ok(pair) => pair,
                 // The client answers an expired lease with this error at stream creation.
                 Err(etcd_client::Error::LeaseKeepAliveError(message))
@@ -250,7 +254,10 @@ impl Lease {
         self.endpoints
             .call(
                 || format!("revoke lease {id}"),
-                |mut c| async move { c.lease_revoke(id).await },
+                |c| {
+                    let mut c = c.lease_client();
+                    async move { c.revoke(id).await }
+                },
             )
             .await?;
         Ok(Some(id))

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::{GetOptions, KvClient};
 use registry_core::{BackendError, Listing};
 use tracing::{debug, warn};
 
@@ -25,10 +25,7 @@ pub(crate) async fn list(
         let outcome = endpoints
             .call(
                 || format!("list {prefix}"),
-                |client| {
-                    let request = request.clone();
-                    async move { read_page(client, limit, request).await }
-                },
+                |client| read_page(client.kv_client(), limit, request.clone()),
             )
             .await?;
         match outcome {
@@ -89,7 +86,7 @@ enum Page {
 
 /// Reads one page of a listing with the decode limit `limit`.
 async fn read_page(
-    client: Client,
+    client: KvClient,
     limit: usize,
     request: paging::PageRequest,
 ) -> Result<Page, etcd_client::Error> {
@@ -100,7 +97,6 @@ async fn read_page(
         options = options.with_revision(revision);
     }
     let result = client
-        .kv_client()
         .max_decoding_message_size(limit)
         .get(request.key, Some(options))
         .await;
@@ -140,8 +136,8 @@ pub(crate) async fn ttls(
         let page = endpoints
             .call(
                 || format!("keys under {prefix}"),
-                |mut c| {
-                    let (key, options) = (key.clone(), options.clone());
+                |c| {
+                    let (mut c, key, options) = (c.kv_client(), key.clone(), options.clone());
                     async move { c.get(key, Some(options)).await }
                 },
             )
@@ -166,7 +162,10 @@ pub(crate) async fn ttls(
         let answer = endpoints
             .call(
                 || format!("lease time-to-live {lease}"),
-                |mut c| async move { c.lease_time_to_live(lease, None).await },
+                |c| {
+                    let mut c = c.lease_client();
+                    async move { c.time_to_live(lease, None).await }
+                },
             )
             .await?;
         if answer.ttl() >= 0 {

@@ -1,7 +1,7 @@
 //! Writing a key under the ownership rule: a key bound to another live lease is not taken
 //! over (see [`Backend::put`](registry_core::Backend::put)).
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use registry_core::BackendError;
 
 use crate::endpoints::Endpoints;
@@ -29,7 +29,10 @@ pub(crate) async fn put_owned(
     lease: i64,
 ) -> Result<(), PutError> {
     let put = || TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
-    let (index, mut client) = endpoints.client().await.map_err(PutError::Backend)?;
+    let (index, mut client) = endpoints
+        .client(Client::kv_client)
+        .await
+        .map_err(PutError::Backend)?;
     let fail = |e: etcd_client::Error| {
         if is_transport(&e) {
             endpoints.rotate_from(index);

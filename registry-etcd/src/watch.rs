@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::{Client, EventType, WatchOptions};
 use registry_core::backend::{watch_stream, WatchSource};
 use registry_core::{BackendError, KeyValue, Revision, WatchEvent, WatchStream};
 use tracing::{debug, warn};
@@ -50,7 +50,7 @@ async fn open(
     prefix: String,
     after: Revision,
 ) -> Result<Watching, BackendError> {
-    let (endpoint, client) = match endpoints.client().await {
+    let (endpoint, watcher) = match endpoints.client(Client::watch_client).await {
         Ok(c) => c,
         Err(e) => {
             endpoints.rotate();
@@ -67,9 +67,7 @@ async fn open(
         .with_start_revision(start)
         .with_progress_notify()
         .with_fragment();
-    let mut watcher = client
-        .watch_client()
-        .max_decoding_message_size(endpoints.max_decoding);
+    let mut watcher = watcher.max_decoding_message_size(endpoints.max_decoding);
     match watcher.watch(prefix.as_str(), Some(options)).await {
         Ok(stream) => Ok(Watching {
             endpoints,
