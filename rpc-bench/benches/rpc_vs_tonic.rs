@@ -7,7 +7,10 @@
 //!
 //! 1. 64 callers, a small message: every stack, as a fraction of the raw ceiling and of tonic;
 //! 2. the same with a 1 KiB and a 64 KiB message, where the serializer starts to matter;
-//! 3. how it grows: 1, 64 and 1,024 callers.
+//! 3. how it grows: 1, 64 and 1,024 callers;
+//! 4. the first setting again with every server in a process of its own (this binary, with
+//!    `--serve`), as a server is deployed: in one runtime a hand-off between a client task
+//!    and a server task can stay on one worker thread, which no deployment has.
 //!
 //! `cargo bench -p rpc-bench --bench rpc_vs_tonic` (`-- --secs S --rounds R`).
 
@@ -25,7 +28,7 @@ use rpc_bench::pb::EchoRequest;
 use rpc_bench::{EchoClient, EchoImpl, EchoServer, Message, TonicEcho};
 use rpc_runtime::config::RpcConfig;
 use rpc_runtime::consumer::{Consumer, ConsumerOptions};
-use rpc_runtime::provider::{Provider, RunningProvider};
+use rpc_runtime::provider::Provider;
 use rpc_runtime::serializer::Serializer;
 
 /// Every stack, rounds interleaved.
@@ -44,16 +47,204 @@ struct Args {
     /// Callers of an `--only` run.
     #[arg(long, default_value_t = 64)]
     callers: usize,
+    /// An `--only` run with the server in a process of its own.
+    #[arg(long)]
+    process: bool,
+    /// Serves this stack's server (in the child process of a run with servers apart).
+    #[arg(long, hide = true)]
+    serve: Option<ServerKind>,
+    /// The message text length a `--serve` server answers with.
+    #[arg(long, hide = true, default_value_t = SMALL)]
+    text: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
-/// One setting: how many callers, how long the message's text.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One setting: how many callers, how long the message's text, where the server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Setting {
     callers: usize,
     text: usize,
+    servers: Servers,
+}
+
+/// Where a run's server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Servers {
+    /// A task on the clients' runtime: a hand-off between a client task and a server task can
+    /// stay on one worker thread, which no deployment has.
+    Shared,
+    /// A child process of its own (this binary with `--serve`), with its own runtime of as
+    /// many worker threads, as a server is deployed.
+    Process,
+}
+
+/// The servers of the stacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ServerKind {
+    /// [`rpc_bench::raw::serve`]: each body answered as is.
+    Raw,
+    /// [`rpc_bench::raw::serve_answering`] with the answer our client decodes.
+    RawAnswering,
+    /// Our provider with the echo service.
+    Ours,
+    /// tonic's echo.
+    Tonic,
+}
+
+/// A server a run talks to.
+struct ServerAt {
+    addr: SocketAddr,
+    running: Running,
+}
+
+enum Running {
+    /// Serves until told to stop.
+    Task(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    /// Serves until its standard input closes.
+    Child(std::process::Child),
+}
+
+impl ServerAt {
+    /// Starts a `kind` server for `setting`.
+    async fn start(kind: ServerKind, setting: Setting) -> Self {
+        match setting.servers {
+            Servers::Shared => {
+                let (addr, serving) = bind_server(kind, setting.text).await;
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(async move {
+                    tokio::select! {
+                        () = serving.serve => {}
+                        _ = stopped => {}
+                    }
+                    (serving.stop)().await;
+                });
+                ServerAt {
+                    addr,
+                    running: Running::Task(stop, task),
+                }
+            }
+            Servers::Process => tokio::task::spawn_blocking(move || {
+                use std::io::BufRead as _;
+                let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                    .arg("--serve")
+                    .arg(
+                        clap::ValueEnum::to_possible_value(&kind)
+                            .unwrap()
+                            .get_name(),
+                    )
+                    .args(["--text", &setting.text.to_string()])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut line = String::new();
+                std::io::BufReader::new(child.stdout.take().unwrap())
+                    .read_line(&mut line)
+                    .unwrap();
+                let port: u16 = line.trim().parse().unwrap();
+                ServerAt {
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    running: Running::Child(child),
+                }
+            })
+            .await
+            .unwrap(),
+        }
+    }
+
+    async fn stop(self) {
+        match self.running {
+            Running::Task(stop, task) => {
+                let _ = stop.send(());
+                let _ = task.await;
+            }
+            Running::Child(mut child) => {
+                drop(child.stdin.take());
+                tokio::task::spawn_blocking(move || child.wait())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// A bound server: `serve` serves until dropped, then `stop` ends it gracefully.
+struct Serving {
+    serve: futures::future::BoxFuture<'static, ()>,
+    stop: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
+}
+
+/// A `kind` server on a free loopback port, on the current runtime.
+async fn bind_server(kind: ServerKind, text: usize) -> (SocketAddr, Serving) {
+    use futures::FutureExt as _;
+    if kind == ServerKind::Ours {
+        let provider = Provider::new(RpcConfig::default().with_server_port(0))
+            .with_registry(rpc_bench::memory_registries()())
+            .with_service(EchoServer::new(EchoImpl))
+            .start()
+            .await
+            .unwrap();
+        let addr = provider.local_addr();
+        let serving = Serving {
+            serve: futures::future::pending().boxed(),
+            stop: Box::new(move || {
+                async move {
+                    provider.shutdown().await.unwrap();
+                }
+                .boxed()
+            }),
+        };
+        return (addr, serving);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = match kind {
+        ServerKind::Raw => rpc_bench::raw::serve(listener).boxed(),
+        ServerKind::RawAnswering => {
+            // The response our client decodes, encoded once.
+            let answer = bytes::Bytes::from(bincode::serialize(&message(text)).unwrap());
+            rpc_bench::raw::serve_answering(listener, Some(answer)).boxed()
+        }
+        ServerKind::Tonic => async move {
+            tonic::transport::Server::builder()
+                .add_service(TonicServer::new(TonicEcho))
+                .serve_with_incoming(tokio_stream_from(listener))
+                .await
+                .unwrap();
+        }
+        .boxed(),
+        ServerKind::Ours => unreachable!("started above"),
+    };
+    // Dropping the serving future is the whole stop.
+    let stop = Box::new(|| async {}.boxed());
+    (addr, Serving { serve, stop })
+}
+
+/// `--serve`: a `kind` server in this process, its port on the first line of the standard
+/// output, serving until the standard input closes (the parent ended or let it go).
+fn serve_child(kind: ServerKind, text: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (addr, serving) = bind_server(kind, text).await;
+        println!("{}", addr.port());
+        let closed = tokio::task::spawn_blocking(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        });
+        tokio::select! {
+            () = serving.serve => {}
+            _ = closed => {}
+        }
+        (serving.stop)().await;
+    });
 }
 
 const SMALL: usize = 15;
@@ -105,10 +296,8 @@ impl Stack {
 }
 
 async fn raw(setting: Setting, secs: u64) -> Throughput {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(rpc_bench::raw::serve(listener));
-    let client = rpc_bench::raw::Client::connect(addr).await.unwrap();
+    let server = ServerAt::start(ServerKind::Raw, setting).await;
+    let client = rpc_bench::raw::Client::connect(server.addr).await.unwrap();
     // The body our bincode client sends for the same message, encoded once.
     let body = bytes::Bytes::from(bincode::serialize(&message(setting.text)).unwrap());
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
@@ -121,18 +310,20 @@ async fn raw(setting: Setting, secs: u64) -> Throughput {
         }
     })
     .await;
-    server.abort();
+    server.stop().await;
     result
 }
 
-/// Our echo served on a free port and registered in `registry`.
-async fn echo_provider(registry: registry_core::Registry) -> RunningProvider {
-    Provider::new(RpcConfig::default().with_server_port(0))
-        .with_registry(registry)
-        .with_service(EchoServer::new(EchoImpl))
-        .start()
-        .await
-        .unwrap()
+/// Our client with `serializer`, its registry listing the node at `addr` (as discovery would
+/// find it).
+async fn our_client(serializer: Serializer, addr: SocketAddr) -> EchoClient {
+    let registry: registry_core::Registry = rpc_bench::memory_registries()();
+    let node = registry_core::ServiceMetaInfo::new("Echo", addr.ip().to_string(), addr.port());
+    registry.register(node).await.unwrap();
+    EchoClient::new(Consumer::new(
+        registry,
+        ConsumerOptions::default().with_serializer(serializer),
+    ))
 }
 
 /// `setting.callers` callers echoing through our client for `secs`.
@@ -148,15 +339,10 @@ async fn drive_echo(client: EchoClient, setting: Setting, secs: u64) -> Throughp
 }
 
 async fn raw_to_ours(setting: Setting, secs: u64) -> Throughput {
-    let registry = rpc_bench::memory_registries();
-    let provider = echo_provider(registry()).await;
-    let consumer = Consumer::new(registry(), ConsumerOptions::default());
-    let key = consumer.service_key("Echo");
-    let nodes = consumer.registry().discover(&key).await.unwrap();
-    let node = nodes.nodes()[0].address();
-    let client = rpc_bench::raw::Client::connect(node.parse().unwrap())
-        .await
-        .unwrap();
+    let server = ServerAt::start(ServerKind::Ours, setting).await;
+    let client = rpc_bench::raw::Client::connect(server.addr).await.unwrap();
+    let key = Consumer::new(rpc_bench::memory_registries()(), ConsumerOptions::default())
+        .service_key("Echo");
     let args = bincode::serialize(&(message(setting.text),)).unwrap();
     let body =
         rpc_runtime::protocol::Frame::request(0, Serializer::Bincode, &key, "echo", &args).body;
@@ -170,56 +356,29 @@ async fn raw_to_ours(setting: Setting, secs: u64) -> Throughput {
         }
     })
     .await;
-    provider.shutdown().await.unwrap();
+    server.stop().await;
     result
 }
 
 async fn ours_to_raw(setting: Setting, secs: u64) -> Throughput {
-    use registry_core::{Registry, ServiceMetaInfo};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = bytes::Bytes::from(bincode::serialize(&message(setting.text)).unwrap());
-    let server = tokio::spawn(rpc_bench::raw::serve_answering(listener, Some(answer)));
-    let registry: Registry = rpc_bench::memory_registries()();
-    let consumer = Consumer::new(
-        registry.clone(),
-        ConsumerOptions::default().with_serializer(Serializer::Bincode),
-    );
-    let node = ServiceMetaInfo::new("Echo", addr.ip().to_string(), addr.port());
-    registry.register(node).await.unwrap();
-    let client = EchoClient::new(consumer);
+    let server = ServerAt::start(ServerKind::RawAnswering, setting).await;
+    let client = our_client(Serializer::Bincode, server.addr).await;
     let result = drive_echo(client, setting, secs).await;
-    server.abort();
+    server.stop().await;
     result
 }
 
 async fn ours(serializer: Serializer, setting: Setting, secs: u64) -> Throughput {
-    let registry = rpc_bench::memory_registries();
-    let provider = echo_provider(registry()).await;
-    let consumer = Consumer::new(
-        registry(),
-        ConsumerOptions::default().with_serializer(serializer),
-    );
-    let client = EchoClient::new(consumer);
+    let server = ServerAt::start(ServerKind::Ours, setting).await;
+    let client = our_client(serializer, server.addr).await;
     let result = drive_echo(client, setting, secs).await;
-    provider.shutdown().await.unwrap();
+    server.stop().await;
     result
 }
 
 async fn tonic_baseline(setting: Setting, secs: u64) -> Throughput {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(TonicServer::new(TonicEcho))
-            .serve_with_incoming_shutdown(tokio_stream_from(listener), async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+    let server = ServerAt::start(ServerKind::Tonic, setting).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .tcp_nodelay(true)
         .connect()
@@ -242,8 +401,7 @@ async fn tonic_baseline(setting: Setting, secs: u64) -> Throughput {
         }
     })
     .await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    server.stop().await;
     result
 }
 
@@ -261,6 +419,10 @@ fn tokio_stream_from(
 
 fn main() {
     let args = Args::parse();
+    if let Some(kind) = args.serve {
+        serve_child(kind, args.text);
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -271,6 +433,11 @@ fn main() {
     let main = Setting {
         callers: 64,
         text: SMALL,
+        servers: Servers::Shared,
+    };
+    let apart = Setting {
+        servers: Servers::Process,
+        ..main
     };
     let mut plan: Vec<(Setting, &[Stack])> = vec![(main, &every)];
     for text in [1024, 64 * 1024] {
@@ -279,6 +446,7 @@ fn main() {
     for callers in [1, 1024] {
         plan.push((Setting { callers, ..main }, &growth));
     }
+    plan.push((apart, &every));
     if let Some(only) = &args.only {
         let Some(stack) = every
             .into_iter()
@@ -290,6 +458,11 @@ fn main() {
         };
         let setting = Setting {
             callers: args.callers,
+            servers: if args.process {
+                Servers::Process
+            } else {
+                Servers::Shared
+            },
             ..main
         };
         let r = runtime.block_on(stack.run(setting, args.secs));
@@ -302,7 +475,7 @@ fn main() {
         );
         return;
     }
-    let mut results: HashMap<(Stack, usize, usize), Vec<Throughput>> = HashMap::new();
+    let mut results: HashMap<(Stack, Setting), Vec<Throughput>> = HashMap::new();
     runtime.block_on(async {
         for round in 0..args.rounds {
             for (setting, stacks) in &plan {
@@ -311,33 +484,40 @@ fn main() {
                     let stack = stacks[(i + round) % stacks.len()];
                     let r = stack.run(*setting, args.secs).await;
                     eprintln!(
-                        "round {round}, {} callers, {} B text: {} {:.0}/s p99 {:.0} µs",
+                        "round {round}, {} callers, {} B text, servers {:?}: {} {:.0}/s p99 {:.0} µs",
                         setting.callers,
                         setting.text,
+                        setting.servers,
                         stack.name(),
                         r.calls_per_sec,
                         r.p99.as_secs_f64() * 1e6
                     );
-                    results
-                        .entry((stack, setting.callers, setting.text))
-                        .or_default()
-                        .push(r);
+                    results.entry((stack, *setting)).or_default().push(r);
                 }
             }
         }
     });
-    let get = |stack, setting: Setting| median(&results[&(stack, setting.callers, setting.text)]);
+    let get = |stack, setting: Setting| median(&results[&(stack, setting)]);
     println!(
         "{} s per run after 1 s warm-up, {} rounds interleaved (order rotating), medians of rounds; {} worker threads",
         args.secs,
         args.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for text in [SMALL, 1024, 64 * 1024] {
-        let setting = Setting { text, ..main };
+    let tables = [SMALL, 1024, 64 * 1024]
+        .map(|text| Setting { text, ..main })
+        .into_iter()
+        .chain([apart]);
+    for setting in tables {
         let (raw, tonic) = (get(Stack::Raw, setting), get(Stack::Tonic, setting));
+        let text = setting.text;
         println!();
-        println!("64 callers, {text} B message text");
+        match setting.servers {
+            Servers::Shared => println!("64 callers, {text} B message text"),
+            Servers::Process => {
+                println!("64 callers, {text} B message text, every server in a process of its own")
+            }
+        }
         println!();
         println!("| stack | calls/s | of raw ceiling | vs tonic | p50 | p99 | p99 vs tonic |");
         println!("|---|---:|---:|---:|---:|---:|---:|");
