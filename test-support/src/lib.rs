@@ -114,19 +114,75 @@ pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
-/// `n` distinct free loopback ports (all listeners stay open until every port is picked).
+/// `n` distinct free loopback ports, each reserved for this test process until it exits.
+///
+/// A port is free when it is found free and then given to a server that binds it a moment
+/// later (a JVM takes a second): in between, nothing else may take it. So the ports come from
+/// below the kernel's ephemeral range (where the clients' own connections take their local
+/// ports, thousands of times per test run), and each one is reserved across the test
+/// processes running at once by an exclusive `flock` on a file named after it, held until
+/// the process exits (`$TMPDIR/registry-test-ports/`). The first cause of a server failing
+/// with "Address already in use" under load was a port picked with `bind(0)` and taken by a
+/// client's connection before the server came up.
 ///
 /// # Panics
-/// When the OS has no free port.
+/// When no port can be reserved (the tests cannot run anyway).
 #[allow(clippy::expect_used)]
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
+    (0..n)
+        .map(|_| reserve_port().expect("reserve a free loopback port"))
         .collect()
+}
+
+/// The lowest port handed out; the highest is below the ephemeral range.
+const RESERVED_PORTS_FROM: u16 = 20_000;
+
+/// The reservation files of this process's ports: their locks last as long as the process.
+static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+#[allow(unsafe_code)] // `flock` (`File::try_lock` is newer than this workspace's Rust 1.85).
+fn reserve_port() -> Option<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::fd::AsRawFd;
+    let below = ephemeral_start()
+        .unwrap_or(32_768)
+        .clamp(RESERVED_PORTS_FROM + 1_000, u16::MAX);
+    let dir = std::env::temp_dir().join("registry-test-ports");
+    std::fs::create_dir_all(&dir).ok()?;
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64..10_000 {
+        let mut hasher = random.build_hasher();
+        hasher.write_u64(attempt);
+        let span = u64::from(below - RESERVED_PORTS_FROM);
+        let port = RESERVED_PORTS_FROM + u16::try_from(hasher.finish() % span).ok()?;
+        let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        // SAFETY: `flock` only takes the descriptor of the file, open for the whole call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue; // Reserved by another test process.
+        }
+        // Reserved; still in use by something that does not reserve (another program)?
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        RESERVED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(file);
+        return Some(port);
+    }
+    None
+}
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`).
+fn ephemeral_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn which(binary: &str) -> Result<PathBuf, HarnessError> {
