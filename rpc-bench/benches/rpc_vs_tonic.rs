@@ -114,15 +114,9 @@ impl ServerAt {
     async fn start(kind: ServerKind, setting: Setting) -> Self {
         match setting.servers {
             Servers::Shared => {
-                let (addr, serving) = bind_server(kind, setting.text).await;
-                let (stop, stopped) = tokio::sync::oneshot::channel();
-                let task = tokio::spawn(async move {
-                    tokio::select! {
-                        () = serving.serve => {}
-                        _ = stopped => {}
-                    }
-                    (serving.stop)().await;
-                });
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let (addr, serve) = bind_server(kind, setting.text, stopped).await;
+                let task = tokio::spawn(serve);
                 ServerAt {
                     addr,
                     running: Running::Task(stop, task),
@@ -174,14 +168,13 @@ impl ServerAt {
     }
 }
 
-/// A bound server: `serve` serves until dropped, then `stop` ends it gracefully.
-struct Serving {
-    serve: futures::future::BoxFuture<'static, ()>,
-    stop: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
-}
-
-/// A `kind` server on a free loopback port, on the current runtime.
-async fn bind_server(kind: ServerKind, text: usize) -> (SocketAddr, Serving) {
+/// A `kind` server on a free loopback port, on the current runtime: its address, and the
+/// future that serves until `stop` completes, then ends it (gracefully, for ours).
+async fn bind_server(
+    kind: ServerKind,
+    text: usize,
+    stop: impl std::future::Future + Send + 'static,
+) -> (SocketAddr, futures::future::BoxFuture<'static, ()>) {
     use futures::FutureExt as _;
     if kind == ServerKind::Ours {
         let provider = Provider::new(RpcConfig::default().with_server_port(0))
@@ -191,39 +184,44 @@ async fn bind_server(kind: ServerKind, text: usize) -> (SocketAddr, Serving) {
             .await
             .unwrap();
         let addr = provider.local_addr();
-        let serving = Serving {
-            serve: futures::future::pending().boxed(),
-            stop: Box::new(move || {
-                async move {
-                    provider.shutdown().await.unwrap();
-                }
-                .boxed()
-            }),
+        let serve = async move {
+            stop.await;
+            provider.shutdown().await.unwrap();
         };
-        return (addr, serving);
+        return (addr, serve.boxed());
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve = match kind {
-        ServerKind::Raw => rpc_bench::raw::serve(listener).boxed(),
+    // Raw and tonic servers end when their future is dropped.
+    let until_stop = |serve: futures::future::BoxFuture<'static, ()>| {
+        async move {
+            tokio::select! {
+                () = serve => {}
+                _ = stop => {}
+            }
+        }
+        .boxed()
+    };
+    match kind {
+        ServerKind::Raw => (addr, until_stop(rpc_bench::raw::serve(listener).boxed())),
         ServerKind::RawAnswering => {
             // The response our client decodes, encoded once.
             let answer = bytes::Bytes::from(bincode::serialize(&message(text)).unwrap());
-            rpc_bench::raw::serve_answering(listener, Some(answer)).boxed()
+            let serve = rpc_bench::raw::serve_answering(listener, Some(answer));
+            (addr, until_stop(serve.boxed()))
         }
-        ServerKind::Tonic => async move {
-            tonic::transport::Server::builder()
-                .add_service(TonicServer::new(TonicEcho))
-                .serve_with_incoming(tokio_stream_from(listener))
-                .await
-                .unwrap();
+        ServerKind::Tonic => {
+            let serve = async move {
+                tonic::transport::Server::builder()
+                    .add_service(TonicServer::new(TonicEcho))
+                    .serve_with_incoming(tokio_stream_from(listener))
+                    .await
+                    .unwrap();
+            };
+            (addr, until_stop(serve.boxed()))
         }
-        .boxed(),
-        ServerKind::Ours => unreachable!("started above"),
-    };
-    // Dropping the serving future is the whole stop.
-    let stop = Box::new(|| async {}.boxed());
-    (addr, Serving { serve, stop })
+        ServerKind::Ours => unreachable!("served above, on a port of its own"),
+    }
 }
 
 /// `--serve`: a `kind` server in this process, its port on the first line of the standard
@@ -234,16 +232,12 @@ fn serve_child(kind: ServerKind, text: usize) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (addr, serving) = bind_server(kind, text).await;
-        println!("{}", addr.port());
         let closed = tokio::task::spawn_blocking(|| {
             let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         });
-        tokio::select! {
-            () = serving.serve => {}
-            _ = closed => {}
-        }
-        (serving.stop)().await;
+        let (addr, serve) = bind_server(kind, text, closed).await;
+        println!("{}", addr.port());
+        serve.await;
     });
 }
 
