@@ -134,6 +134,8 @@ impl Watching {
                 return match event.session_state {
                     SessionState::Disconnected => {
                         self.disconnected = true;
+                        // Deletions may go unseen: no node is known to be held any more.
+                        self.inner.own.forget_all();
                         Ok(None)
                     }
                     // Events during the disconnection may be lost (ZOOKEEPER-4698): relist.
@@ -153,10 +155,14 @@ impl Watching {
             }
             EventType::NodeChildrenChanged => return Ok(None),
             _ if !is_node_key(&self.prefix, self.depth, &key) => return Ok(None),
-            EventType::NodeDeleted => WatchEvent::Delete {
-                key,
-                revision: self.last,
-            },
+            EventType::NodeDeleted => {
+                // Gone: if this client wrote it, it no longer holds it (see `own`).
+                self.inner.own.forget(&key);
+                WatchEvent::Delete {
+                    key,
+                    revision: self.last,
+                }
+            }
             EventType::NodeCreated | EventType::NodeDataChanged => {
                 let seen = i64::try_from(self.last).unwrap_or(i64::MAX);
                 if let Some((value, mzxid)) = self.inner.own.written_after(&key, seen).await {

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 use zookeeper_client as zk;
 
 use crate::backend::Inner;
+use crate::own::Written;
 use crate::path::{parent, path};
 use crate::session::{classify, Session};
 use crate::NAME;
@@ -58,7 +59,7 @@ impl Inner {
         let node = path(key);
         // The service's directory usually exists: create first, make the directory on NoNode.
         for _ in 0..3 {
-            let announced = self.own.announce(node, value);
+            let announced = self.own.announce(node, value, client.session_id().0);
             match session
                 .raw(
                     || format!("create {node}"),
@@ -67,7 +68,7 @@ impl Inner {
                 .await?
             {
                 Ok((stat, _)) => {
-                    announced.done(Some(stat.mzxid));
+                    announced.done(Some(written(&stat)));
                     return Ok(true);
                 }
                 Err(zk::Error::NodeExists) => return Ok(false),
@@ -108,7 +109,7 @@ impl Inner {
             };
             let ours = client.session_id().0;
             if stat.ephemeral_owner == ours {
-                let announced = self.own.announce(node, value);
+                let announced = self.own.announce(node, value, ours);
                 match session
                     .raw(
                         || format!("set {node}"),
@@ -117,7 +118,7 @@ impl Inner {
                     .await?
                 {
                     Ok(stat) => {
-                        announced.done(Some(stat.mzxid));
+                        announced.done(Some(written(&stat)));
                         return Ok(());
                     }
                     Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
@@ -201,16 +202,40 @@ impl Inner {
     }
 
     /// Deletes `key` when this session holds it, or nobody does.
+    ///
+    /// ZooKeeper has no delete conditional on the owner, only on the data version. A node this
+    /// session wrote, and has not seen deleted since, is deleted at the version its write left,
+    /// in one request. Otherwise (or when that version is not the node's any more) the node's
+    /// owner is read first, then that version deleted. Either way a node another session holds
+    /// is left alone, except in one race no version check can tell: someone deletes this
+    /// session's node and another session creates one at the same version in the instant
+    /// before this delete (before this client hears of the deletion, or between the read and
+    /// the delete); that owner's watch of its own node then puts it back.
     pub(crate) async fn delete(&self, key: &str) -> Result<(), BackendError> {
         let session = &self.session;
         let client = session.get().await?;
         let node = path(key);
+        let ours = client.session_id().0;
+        let held = self.own.held_version(node, ours);
         self.own.forget(node);
+        if let Some(version) = held {
+            match session
+                .raw(
+                    || format!("delete {node}"),
+                    client.delete(node, Some(version)),
+                )
+                .await?
+            {
+                Ok(()) | Err(zk::Error::NoNode) => return Ok(()),
+                // Written since by someone else: whose is it now?
+                Err(zk::Error::BadVersion) => {}
+                Err(e) => return Err(classify(e, || format!("delete {node}"))),
+            }
+        }
         let stat = session
             .run(|| format!("stat {node}"), client.check_stat(node))
             .await?;
         let Some(stat) = stat else { return Ok(()) };
-        let ours = client.session_id().0;
         if stat.ephemeral_owner != ours && stat.ephemeral_owner != 0 {
             debug!(node, "not deleting a node another session holds");
             return Ok(());
@@ -296,6 +321,14 @@ async fn delete_one(
     {
         Ok(()) | Err(zk::Error::NoNode) => Ok(()),
         Err(e) => Err(classify(e, || format!("delete {node}"))),
+    }
+}
+
+/// What a write that took left, from the node's stat after it.
+fn written(stat: &zk::Stat) -> Written {
+    Written {
+        mzxid: stat.mzxid,
+        version: stat.version,
     }
 }
 
