@@ -43,6 +43,9 @@
 //! `put` reports it held and the core retries until that session's node is gone. Deleting
 //! and closing remove only this session's nodes; a graceful shutdown deletes them in one
 //! `multi`, and one by one when the `multi` fails (ZooKeeper applies it all-or-nothing).
+//! ZooKeeper deletes conditionally on a node's data version only, not on its owner: a node
+//! this session wrote and has not seen deleted since is deleted at the version its write
+//! left, in one request; any other node is deleted only after its owner was read.
 //!
 //! # TLS
 //!
