@@ -9,9 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use registry_conformance::{default_options, eventually, svc};
-use registry_core::RegistrationState;
-use registry_test_support::probe;
+use registry_conformance::{default_options, eventually, svc, BackendUnderTest};
+use registry_core::{RegistrationState, Registry, ServiceMetaInfo};
+use registry_test_support::{probe, ZkServer};
 use zookeeper_client as zk;
 
 const NODES: u16 = 50;
@@ -24,6 +24,15 @@ fn packets_received(port: u16) -> u64 {
         .find_map(|l| l.strip_prefix("zk_packets_received"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no zk_packets_received in {answer}"))
+}
+
+/// Asserts that `requests` are fewer than `per_one` for each of `done` operations (`what`).
+fn fewer_than(requests: u64, per_one: f64, done: u16, what: &str) {
+    println!("{requests} requests for {done} {what}");
+    assert!(
+        (requests as f64) < per_one * f64::from(done),
+        "{requests} requests for {done} {what}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,14 +71,13 @@ async fn own_registrations_are_not_read_back() {
             assert_eq!(node.metadata.get("n"), Some(&expected), "{who}: {node:?}");
         }
     }
-    let requests = packets_received(port) - before;
-    let registrations = u64::from(NODES - 1);
     // Each registration: one create by the provider, one read by the other client's watch.
     // Reading its own nodes back would add one more each.
-    println!("{requests} requests for {registrations} registrations");
-    assert!(
-        requests < registrations * 5 / 2,
-        "{requests} requests for {registrations} registrations"
+    fewer_than(
+        packets_received(port) - before,
+        2.5,
+        NODES - 1,
+        "registrations",
     );
     provider.shutdown().await.unwrap();
     other.shutdown().await.unwrap();
@@ -101,13 +109,12 @@ async fn own_nodes_are_deleted_in_one_request() {
         || async { provider.discover(&key).await.is_ok_and(|n| n.len() == 1) },
     )
     .await;
-    let requests = packets_received(port) - before;
-    let deregistrations = u64::from(NODES - 1);
     // One versioned delete each; reading each node's owner first would double it.
-    println!("{requests} requests for {deregistrations} deregistrations");
-    assert!(
-        requests < deregistrations * 3 / 2,
-        "{requests} requests for {deregistrations} deregistrations"
+    fewer_than(
+        packets_received(port) - before,
+        1.5,
+        NODES - 1,
+        "deregistrations",
     );
     provider.shutdown().await.unwrap();
 }
@@ -120,15 +127,24 @@ async fn owner(raw: &zk::Client, node: &str) -> Option<i64> {
         .map(|stat| stat.ephemeral_owner)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_still_held_but_written_by_someone_else_is_deleted() {
-    let zk = support::start();
+/// A provider holding `svc(1)` and `svc(2)` (one node stays when the other goes), the second
+/// as registered and its znode path, and another plain session.
+async fn provider_and_stranger(
+    zk: &BackendUnderTest<ZkServer>,
+) -> (Registry, ServiceMetaInfo, String, zk::Client) {
     let options = default_options();
     let provider = zk.registry(options.clone()).await;
     provider.register(svc(1)).await.unwrap();
-    provider.register(svc(2)).await.unwrap();
-    let raw = support::raw(&zk.connect_string()).await;
-    let node = options.keys.node_path(&svc(2));
+    let node = provider.register(svc(2)).await.unwrap();
+    let path = options.keys.node_path(&svc(2));
+    let stranger = support::raw(&zk.connect_string()).await;
+    (provider, node, path, stranger)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_still_held_but_written_by_someone_else_is_deleted() {
+    let zk = support::start();
+    let (provider, _, node, raw) = provider_and_stranger(&zk).await;
     let held_by = owner(&raw, &node).await.expect("registered");
     // Another session rewrites the data (its version moves on); the node is still the
     // provider's ephemeral node, so the provider's delete must still remove it.
@@ -141,12 +157,7 @@ async fn a_node_still_held_but_written_by_someone_else_is_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_another_session_took_after_ours_was_deleted_is_left_alone() {
     let zk = support::start();
-    let options = default_options();
-    let provider = zk.registry(options.clone()).await;
-    provider.register(svc(1)).await.unwrap();
-    let node = provider.register(svc(2)).await.unwrap();
-    let taker = support::raw(&zk.connect_string()).await;
-    let path = options.keys.node_path(&svc(2));
+    let (provider, node, path, taker) = provider_and_stranger(&zk).await;
     // Another session deletes the provider's node and creates its own at that path, at the
     // version the provider's own write left (0), at once (one `multi`: the provider's repair
     // cannot come in between).
